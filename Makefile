@@ -1,0 +1,55 @@
+# Every target that needs the environment depends on the install stamp, so on a fresh clone
+# `make train` and `make test` install what is missing first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.install-stamp
+EXP ?= tiny_gr1
+ARGS ?=
+NPROC ?= 1
+NNODES ?= 1
+NODE_RANK ?= 0
+MASTER_ADDR ?= 127.0.0.1
+MASTER_PORT ?= 29500
+
+.PHONY: install train dryrun list test lint generate eval clean-venv
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml launch/install_system.sh
+	bash launch/install_system.sh
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU build of torch that lies on this disk; no torchvision
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+ifeq ($(NPROC)$(NNODES),11)
+	$(PY) -m launch.train $(EXP) $(ARGS)
+else
+	$(VENV)/bin/torchrun --nproc_per_node=$(NPROC) --nnodes=$(NNODES) --node_rank=$(NODE_RANK) \
+	  --master_addr=$(MASTER_ADDR) --master_port=$(MASTER_PORT) -m launch.train $(EXP) $(ARGS)
+endif
+
+dryrun: $(STAMP)
+	$(PY) -m launch.train $(EXP) $(ARGS) --dryrun
+
+list: $(STAMP)
+	@$(PY) -m launch.train --list
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check framework experiments launch data_prep tests bench
+
+generate: $(STAMP)
+	$(PY) -m framework.inference.video2world $(ARGS)
+
+eval: $(STAMP)
+	$(PY) -m framework.eval $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
