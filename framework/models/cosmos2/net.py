@@ -1,0 +1,403 @@
+"""Cosmos-Predict2 Video2World DiT (upstream `MinimalV1LVGDiT`) with the official module names.
+
+Every parameter name equals the official checkpoint key after stripping `net.` (spec §4.7), so
+official files load strictly. Shapes, formulas and defaults follow spec §4.4-§4.5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+# Official rope buffers, training counters and TransformerEngine extra state (spec §4.7): carried
+# by official files, recomputed or unused here.
+IGNORED_CHECKPOINT_KEYS: tuple[str, ...] = (
+    "pos_embedder.seq",
+    "pos_embedder.dim_spatial_range",
+    "pos_embedder.dim_temporal_range",
+    "accum_video_sample_counter",
+    "accum_image_sample_counter",
+    "accum_iteration",
+    "accum_train_in_hours",
+    "*._extra_state",
+)
+
+# Spec §4.4. "0.6B" exists upstream only as Text2Image; its Video2World form here (same sizes,
+# 18 input channels) serves small runs, with the T2I rope ratios.
+SIZES: dict[str, dict] = {
+    "0.6B": dict(model_channels=1280, num_blocks=20, num_heads=20,
+                 rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
+                 rope_t_extrapolation_ratio=1.0),
+    "2B": dict(model_channels=2048, num_blocks=28, num_heads=16,
+               rope_h_extrapolation_ratio=3.0, rope_w_extrapolation_ratio=3.0,
+               rope_t_extrapolation_ratio=1.0),
+    "14B": dict(model_channels=5120, num_blocks=36, num_heads=40,
+                rope_h_extrapolation_ratio=2.0, rope_w_extrapolation_ratio=2.0,
+                rope_t_extrapolation_ratio=20.0 / 24.0),
+}
+
+
+def net_config(size: str) -> dict:
+    """Constructor kwargs of `MiniTrainDiT` for an official size ("0.6B", "2B", "14B")."""
+    if size not in SIZES:
+        raise ValueError(f"Unknown Cosmos-Predict2 size {size!r}; use one of {sorted(SIZES)}.")
+    return dict(SIZES[size])
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learnable scale, computed in fp32 like TE's RMSNorm (spec §4.5)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+        return out.to(x.dtype)
+
+
+class Patchify(nn.Module):
+    """b c (t r) (h m) (w n) -> b t h w (c r m n): channel is the outermost factor (spec §4.5.3)."""
+
+    def __init__(self, patch_spatial: int, patch_temporal: int) -> None:
+        super().__init__()
+        self.p, self.pt = patch_spatial, patch_temporal
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, t, h, w = x.shape
+        p, pt = self.p, self.pt
+        x = x.view(b, c, t // pt, pt, h // p, p, w // p, p)
+        return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, t // pt, h // p, w // p, c * pt * p * p)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, in_channels: int, dim: int, patch_spatial: int, patch_temporal: int):
+        super().__init__()
+        n_in = in_channels * patch_spatial * patch_spatial * patch_temporal
+        # Index 0 holds no weights; the Linear must sit at `proj.1` (official key).
+        self.proj = nn.Sequential(Patchify(patch_spatial, patch_temporal),
+                                  nn.Linear(n_in, dim, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class Timesteps(nn.Module):
+    """Sinusoid [cos | sin] (cos first, spec §4.5.5), fp32."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t: Tensor) -> Tensor:
+        half = self.dim // 2
+        k = torch.arange(half, dtype=torch.float32, device=t.device)
+        freqs = torch.exp(-math.log(10000.0) * k / half)
+        angles = t.float().unsqueeze(-1) * freqs
+        return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+class TimestepEmbedding(nn.Module):
+    """Returns (raw sinusoid, adaLN-LoRA term [.., 3D]) as upstream does with adaln-lora on."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(dim, dim, bias=False)
+        self.activation = nn.SiLU()
+        self.linear_2 = nn.Linear(dim, 3 * dim, bias=False)
+
+    def forward(self, sample: Tensor) -> tuple[Tensor, Tensor]:
+        return sample, self.linear_2(self.activation(self.linear_1(sample)))
+
+
+class RopePosition3D(nn.Module):
+    """3D RoPE angles with NTK-scaled bases (spec §4.5.4); holds no state (official buffers are
+    recomputed, see IGNORED_CHECKPOINT_KEYS)."""
+
+    def __init__(self, head_dim: int, h_ratio: float, w_ratio: float, t_ratio: float,
+                 max_h: int, max_w: int, max_t: int) -> None:
+        super().__init__()
+        self.dim_h = self.dim_w = head_dim // 6 * 2
+        self.dim_t = head_dim - 2 * self.dim_h
+        self.theta_h = 10000.0 * h_ratio ** (self.dim_h / (self.dim_h - 2))
+        self.theta_w = 10000.0 * w_ratio ** (self.dim_w / (self.dim_w - 2))
+        self.theta_t = 10000.0 * t_ratio ** (self.dim_t / (self.dim_t - 2))
+        self.max_h, self.max_w, self.max_t = max_h, max_w, max_t
+
+    @staticmethod
+    def _freqs(theta: float, dim: int, device: torch.device) -> Tensor:
+        exponents = torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim
+        return 1.0 / (theta**exponents)
+
+    def angles(self, t: int, h: int, w: int, device: torch.device) -> Tensor:
+        """Per-token angles [t*h*w, head_dim/2] in fp32, ordered [t-part, h-part, w-part]."""
+        if h > self.max_h or w > self.max_w or t > self.max_t:
+            raise ValueError(
+                f"Latent grid (T={t}, H={h}, W={w}) after patching exceeds the RoPE limits "
+                f"({self.max_t}, {self.max_h}, {self.max_w}); raise max_frames/max_img_h/max_img_w."
+            )
+
+        def outer(n: int, theta: float, dim: int) -> Tensor:
+            pos = torch.arange(n, dtype=torch.float32, device=device)
+            return torch.outer(pos, self._freqs(theta, dim, device))
+
+        at = outer(t, self.theta_t, self.dim_t)[:, None, None, :].expand(t, h, w, -1)
+        ah = outer(h, self.theta_h, self.dim_h)[None, :, None, :].expand(t, h, w, -1)
+        aw = outer(w, self.theta_w, self.dim_w)[None, None, :, :].expand(t, h, w, -1)
+        return torch.cat([at, ah, aw], dim=-1).reshape(t * h * w, -1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate-half RoPE (pair i with i + d/2) on x [B, L, heads, d]; cos/sin [L, 1, d/2] fp32."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    return out.to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Bias-free multi-head attention with q/k RMSNorm over head_dim and no mask (spec §4.5.6)."""
+
+    def __init__(self, query_dim: int, context_dim: int, num_heads: int, head_dim: int) -> None:
+        super().__init__()
+        inner = num_heads * head_dim
+        self.num_heads, self.head_dim = num_heads, head_dim
+        self.q_proj = nn.Linear(query_dim, inner, bias=False)
+        self.k_proj = nn.Linear(context_dim, inner, bias=False)
+        self.v_proj = nn.Linear(context_dim, inner, bias=False)
+        self.q_norm = RMSNorm(head_dim, eps=1e-6)
+        self.k_norm = RMSNorm(head_dim, eps=1e-6)
+        self.v_norm = nn.Identity()
+        self.output_proj = nn.Linear(inner, query_dim, bias=False)
+
+    def forward(self, x: Tensor, context: Tensor | None = None,
+                rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        context = x if context is None else context
+        heads = (self.num_heads, self.head_dim)
+        q = self.q_norm(self.q_proj(x).unflatten(-1, heads))
+        k = self.k_norm(self.k_proj(context).unflatten(-1, heads))
+        v = self.v_norm(self.v_proj(context).unflatten(-1, heads))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        # [B, L, heads, d] viewed as [B, heads, L, d]: last dim stays unit-stride, which is the
+        # layout flash/cuDNN SDPA consume without a copy.
+        q, k, v = (a.transpose(1, 2) for a in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.output_proj(out.transpose(1, 2).flatten(2))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.layer1 = nn.Linear(dim, hidden, bias=False)
+        self.activation = nn.GELU()  # exact erf GELU (spec §4.5.6)
+        self.layer2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer2(self.activation(self.layer1(x)))
+
+
+def _adaln(dim: int, lora_dim: int, n: int) -> nn.Sequential:
+    return nn.Sequential(nn.SiLU(), nn.Linear(dim, lora_dim, bias=False),
+                         nn.Linear(lora_dim, n * dim, bias=False))
+
+
+class Block(nn.Module):
+    """Self-attention, cross-attention and MLP, each with AdaLN-LoRA modulation per latent frame."""
+
+    def __init__(self, dim: int, context_dim: int, num_heads: int, mlp_ratio: float,
+                 adaln_lora_dim: int) -> None:
+        super().__init__()
+        head_dim = dim // num_heads
+        self.self_attn = Attention(dim, dim, num_heads, head_dim)
+        self.cross_attn = Attention(dim, context_dim, num_heads, head_dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.layer_norm_self_attn = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.layer_norm_cross_attn = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.layer_norm_mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaln_modulation_self_attn = _adaln(dim, adaln_lora_dim, 3)
+        self.adaln_modulation_cross_attn = _adaln(dim, adaln_lora_dim, 3)
+        self.adaln_modulation_mlp = _adaln(dim, adaln_lora_dim, 3)
+        # Set by parallelize.py: extra torch.utils.checkpoint kwargs (None = no checkpointing).
+        # Checkpointing inside forward keeps parameter and state-dict names official.
+        self.checkpoint_kwargs: dict | None = None
+
+    def forward(self, x: Tensor, emb: Tensor, adaln_lora: Tensor, context: Tensor,
+                rope_cos: Tensor, rope_sin: Tensor) -> Tensor:
+        if self.checkpoint_kwargs is not None and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, emb, adaln_lora, context, rope_cos, rope_sin,
+                              use_reentrant=False, preserve_rng_state=False,
+                              **self.checkpoint_kwargs)
+        return self._forward(x, emb, adaln_lora, context, rope_cos, rope_sin)
+
+    def _forward(self, x: Tensor, emb: Tensor, adaln_lora: Tensor, context: Tensor,
+                 rope_cos: Tensor, rope_sin: Tensor) -> Tensor:
+        """x [B, T, S, D] (S = tokens per frame); emb/adaln_lora [B, T or 1, D / 3D]."""
+        b, t, s, d = x.shape
+
+        def modulation(adaln: nn.Module) -> tuple[Tensor, ...]:
+            return (adaln(emb) + adaln_lora).unsqueeze(2).chunk(3, dim=-1)
+
+        shift, scale, gate = modulation(self.adaln_modulation_self_attn)
+        h = self.layer_norm_self_attn(x) * (1 + scale) + shift
+        h = self.self_attn(h.reshape(b, t * s, d), rope=(rope_cos, rope_sin))
+        x = x + gate * h.view(b, t, s, d)
+
+        shift, scale, gate = modulation(self.adaln_modulation_cross_attn)
+        h = self.layer_norm_cross_attn(x) * (1 + scale) + shift
+        h = self.cross_attn(h.reshape(b, t * s, d), context=context)
+        x = x + gate * h.view(b, t, s, d)
+
+        shift, scale, gate = modulation(self.adaln_modulation_mlp)
+        h = self.layer_norm_mlp(x) * (1 + scale) + shift
+        return x + gate * self.mlp(h)
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_features: int, adaln_lora_dim: int) -> None:
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out_features, bias=False)
+        self.adaln_modulation = _adaln(dim, adaln_lora_dim, 2)
+
+    def forward(self, x: Tensor, emb: Tensor, adaln_lora: Tensor) -> Tensor:
+        d = x.shape[-1]
+        mod = self.adaln_modulation(emb) + adaln_lora[..., : 2 * d]
+        shift, scale = mod.unsqueeze(2).chunk(2, dim=-1)
+        return self.linear(self.layer_norm(x) * (1 + scale) + shift)
+
+
+class MiniTrainDiT(nn.Module):
+    """Predict2 Video2World DiT. Input channels: latent, condition mask, padding mask (§4.5.1-2)."""
+
+    def __init__(
+        self,
+        model_channels: int,
+        num_blocks: int,
+        num_heads: int,
+        in_channels: int = 16,
+        out_channels: int = 16,
+        patch_spatial: int = 2,
+        patch_temporal: int = 1,
+        crossattn_emb_channels: int = 1024,
+        adaln_lora_dim: int = 256,
+        mlp_ratio: float = 4.0,
+        rope_h_extrapolation_ratio: float = 1.0,
+        rope_w_extrapolation_ratio: float = 1.0,
+        rope_t_extrapolation_ratio: float = 1.0,
+        max_img_h: int = 240,
+        max_img_w: int = 240,
+        max_frames: int = 128,
+        concat_padding_mask: bool = True,
+    ) -> None:
+        super().__init__()
+        if model_channels % num_heads:
+            raise ValueError(f"model_channels={model_channels} is not divisible by "
+                             f"num_heads={num_heads}; pick sizes from net_config().")
+        self.model_channels, self.num_heads = model_channels, num_heads
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.patch_spatial, self.patch_temporal = patch_spatial, patch_temporal
+        self.crossattn_emb_channels = crossattn_emb_channels
+        self.concat_padding_mask = concat_padding_mask
+        self.mlp_ratio = mlp_ratio
+        d = model_channels
+        # +1 condition-mask channel (MinimalV1LVGDiT), +1 padding-mask channel (§4.4).
+        embed_in = in_channels + 1 + int(concat_padding_mask)
+        self.x_embedder = PatchEmbed(embed_in, d, patch_spatial, patch_temporal)
+        self.pos_embedder = RopePosition3D(
+            d // num_heads, rope_h_extrapolation_ratio, rope_w_extrapolation_ratio,
+            rope_t_extrapolation_ratio, max_img_h // patch_spatial, max_img_w // patch_spatial,
+            max_frames // patch_temporal,
+        )
+        self.t_embedder = nn.Sequential(Timesteps(d), TimestepEmbedding(d))
+        self.t_embedding_norm = RMSNorm(d, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            Block(d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim)
+            for _ in range(num_blocks)
+        )
+        out_features = patch_spatial * patch_spatial * patch_temporal * out_channels
+        self.final_layer = FinalLayer(d, out_features, adaln_lora_dim)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Upstream init (§4.5): trunc-normal std 1/sqrt(fan_in) at +-3 std; the second adaLN
+        linears start at zero; norm scales at one. Only matters when training from scratch."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                std = 1.0 / math.sqrt(module.in_features)
+                nn.init.trunc_normal_(module.weight, std=std, a=-3 * std, b=3 * std)
+            elif isinstance(module, RMSNorm):
+                module.weight.fill_(1.0)
+        for block in self.blocks:
+            for adaln in (block.adaln_modulation_self_attn, block.adaln_modulation_cross_attn,
+                          block.adaln_modulation_mlp):
+                adaln[2].weight.zero_()
+        self.final_layer.adaln_modulation[2].weight.zero_()
+
+    def _input_channels(self, x: Tensor, cond_mask: Tensor | None,
+                        padding_mask: Tensor | None) -> Tensor:
+        b, _, t, h, w = x.shape
+        if cond_mask is None:  # image batches: the condition channel is zeros (§4.5.1)
+            cond_mask = x.new_zeros(b, 1, t, h, w)
+        parts = [x, cond_mask.to(x.dtype).expand(b, 1, t, h, w)]
+        if self.concat_padding_mask:
+            if padding_mask is None:
+                padding_mask = x.new_zeros(b, 1, h, w)
+            pm = F.interpolate(padding_mask.to(x.dtype), size=(h, w), mode="nearest")
+            parts.append(pm.unsqueeze(2).expand(b, 1, t, h, w))
+        return torch.cat(parts, dim=1)
+
+    def _check_shapes(self, x: Tensor, timesteps: Tensor) -> Tensor:
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must be [B, {self.in_channels}, T, H, W]; got {tuple(x.shape)}.")
+        _, _, t, h, w = x.shape
+        p, pt = self.patch_spatial, self.patch_temporal
+        if t % pt or h % p or w % p:
+            raise ValueError(f"Latent size (T={t}, H={h}, W={w}) must be divisible by the patch "
+                             f"({pt}, {p}, {p}); resize the video.")
+        if timesteps.ndim == 1:
+            timesteps = timesteps[:, None]
+        if timesteps.ndim != 2 or timesteps.shape[1] not in (1, t // pt):
+            raise ValueError(f"timesteps must be [B] or [B, {t // pt}]; "
+                             f"got {tuple(timesteps.shape)}.")
+        return timesteps
+
+    def forward(
+        self,
+        x_B_C_T_H_W: Tensor,
+        timesteps_B_T: Tensor,
+        crossattn_emb: Tensor,
+        condition_video_input_mask_B_C_T_H_W: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Velocity [B, out_channels, T, H, W] in the dtype of x."""
+        timesteps = self._check_shapes(x_B_C_T_H_W, timesteps_B_T)
+        x = self._input_channels(x_B_C_T_H_W, condition_video_input_mask_B_C_T_H_W, padding_mask)
+        x = self.x_embedder(x)
+        b, t, h, w, d = x.shape
+        x = x.view(b, t, h * w, d)
+
+        # Sinusoid in fp32, then the compute dtype (bf16 params need bf16 inputs without autocast).
+        sinusoid = self.t_embedder[0](timesteps).to(x.dtype)
+        emb, adaln_lora = self.t_embedder[1](sinusoid)
+        emb = self.t_embedding_norm(emb)
+        angles = self.pos_embedder.angles(t, h, w, x.device).unsqueeze(1)
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        context = crossattn_emb.to(x.dtype)
+
+        for block in self.blocks:
+            x = block(x, emb, adaln_lora, context, cos, sin)
+        x = self.final_layer(x, emb, adaln_lora)
+        return self._unpatchify(x.view(b, t, h, w, -1))
+
+    def _unpatchify(self, x: Tensor) -> Tensor:
+        """B T H W (p1 p2 t C) -> B C (T t) (H p1) (W p2): channel innermost (§4.5.8)."""
+        b, t, h, w, _ = x.shape
+        p, pt, c = self.patch_spatial, self.patch_temporal, self.out_channels
+        x = x.view(b, t, h, w, p, p, pt, c).permute(0, 7, 1, 6, 2, 4, 3, 5)
+        return x.reshape(b, c, t * pt, h * p, w * p)
