@@ -76,13 +76,22 @@ def loader(dataset: DictConfig, batch_size: int = 1, num_workers: int = 8) -> Di
     )
 
 
+def hooks() -> dict:
+    """The stock hooks; experiments add entries or drop them by name (`~hooks.progress`)."""
+    return {
+        "log": L("framework.trainer.hooks.LogHook")(),
+        "checkpoint": L("framework.trainer.hooks.CheckpointHook")(),
+        "progress": L("framework.trainer.hooks.ProgressHook")(),
+    }
+
+
 def base(model: DictConfig, data: DictConfig, project: str = "worldtune",
          group: str = "debug") -> DictConfig:
     """A whole experiment tree with the default job blocks around a model and a data block."""
     return OmegaConf.create(
         dict(job=job(project, group), model=model, data=data, optim=optim(),
              sched=lambda_linear(), train=train(), parallel=parallel(), checkpoint=checkpoint(),
-             logging=logging(), hooks={})
+             logging=logging(), hooks=hooks())
     )
 
 

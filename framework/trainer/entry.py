@@ -1,0 +1,67 @@
+"""`run(cfg, overrides)`: what launch/train.py calls in every process; returns the exit code.
+
+Exit codes (also in docs/training.md), so SLURM scripts can tell a requeue from a failure:
+  0   EXIT_OK          reached train.max_steps
+  1   (uncaught)       any other error, with its traceback
+  2   EXIT_USER_ERROR  a mistake in the config or the files it names (one-line message)
+  3   EXIT_NONFINITE   the loss was NaN/Inf train.max_nonfinite_steps times in a row
+  4   EXIT_OOM         out of GPU memory
+  75  EXIT_PREEMPTED   SIGTERM/SIGUSR1: the step finished, a checkpoint was saved; requeue
+                       and the run resumes from it (75 = EX_TEMPFAIL in sysexits.h).
+                       torchrun reports any non-zero worker code as its own 1, so the trainer
+                       also leaves <job_dir>/PREEMPTED (the step) for scripts that wrap torchrun.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import torch
+from omegaconf import DictConfig
+
+from framework.config import ConfigError
+from framework.trainer import dist as D
+from framework.trainer.trainer import NonFiniteLossError, Trainer
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2  # the same code launch/train.py uses for config mistakes
+EXIT_NONFINITE = 3
+EXIT_OOM = 4
+EXIT_PREEMPTED = 75
+
+log = logging.getLogger("framework.trainer")
+
+OOM_ADVICE = (
+    "out of GPU memory on rank {rank}: lower data.batch_size (raise train.grad_accum to keep the "
+    "global batch), set parallel.activation_checkpointing=selective (or full), or shard over "
+    "more GPUs with parallel.strategy=fsdp and a larger parallel.shard_size (-1 = all)."
+)
+
+
+def _setup_logging(rank: int) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format=f"[%(asctime)s rank{rank}] %(levelname)s %(message)s",
+                            datefmt="%H:%M:%S", stream=sys.stderr)  # fmt: skip
+    # Other ranks speak only when something is wrong.
+    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
+    """Train the experiment `cfg` (overrides already applied); returns the process exit code."""
+    env = D.init_distributed(cfg.parallel.strategy)
+    _setup_logging(env.rank)
+    try:
+        finished = Trainer(cfg, overrides, env).fit()
+        return EXIT_OK if finished else EXIT_PREEMPTED
+    except torch.OutOfMemoryError:
+        log.error(OOM_ADVICE.format(rank=env.rank))
+        return EXIT_OOM
+    except ConfigError as err:
+        log.error("error: %s", str(err).splitlines()[0])
+        return EXIT_USER_ERROR
+    except NonFiniteLossError as err:
+        log.error("%s", err)
+        return EXIT_NONFINITE
+    finally:
+        D.shutdown()

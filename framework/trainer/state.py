@@ -1,0 +1,125 @@
+"""Small process-level helpers of the trainer: seeds and RNG state, determinism, signals, the job
+folder's run files, batch placement and gradient sanitising."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from framework.trainer.metrics import plain_config
+
+# Signals that mean "finish the step, save, exit": SLURM's --signal=USR1@<secs> warning and the
+# SIGTERM that schedulers and torchrun send before killing.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def job_dir_of(cfg: DictConfig) -> Path:
+    """output_root/project/group/name (DESIGN contract 3)."""
+    job = cfg.job
+    root = job.get("output_root") or os.environ.get("OUTPUT_ROOT", "checkpoints")
+    return Path(str(root)) / str(job.project) / str(job.group) / str(job.name)
+
+
+def write_run_files(job_dir: Path, cfg: DictConfig, overrides: Iterable[str]) -> None:
+    """config.yaml (resolved, secrets masked) and overrides.txt (appended on each start)."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    text = OmegaConf.to_yaml(OmegaConf.create(plain_config(cfg)), sort_keys=False)
+    (job_dir / "config.yaml").write_text(text)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with open(job_dir / "overrides.txt", "a") as f:
+        f.write(f"# started {stamp}\n" + "".join(f"{o}\n" for o in overrides))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_determinism(deterministic: bool) -> None:
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic (CUDA docs, "Reproducibility").
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        # Upstream's speed settings (spec §3.1): TF32 for fp32 matmuls, cuDNN autotuning.
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random streams, in types torch.load(weights_only=True) accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+@torch.no_grad()
+def zero_nonfinite_grads_(params: Iterable[torch.nn.Parameter],
+                          device: torch.device) -> torch.Tensor:  # fmt: skip
+    """Set NaN/Inf gradient values to 0 (local shards) and return how many there were.
+
+    Upstream uses nan_to_num, which turns Inf into the largest float and lets clipping shrink the
+    whole update to nothing; zero drops only the broken values.
+    """
+    count = torch.zeros((), dtype=torch.long, device=device)
+    for p in params:
+        if p.grad is None:
+            continue
+        g = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+        bad = ~torch.isfinite(g)
+        n = bad.sum()
+        g.masked_fill_(bad, 0.0)
+        count += n
+    return count
+
+
+@contextmanager
+def preemption_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
+    """Route SIGTERM/SIGUSR1 to `on_signal` inside the block (main thread only)."""
+    previous = {}
+    try:
+        for sig in PREEMPTION_SIGNALS:
+            previous[sig] = signal.signal(sig, lambda signum, frame: on_signal(signum))
+    except ValueError:  # not the main thread: leave signals to whoever owns them
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,291 @@
+"""The generic trainer: any model that follows the protocol of docs/architecture.md.
+
+The model gives the loss; the trainer owns precision, accumulation, clipping, AdamW, the schedule,
+EMA, checkpoints and processes; hooks only observe or schedule. docs/training.md describes the
+files it writes, resume, and the exit codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from framework.config import ConfigError, instantiate
+from framework.trainer import dist as D
+from framework.trainer.checkpoint import Checkpointer, load_pretrained
+from framework.trainer.data import BatchStream
+from framework.trainer.ema import PowerEMA
+from framework.trainer.hooks import HookList
+from framework.trainer.metrics import MetricsSink
+from framework.trainer.state import (
+    job_dir_of,
+    preemption_signals,
+    rng_state,
+    seed_everything,
+    set_determinism,
+    set_rng_state,
+    to_device,
+    write_run_files,
+    zero_nonfinite_grads_,
+)
+
+log = logging.getLogger(__name__)
+# Marker left in the job folder by a run stopped with SIGTERM/SIGUSR1 (holds the saved step).
+PREEMPTED = "PREEMPTED"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss stayed NaN/Inf for train.max_nonfinite_steps steps in a row."""
+
+
+@dataclass
+class StepResult:
+    loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
+
+
+class _StepModule(nn.Module):
+    """Routes training_step through forward so DDP's reducer sees every step."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, step: int) -> tuple[Tensor, dict]:
+        return self.model.training_step(batch, step)
+
+
+class Trainer:
+    """Builds model, data, optimizer, schedule, EMA and hooks from `cfg`, resumes, and fits."""
+
+    def __init__(self, cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (),
+                 env: D.DistEnv | None = None) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.env = env or D.init_distributed(cfg.parallel.strategy)
+        self.device = self.env.device
+        self.job_dir = job_dir_of(cfg)
+        self.max_steps = int(cfg.train.max_steps)
+        self.accum = int(cfg.train.grad_accum)
+        if self.accum < 1:
+            raise ConfigError(f"train.grad_accum={self.accum} must be >= 1; fix it.")
+        self.autocast_dtype = self._precision(cfg.train.precision)
+        set_determinism(bool(cfg.train.deterministic))
+        if self.is_main:
+            write_run_files(self.job_dir, cfg, overrides)
+            (self.job_dir / PREEMPTED).unlink(missing_ok=True)
+        D.barrier()
+
+        # The same seed on every rank while building: FSDP shards and DDP replicas start equal.
+        seed_everything(int(cfg.train.seed))
+        self.model: nn.Module = instantiate(cfg.model)
+        self.checkpointer = Checkpointer(self.job_dir / "checkpoints", self.env,
+                                         cfg.checkpoint.keep_last)  # fmt: skip
+        resume_from = self.checkpointer.latest()
+        if resume_from is None and cfg.checkpoint.get("load_path"):
+            load_pretrained(self.model, cfg.checkpoint)
+        self.model.to(self.device)
+        self.mesh = D.build_mesh(cfg.parallel, self.env)
+        self.model.parallelize(self.mesh, cfg.parallel)
+        self.step_module: nn.Module = _StepModule(self.model)
+        if cfg.parallel.strategy == "ddp":
+            self.step_module = DistributedDataParallel(self.step_module)
+        self.params = [p for p in self.model.trainable_parameters() if p.requires_grad]
+        self.optimizer = instantiate(cfg.optim, params=self.params)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, instantiate(cfg.sched))
+        ema = cfg.train.get("ema") or {}
+        self.ema = PowerEMA(self.model.net, ema.get("rate", 0.1)) if ema.get("enabled") else None
+        self.batches = BatchStream(cfg.data, self.env, int(cfg.train.seed))
+        self.hooks = HookList.from_config(cfg.get("hooks"))
+        self.sink = MetricsSink(self.job_dir, cfg, self.is_main)
+        self.replicas = D.replicate_degree(cfg.parallel, self.world_size)
+
+        self.step = 0
+        self.last_saved_step: int | None = None
+        self.stop_requested = False
+        self.counters = {"nonfinite_steps": 0, "nonfinite_in_a_row": 0, "nonfinite_grads": 0}
+        self._signal: int | None = None
+        seed_everything(int(cfg.train.seed) + self.rank)
+        if resume_from is not None:
+            self._restore(resume_from)
+
+    # ---- what hooks see -----------------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        return self.env.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size
+
+    @property
+    def is_main(self) -> bool:
+        return self.env.is_main
+
+    def log(self, values: dict[str, Any]) -> None:
+        """Record values for the current step (metrics.jsonl and wandb; rank 0 only)."""
+        self.sink.log(self.step, values)
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def fit(self) -> bool:
+        """Train to train.max_steps. Returns False when stopped early by SIGTERM/SIGUSR1."""
+        self.hooks.before_train(self)
+        with preemption_signals(self._on_signal):
+            while self.step < self.max_steps and not self.stop_requested:
+                result = self.train_step()
+                if result.skipped:
+                    self._count_nonfinite()
+                    continue
+                self.counters["nonfinite_in_a_row"] = 0
+                self.step += 1
+                self.hooks.after_step(self, self.step, result.loss, result.metrics)
+        if self.stop_requested:
+            log.warning("stop signal received: saving step %d and exiting", self.step)
+            self.save_checkpoint()
+            if self.is_main:
+                (self.job_dir / PREEMPTED).write_text(f"{self.step}\n")
+        self.hooks.after_train(self)
+        self.sink.close()
+        return not self.stop_requested
+
+    def train_step(self) -> StepResult:
+        """One optimizer step over train.grad_accum micro-batches (skipped if the loss is not
+        finite on any rank)."""
+        start, data_wait, flops = time.perf_counter(), 0.0, 0.0
+        loss_sum = torch.zeros((), device=self.device)
+        model_metrics: dict[str, Any] = {}
+        for micro in range(self.accum):
+            t = time.perf_counter()
+            batch = to_device(next(self.batches), self.device)
+            data_wait += time.perf_counter() - t
+            flops += self._flops(batch)
+            with self._no_sync(micro < self.accum - 1), self._autocast():
+                loss, metrics = self.step_module(batch, self.step)
+            (loss / self.accum).backward()
+            loss_sum += loss.detach().float()
+            for k, v in metrics.items():
+                model_metrics[k] = model_metrics.get(k, 0.0) + v / self.accum
+        bad_grads = zero_nonfinite_grads_(self.params, self.device)
+        stop = float(self._signal is not None)
+        totals = torch.stack([loss_sum / self.accum, (~loss_sum.isfinite()).float(),
+                              bad_grads.float(), torch.tensor(stop, device=self.device)])
+        loss, nonfinite, bad, stop = D.all_reduce_sum(totals).tolist()
+        self.stop_requested |= stop > 0
+        if nonfinite > 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(loss=float("nan"), skipped=True)
+        lr = self.scheduler.get_last_lr()[0]
+        grad_norm = self._clip_grad_norm()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.step)
+        self.counters["nonfinite_grads"] += int(bad / self.replicas)
+        samples = self.batches.batch_size * self.accum * self.world_size
+        return StepResult(loss=loss / self.world_size, metrics={
+            "loss": loss / self.world_size, "lr": lr, "grad_norm": grad_norm,
+            "step_time": time.perf_counter() - start, "data_wait": data_wait,
+            "samples": samples, "flops": flops * self.world_size,
+            **{k: float(v) for k, v in model_metrics.items()},
+        })  # fmt: skip
+
+    # ---- pieces of a step ---------------------------------------------------------------------
+
+    def _precision(self, precision: str) -> torch.dtype | None:
+        if precision not in ("bf16", "fp32"):
+            raise ConfigError(f"train.precision={precision!r} must be bf16 or fp32; fix it.")
+        if precision == "bf16" and self.device.type != "cuda":
+            log.warning("train.precision=bf16 needs CUDA; this CPU run computes in fp32.")
+            return None
+        return torch.bfloat16 if precision == "bf16" else None
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _no_sync(self, skip_sync: bool):
+        # DDP all-reduces only on the last micro-batch. FSDP2 reduce-scatters every micro-batch
+        # on purpose: keeping unsharded gradients across micro-batches costs a full model copy.
+        if skip_sync and isinstance(self.step_module, DistributedDataParallel):
+            return self.step_module.no_sync()
+        return nullcontext()
+
+    def _clip_grad_norm(self) -> float:
+        max_norm = float(self.cfg.train.grad_clip or 0) or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        return float(norm)
+
+    def _flops(self, batch: dict) -> float:
+        fn = getattr(self.model, "flops_per_sample", None)
+        if fn is None:
+            return 0.0
+        return float(fn(batch)) * self.batches.batch_size
+
+    def _count_nonfinite(self) -> None:
+        self.counters["nonfinite_steps"] += 1
+        self.counters["nonfinite_in_a_row"] += 1
+        limit = int(self.cfg.train.get("max_nonfinite_steps") or 0)
+        in_a_row = self.counters["nonfinite_in_a_row"]
+        log.warning("non-finite loss after step %d: step skipped (%d in a row)", self.step,
+                    in_a_row)  # fmt: skip
+        if limit and in_a_row >= limit:
+            last = self.checkpointer.latest() or "none"
+            raise NonFiniteLossError(
+                f"the loss was NaN/Inf for {in_a_row} steps in a row after step {self.step} "
+                f"(train.max_nonfinite_steps={limit}); the last checkpoint ({last}) is left as "
+                "it was: lower optim.lr, check the data, or raise train.max_nonfinite_steps."
+            )
+
+    def _on_signal(self, signum: int) -> None:
+        self._signal = signum
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        """Save the current step (once per step, however many hooks ask)."""
+        if self.last_saved_step == self.step:
+            return
+        state = {
+            "step": self.step,
+            "world_size": self.world_size,
+            "data": self.batches.state_dict(),
+            "rng": D.all_gather_object(rng_state()),
+            "hooks": self.hooks.state_dict(),
+            "counters": dict(self.counters),
+        }
+        self.checkpointer.save(self.step, self.model, self.optimizer, self.scheduler, self.ema,
+                               state)  # fmt: skip
+        self.last_saved_step = self.step
+
+    def _restore(self, name: str) -> None:
+        state = self.checkpointer.load(name, self.model, self.optimizer, self.scheduler, self.ema)
+        self.step = self.last_saved_step = int(state["step"])
+        self.batches.load_state_dict(state["data"])
+        self.hooks.load_state_dict(state.get("hooks", {}))
+        self.counters.update(state.get("counters", {}))
+        if int(state["world_size"]) == self.world_size:
+            set_rng_state(state["rng"][self.rank])
+        else:
+            log.warning("resuming on %d processes from a run on %d: random streams restart "
+                        "from the seed.", self.world_size, state["world_size"])  # fmt: skip
+
+    @contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """The EMA weights in model.net for the block (plain weights when EMA is off)."""
+        with self.ema.swapped() if self.ema is not None else nullcontext():
+            yield
