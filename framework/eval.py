@@ -1,0 +1,181 @@
+"""Evaluate a Video2World model on held-out clips: PSNR, SSIM and latent L2 against the truth.
+
+    python -m framework.eval [--experiment NAME] [--checkpoint PATH] [--dataset_dir DIR]
+        [--num_items 4] [--num_steps 35] [--seed 0] [--output eval.json] [-- KEY=VALUE ...]
+
+Each held-out clip (the dataset's `val/` split when present) is conditioned on its first
+frame(s) and its stored caption embedding; the rest is generated with a fixed seed and compared
+with the clip: PSNR and SSIM (framework/inference/metrics.py) over the generated pixel frames,
+latent L2 (mean squared difference) over the generated latent frames, in the model tokenizer's
+space. Conditional frames are excluded: they are given, not predicted. `EvalHook` runs the same
+before and after training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf.errors import OmegaConfBaseException
+
+from framework.config import ConfigError
+from framework.inference import loading
+from framework.inference.heldout import data_settings, heldout_items
+from framework.inference.metrics import latent_l2, video_metrics
+from framework.inference.sample_hook import ema_context, runs_here
+from framework.trainer.hooks import Hook
+
+log = logging.getLogger(__name__)
+METRICS = ("psnr", "ssim", "latent_l2")
+
+
+@torch.no_grad()
+def evaluate(model: Any, dataset_dir: str | Path, num_items: int = 4, num_steps: int = 35,
+             seed: int = 0, *, guidance: float = 7.0, num_conditional_frames: int = 1,
+             video_size: tuple[int, int] | None = None, frame_stride: int = 1) -> dict:
+    """Metrics per held-out item and their means (see the module docstring).
+
+    `video_size` (H, W) and `frame_stride` should match the training data; None keeps the clips'
+    own size."""
+    n = num_conditional_frames
+    items = heldout_items(dataset_dir, num_items, model.expected_pixel_frames, video_size,
+                          frame_stride)
+    tok = model.tokenizer
+    skip = tok.latent_frames(n)
+    rows = []
+    for item in items:
+        truth = item.video
+        video = model.generate(truth[:, :, :n], item.text_emb, None, num_conditional_frames=n,
+                               guidance=guidance, num_steps=num_steps, seed=seed).cpu()
+        dev = model._device()
+        z_gen, z_true = tok.encode(video.to(dev)), tok.encode(truth.to(dev))
+        row = {"name": item.name, **video_metrics(video[:, :, n:], truth[:, :, n:]),
+               "latent_l2": latent_l2(z_gen[:, :, skip:], z_true[:, :, skip:])}
+        rows.append(row)
+    means = {k: _mean([r[k] for r in rows]) for k in METRICS}
+    return {**means, "num_items": len(rows), "num_steps": num_steps, "seed": seed,
+            "guidance": guidance, "num_conditional_frames": n, "items": rows}
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def format_table(result: dict) -> str:
+    """The per-item rows and the mean as a fixed-width text table."""
+    width = max([len(r["name"]) for r in result["items"]] + [4])
+    lines = [f"{'item':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'latent L2':>10}"]
+    for r in [*result["items"], {"name": "mean", **result}]:
+        lines.append(f"{r['name']:<{width}}  {r['psnr']:>8.2f}  {r['ssim']:>6.3f}  "
+                     f"{r['latent_l2']:>10.4g}")
+    return "\n".join(lines)
+
+
+def _finite(value: Any) -> Any:
+    # JSON has no Infinity/NaN: identical videos (PSNR inf) are written as the string "inf".
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(result), indent=2, default=str) + "\n")
+    return path
+
+
+class EvalHook(Hook):
+    """`evaluate` before training (fresh runs) into <job_dir>/eval_before.json and after it
+    (EMA weights when on) into eval_after.json; the means are logged as eval_before/* and
+    eval_after/*. `dataset_dir` defaults to the run's training data."""
+
+    def __init__(self, before: bool = True, after: bool = True, num_items: int = 2,
+                 num_steps: int = 35, guidance: float = 7.0, seed: int = 0,
+                 num_conditional_frames: int = 1, dataset_dir: str | None = None) -> None:
+        self.before, self.after = before, after
+        self.kw = dict(num_items=int(num_items), num_steps=int(num_steps), seed=int(seed),
+                       guidance=float(guidance), num_conditional_frames=int(num_conditional_frames))
+        self.dataset_dir = dataset_dir
+
+    def _run(self, trainer: Any, tag: str) -> dict | None:
+        if not runs_here(trainer):
+            return None
+        data = data_settings(trainer.cfg)
+        with ema_context(trainer):
+            result = evaluate(trainer.model, self.dataset_dir or data["dataset_dir"],
+                              video_size=data["size"], frame_stride=data["stride"], **self.kw)
+        if trainer.is_main:
+            result["step"] = int(trainer.step)
+            write_json(result, Path(trainer.job_dir) / f"eval_{tag}.json")
+            trainer.log({f"eval_{tag}/{k}": result[k] for k in METRICS})
+            log.info("evaluation %s training (step %d):\n%s", tag, trainer.step,
+                     format_table(result))
+        return result
+
+    def before_train(self, trainer: Any) -> None:
+        # A resumed run has already measured its starting point.
+        if self.before and trainer.step == 0:
+            self._run(trainer, "before")
+
+    def after_train(self, trainer: Any) -> None:
+        if self.after:
+            self._run(trainer, "after")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m framework.eval",
+                                description=__doc__.split("\n\n")[0])
+    a = p.add_argument
+    a("--experiment", help="registered experiment that defines the model (default tiny_gr1)")
+    a("--checkpoint", help="model/iter_N.pt of a job, or an official .pt (needs --experiment)")
+    a("--module", action="append", default=[], help="extra experiment module to import")
+    a("--load_ema", action="store_true", help="load the net_ema. weights")
+    a("--dataset_dir", help="GR1-layout dataset (its val/ split when present); default: the "
+      "experiment's training data")
+    a("--num_items", type=int, default=4)
+    a("--num_steps", type=int, default=35)
+    a("--seed", type=int, default=0)
+    a("--guidance", type=float, default=7.0)
+    a("--num_conditional_frames", type=int, choices=(1, 5), default=1)
+    a("--output", help="JSON path (default: <job_dir>/eval_<checkpoint>.json)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    try:
+        args = build_parser().parse_args(argv[:cut])
+        cfg, checkpoint = loading.resolve(args.experiment, argv[cut + 1 :], args.checkpoint,
+                                          modules=args.module)
+        model = loading.build_model(cfg, checkpoint, args.load_ema)
+        data = data_settings(cfg)
+        result = evaluate(model, args.dataset_dir or data["dataset_dir"], args.num_items,
+                          args.num_steps, args.seed, guidance=args.guidance,
+                          num_conditional_frames=args.num_conditional_frames,
+                          video_size=data["size"], frame_stride=data["stride"])
+    except (ConfigError, OmegaConfBaseException, FileNotFoundError, ValueError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    result["checkpoint"] = str(checkpoint)
+    job = loading.job_dir_of_checkpoint(checkpoint)
+    default = (job / f"eval_{Path(checkpoint).stem}.json") if job else Path("output/eval.json")
+    out = write_json(result, args.output or default)
+    print(format_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

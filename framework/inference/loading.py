@@ -1,0 +1,207 @@
+"""From command-line choices to a ready model: which config, which checkpoint, which weights.
+
+Config: a checkpoint inside a job folder (`<job>/checkpoints/model/iter_N.pt`) brings the job's
+`config.yaml`; otherwise (or when `--experiment` is given explicitly) the registered experiment.
+Overrides apply on top. Checkpoint: the one given; else the experiment job's latest; else the
+experiment's `checkpoint.load_path`. Weights: `net.` keys (or `net_ema.` with load_ema), with
+LoRA weights folded into the base weights, so inference always runs a plain net.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from framework.config import ConfigError, apply_overrides, from_yaml, get, instantiate, load_all
+
+_LORA_MARKS = (".lora_A.", ".lora_B.")
+_BASE = ".base_layer."
+
+
+def job_dir(cfg: DictConfig) -> Path:
+    """`<output_root>/<project>/<group>/<name>` of a config (env interpolations resolved)."""
+    job = OmegaConf.to_container(cfg.job, resolve=True)
+    return Path(job["output_root"]) / job["project"] / job["group"] / str(job["name"])
+
+
+def job_dir_of_checkpoint(path: str | Path) -> Path | None:
+    """The job folder a `checkpoints/model/iter_N.pt` file belongs to, when it has config.yaml."""
+    path = Path(path)
+    if path.parent.name == "model" and path.parent.parent.name == "checkpoints":
+        job = path.parents[2]
+        if (job / "config.yaml").is_file():
+            return job
+    return None
+
+
+def latest_checkpoint(job: str | Path) -> Path | None:
+    """The model file named by `<job>/checkpoints/latest_checkpoint.txt`, if it exists."""
+    marker = Path(job) / "checkpoints" / "latest_checkpoint.txt"
+    if not marker.is_file():
+        return None
+    name = marker.read_text().strip()
+    model_dir = marker.parent / "model"
+    # The marker may hold a file name ("iter_000000100.pt"), a stem or a path.
+    for candidate in (Path(name), model_dir / name, model_dir / f"{name}.pt",
+                      model_dir / f"{Path(name).stem}.pt"):
+        if name and candidate.is_file():
+            return candidate
+    return None
+
+
+def download_hint(path: str | Path) -> str:
+    """The command that creates a missing weights file or folder, as one sentence."""
+    parts = Path(path).parts
+    if "checkpoints" in parts:
+        i = parts.index("checkpoints")
+        if len(parts) > i + 2:
+            local = Path(*parts[: i + 3])
+            repo = f"{parts[i + 1]}/{parts[i + 2]}"
+            return f"download it with `huggingface-cli download {repo} --local-dir {local}`"
+    if len(parts) == 2 and not Path(path).is_absolute():  # a hub id such as google-t5/t5-11b
+        return (f"download it with `huggingface-cli download {path} --local-dir "
+                f"checkpoints/{path}`")
+    if Path(path).name == "text_encoder":
+        return f"create it with `python -m data_prep.synthetic {Path(path).parent}`"
+    return "check the path"
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist; {download_hint(path)}.")
+    return path
+
+
+def resolve(
+    experiment: str | None,
+    overrides: list[str],
+    checkpoint: str | None,
+    default_experiment: str = "tiny_gr1",
+    modules: list[str] = (),
+) -> tuple[DictConfig, Path]:
+    """(config, checkpoint path) following the module docstring's order."""
+    job = job_dir_of_checkpoint(checkpoint) if checkpoint else None
+    if job is not None and experiment is None:
+        cfg = from_yaml(job / "config.yaml")
+        OmegaConf.set_struct(cfg, True)  # so a mistyped override fails, as for experiments
+    elif checkpoint and experiment is None:
+        raise ConfigError(f"{checkpoint} is not in a job folder with config.yaml, so the model "
+                          "cannot be rebuilt from it; pass --experiment NAME as well.")
+    else:
+        load_all(modules)
+        cfg = get(experiment or default_experiment)
+    apply_overrides(cfg, overrides)
+    if checkpoint:
+        return cfg, require_file(checkpoint, "Checkpoint")
+    latest = latest_checkpoint(job_dir(cfg))
+    if latest is not None:
+        return cfg, latest
+    load_path = cfg.checkpoint.get("load_path") if "checkpoint" in cfg else None
+    if load_path:
+        return cfg, require_file(load_path, "Checkpoint")
+    raise ConfigError(f"experiment {cfg.job.name} has no trained checkpoint in {job_dir(cfg)}; "
+                      f"train it first (make train EXP={cfg.job.name}) or pass --checkpoint.")
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a `.pt` file (weights_only, memory-mapped; `model`/`state_dict` unwrapped)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # anything beyond plain tensors is refused by weights_only
+        raise ValueError(f"Checkpoint {path} cannot be read safely ({str(err).splitlines()[0]});"
+                         " re-save it as a plain state dict.") from None
+    for holder in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(holder), dict):
+            obj = obj[holder]
+    if not isinstance(obj, dict):
+        raise ValueError(f"Checkpoint {path} holds a {type(obj).__name__}, not a state dict; "
+                         "pass a model/iter_N.pt file.")
+    return obj
+
+
+def is_lora_state(sd: dict[str, Tensor]) -> bool:
+    return any(m in k for k in sd for m in _LORA_MARKS)
+
+
+def net_state(sd: dict[str, Tensor], ema: bool, lora: dict | None, path: str | Path = "",
+              ignored: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    """Plain net keys: the `net.` (or `net_ema.`) subset, prefix stripped, LoRA folded in."""
+    prefix = "net_ema." if ema else "net."
+    if any(k.startswith(("net.", "net_ema.")) for k in sd):
+        if not any(k.startswith(prefix) for k in sd):
+            hint = "EMA was off in that run; drop --load_ema." if ema else "pass a model file."
+            raise ValueError(f"Checkpoint {path} has no {prefix!r} keys; {hint}")
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    sd = {k: v for k, v in sd.items() if not any(fnmatch.fnmatchcase(k, p) for p in ignored)}
+    if is_lora_state(sd):
+        if not lora:
+            raise ValueError(f"Checkpoint {path} holds LoRA weights but the config has no "
+                             "model.lora; pass the LoRA experiment or the run's job folder.")
+        from framework.models.cosmos2.lora import merge_lora_state_dict
+
+        sd = merge_lora_state_dict(sd, alpha=float(lora["alpha"]), rank=int(lora["rank"]))
+    # A LoRA net saved without adapters (or a base file) still has base_layer names to undo.
+    return {k.replace(_BASE, "."): v for k, v in sd.items()}
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        import os
+
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def build_model(cfg: DictConfig, checkpoint: str | Path | None, load_ema: bool = False,
+                device: torch.device | str | None = None) -> torch.nn.Module:
+    """The configured model with the checkpoint's weights, in eval mode on `device`.
+
+    The net is built on the meta device and the weights are assigned, so a 14B model never
+    exists twice in memory. LoRA is folded into the weights, so the built model has none. On CUDA
+    the net runs in bf16 (as upstream inference); on the CPU in float32.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    lora = model_cfg.get("lora")
+    lora = OmegaConf.to_container(lora) if lora else None
+    if "lora" in model_cfg:
+        model_cfg.lora = None
+    net_cfg = model_cfg.pop("net")
+    if checkpoint is None:
+        net = instantiate(net_cfg)  # random weights: tests and smoke runs
+    else:
+        with torch.device("meta"):
+            net = instantiate(net_cfg)
+    model = instantiate(model_cfg, net=net)
+    if checkpoint is not None:
+        ignored = tuple(getattr(model, "ignored_checkpoint_keys", ()))
+        sd = net_state(read_state_dict(checkpoint), load_ema, lora, checkpoint, ignored)
+        try:
+            model.net.load_state_dict(sd, strict=True, assign=True)
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())[:300]
+            raise ValueError(f"Checkpoint {checkpoint} does not match the configured net "
+                             f"({detail}); use the experiment the checkpoint was trained "
+                             "with.") from None
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model.net.to(device=device, dtype=dtype)
+    return model.eval().requires_grad_(False)
+
+
+def text_encoder_path(enc: object) -> str | None:
+    """A text encoder folder (a config's `model.text_encoder`), checked to exist; None when
+    `enc` is not a path."""
+    if not isinstance(enc, (str, Path)):
+        return None
+    from framework.models.text import resolve_t5_dir
+
+    try:
+        return str(resolve_t5_dir(enc))
+    except FileNotFoundError:
+        hint = download_hint(enc)
+        raise FileNotFoundError(f"Text encoder {enc} does not exist; {hint}.") from None

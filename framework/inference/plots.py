@@ -1,0 +1,120 @@
+"""Loss curve of a job: `<job_dir>/metrics.jsonl` -> `<job_dir>/loss_curve.png`.
+
+    python -m framework.inference.plots JOB_DIR
+
+Plots every logged `loss` (and `edm_loss` when present) against its step, with a smoothed line,
+on a log scale when the values span more than a factor of 10. Lines without the key (e.g. eval or
+sample records) are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from framework.trainer.hooks import Hook
+
+KEYS = ("loss", "edm_loss")
+
+
+def read_metrics(job_dir: str | Path) -> list[dict]:
+    """The records of metrics.jsonl (a torn last line, from a run killed mid-write, is skipped)."""
+    path = Path(job_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; pass a job folder of a run that logged "
+                                "at least one step.")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one key; a resumed run's repeated steps keep the latest value."""
+    points: dict[int, float] = {}
+    for r in records:
+        value = r.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value) and "step" in r:
+            points[int(r["step"])] = float(value)
+    steps = sorted(points)
+    return steps, [points[s] for s in steps]
+
+
+def smooth(values: list[float], weight: float = 0.9) -> list[float]:
+    """Bias-corrected exponential moving average (as TensorBoard's smoothing)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**i))
+    return out
+
+
+def plot_loss_curve(job_dir: str | Path) -> Path:
+    """Write `<job_dir>/loss_curve.png` and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training nodes
+    import matplotlib.pyplot as plt
+
+    job_dir = Path(job_dir)
+    records = read_metrics(job_dir)
+    curves = {k: series(records, k) for k in KEYS}
+    curves = {k: v for k, v in curves.items() if v[0]}
+    if not curves:
+        raise ValueError(f"{job_dir / 'metrics.jsonl'} has no 'loss' values; train for at least "
+                         "logging.every steps first.")
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for i, (key, (steps, values)) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax.plot(steps, values, color=color, alpha=0.3, linewidth=1)
+        ax.plot(steps, smooth(values), color=color, linewidth=2, label=f"{key} (smoothed)")
+    every = [v for _, vals in curves.values() for v in vals]
+    if min(every) > 0 and max(every) / min(every) > 10:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(job_dir.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = job_dir / "loss_curve.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+class LossCurveHook(Hook):
+    """Writes loss_curve.png into the job folder when training ends (rank 0)."""
+
+    def after_train(self, trainer: Any) -> None:
+        if not trainer.is_main:
+            return
+        try:
+            plot_loss_curve(trainer.job_dir)
+        except (FileNotFoundError, ValueError) as err:  # a run with no logged step
+            import logging
+
+            logging.getLogger(__name__).warning("no loss curve: %s", err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m framework.inference.plots JOB_DIR", file=sys.stderr)
+        return 2
+    try:
+        print(plot_loss_curve(argv[0]))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Prompt texts and prompt embedding for generation.
+
+The default negative prompt lists the artefacts classifier-free guidance should steer away from
+(the upstream default is a long list of the same kind, spec §4.3). An empty negative prompt means
+the all-zero (dropped-text) embedding, which is what the model saw as "no text" in training; it is
+never replaced by the positive prompt (upstream does that, which turns guidance off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+DEFAULT_NEGATIVE_PROMPT = (
+    "The video shows ugly, distorted and deformed content: blurry or out-of-focus frames, heavy "
+    "noise, grain, compression and blocking artefacts, flickering, jitter and sudden jumps between "
+    "frames, a frozen or static scene, overexposed or underexposed images, washed-out or "
+    "oversaturated colours, smeared textures, warped geometry, objects that melt, merge, appear or "
+    "vanish, extra or missing limbs, fingers or grippers, bodies and robot arms bending in "
+    "impossible ways, physically implausible motion, floating objects, unnatural lighting, "
+    "cartoonish, painted or computer-generated look, watermarks, text, logos, borders and "
+    "subtitles, low resolution, low quality, poorly composed."
+)
+
+GR00T_PROMPT_PREFIX = "The robot arm is performing a task. "
+GR00T_VARIANTS = {"gr1": "GR1", "droid": "DROID"}
+GR00T_EXPERIMENT = "groot_gr1_480_14b"  # 14B at 480p (432x768), 93 frames, 16 fps (spec §7.2)
+GR00T_CHECKPOINT = (
+    "checkpoints/nvidia/Cosmos-Predict2-14B-Sample-GR00T-Dreams-{variant}/model-480p-16fps.pt"
+)
+
+
+def gr00t_checkpoint(variant: str) -> str:
+    """The GR00T-Dreams 14B checkpoint path that the download command creates."""
+    if variant not in GR00T_VARIANTS:
+        raise ValueError(f"--gr00t_variant {variant!r} is unknown; use one of "
+                         f"{sorted(GR00T_VARIANTS)}.")
+    return GR00T_CHECKPOINT.format(variant=GR00T_VARIANTS[variant])
+
+
+Encoder = Callable[[Sequence[str]], Tensor]
+
+
+class PromptEmbedder:
+    """Embeds prompts once each ([1, L, D] float32 on the CPU) with any text encoder object that
+    has `encode(prompts) -> (emb, lengths)` or is a callable returning emb. The empty string gives
+    zeros of the encoder's shape (see the module docstring)."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.cache: dict[str, Tensor] = {}
+
+    def _run(self, prompts: list[str]) -> Tensor:
+        enc = self.encoder
+        out = enc.encode(prompts) if hasattr(enc, "encode") else enc(prompts)
+        return (out[0] if isinstance(out, tuple) else out).float().cpu()
+
+    def __call__(self, prompt: str) -> Tensor:
+        if prompt not in self.cache:
+            if prompt == "":
+                self.cache[prompt] = torch.zeros_like(self._run(["-"]))
+            else:
+                self.cache[prompt] = self._run([prompt])
+        return self.cache[prompt]
+
+    def embed_many(self, prompts: Sequence[str], batch_size: int = 8) -> None:
+        """Fill the cache in batches (one forward per batch instead of per prompt)."""
+        todo = sorted({p for p in prompts if p and p not in self.cache})
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            emb = self._run(chunk)
+            for j, prompt in enumerate(chunk):
+                self.cache[prompt] = emb[j : j + 1].clone()

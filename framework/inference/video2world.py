@@ -1,0 +1,239 @@
+"""Video2World generation from the command line: one prompt, or a DreamGen batch JSON.
+
+    python -m framework.inference.video2world [--experiment NAME] [--checkpoint PATH] [options]
+        [-- KEY=VALUE ...]
+
+With no arguments it continues the first held-out clip of the default (tiny) experiment's data
+with its caption, from that job's latest checkpoint. Upstream's flags and defaults (spec §7.1,
+§7.2) carry over; see docs/inference.md. Under torchrun each rank takes items rank::world of a
+batch JSON. Exit status: 0 when every item was written, 1 when any failed, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf.errors import OmegaConfBaseException
+
+from framework.config import ConfigError
+from framework.inference import loading, media, prompts
+from framework.inference.heldout import heldout_paths
+
+USER_ERROR, ITEM_FAILED = 2, 1
+
+
+@dataclass
+class Item:
+    input_path: str
+    prompt: str
+    output: str
+    first_frames: bool = False  # take the clip's first frames (held-out default), not its last
+
+
+@dataclass
+class Settings:
+    size: tuple[int, int]
+    fps: float
+    negative_prompt: str
+    prompt_prefix: str = ""
+    num_conditional_frames: int = 1
+    guidance: float = 7.0
+    num_steps: int = 35
+    seed: int = 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m framework.inference.video2world",
+                                description=__doc__.split("\n\n")[0])
+    a = p.add_argument
+    a("--experiment", help="registered experiment that defines the model (default tiny_gr1)")
+    a("--checkpoint", "--dit_path", dest="checkpoint",
+      help="model/iter_N.pt of a job (its config.yaml rebuilds the model), a LoRA checkpoint, "
+      "or an official .pt with net. keys (needs --experiment)")
+    a("--module", action="append", default=[], help="extra experiment module to import")
+    a("--load_ema", action="store_true", help="load the net_ema. weights")
+    a("--prompt", default=None, help="text prompt (default: the held-out clip's caption)")
+    a("--input_path", default=None, help="conditioning image (.png/.jpg/.jpeg/.webp) or video")
+    a("--negative_prompt", default=prompts.DEFAULT_NEGATIVE_PROMPT,
+      help='negative prompt for guidance; "" means the all-zero (no text) embedding')
+    a("--num_conditional_frames", type=int, choices=(1, 5), default=1)
+    a("--guidance", type=float, default=7.0)
+    a("--seed", type=int, default=0)
+    a("--num_steps", type=int, default=35)
+    a("--save_path", default="output/generated_video.mp4")
+    a("--batch_input_json", default=None,
+      help="JSON list of {input_video, prompt, output_video} (DreamGen batch)")
+    a("--prompt_prefix", default=None, help='prepended to every prompt (default "", or "'
+      f'{prompts.GR00T_PROMPT_PREFIX}" with --gr00t_variant)')
+    a("--gr00t_variant", choices=sorted(prompts.GR00T_VARIANTS), default=None,
+      help="GR00T-Dreams presets: 14B, 480p, 16 fps, its checkpoint and prompt prefix")
+    return p
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Options before `--`, config overrides after it (`experiment=NAME` is accepted there)."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = build_parser().parse_args(argv[:cut])
+    overrides = []
+    for tok in argv[cut + 1 :]:
+        if tok.startswith("experiment="):
+            args.experiment = tok.split("=", 1)[1]
+        else:
+            overrides.append(tok)
+    if args.gr00t_variant:
+        args.experiment = args.experiment or prompts.GR00T_EXPERIMENT
+        if not args.checkpoint:
+            args.checkpoint = prompts.gr00t_checkpoint(args.gr00t_variant)
+    if args.prompt_prefix is None:
+        args.prompt_prefix = prompts.GR00T_PROMPT_PREFIX if args.gr00t_variant else ""
+    return args, overrides
+
+
+def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str]]]:
+    """The items to generate and the (item, reason) pairs rejected before any work."""
+    if args.batch_input_json:
+        return read_batch(args.batch_input_json, Path(args.save_path).parent)
+    if args.input_path is None:
+        # `make generate` with no arguments: a held-out first frame and its caption.
+        try:
+            clip = heldout_paths(cfg.data.dataset.dataset_dir, 1)[0]
+        except FileNotFoundError:
+            raise ConfigError(f"no --input_path given and no held-out clip in "
+                              f"{cfg.data.dataset.dataset_dir}; pass --input_path.") from None
+        caption = clip.parent.parent / "metas" / f"{clip.stem}.txt"
+        prompt = args.prompt if args.prompt is not None else (
+            caption.read_text().strip() if caption.is_file() else "")
+        return [Item(str(clip), prompt, args.save_path, first_frames=True)], []
+    return [Item(args.input_path, args.prompt or "", args.save_path)], []
+
+
+def read_batch(path: str | Path, out_dir: Path) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Items of a batch JSON; entries without input_video or prompt are rejected."""
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"batch JSON {path} cannot be read ({err}); pass a JSON list of "
+                          "{input_video, prompt, output_video}.") from None
+    if not isinstance(entries, list):
+        raise ConfigError(f"batch JSON {path} must hold a list of {{input_video, prompt, "
+                          "output_video}} objects.")
+    items, rejected = [], []
+    for i, entry in enumerate(entries):
+        entry = entry if isinstance(entry, dict) else {}
+        if not entry.get("input_video") or entry.get("prompt") is None:
+            rejected.append((f"item {i}", "needs input_video and prompt"))
+            continue
+        out = entry.get("output_video") or str(out_dir / f"output_{i}.mp4")
+        items.append(Item(str(entry["input_video"]), str(entry["prompt"]), out))
+    return items, rejected
+
+
+def rank_and_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def generate_item(model, embed: prompts.PromptEmbedder, item: Item, s: Settings) -> Path:
+    """Generate one video and write it with its prompt sidecar."""
+    if item.first_frames:
+        cond = media.load_video_frames(item.input_path, s.size, s.num_conditional_frames,
+                                       last=False)
+    else:
+        cond = media.load_conditioning(item.input_path, s.size, s.num_conditional_frames)
+    video = model.generate(
+        cond, embed(s.prompt_prefix + item.prompt), embed(s.negative_prompt),
+        num_conditional_frames=s.num_conditional_frames, guidance=s.guidance,
+        num_steps=s.num_steps, seed=s.seed,
+    )
+    out = media.save_video(item.output, video[0], s.fps)
+    media.write_sidecar(out, item.prompt, s.negative_prompt)
+    return out
+
+
+def run_items(model, embed: prompts.PromptEmbedder, items: list[Item], s: Settings,
+              log=print) -> list[tuple[str, str]]:
+    """Attempt every item; returns (item, reason) for each that failed."""
+    failed = []
+    for i, item in enumerate(items, 1):
+        t0 = time.perf_counter()
+        try:
+            out = generate_item(model, embed, item, s)
+        except (OSError, ValueError, RuntimeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            failed.append((item.input_path, reason))
+            log(f"[{i}/{len(items)}] FAILED {item.input_path}: {reason}")
+            continue
+        log(f"[{i}/{len(items)}] wrote {out} ({time.perf_counter() - t0:.1f} s)")
+    return failed
+
+
+def embed_prompts(text_encoder, items: list[Item], s: Settings,
+                  device) -> prompts.PromptEmbedder:
+    """Embed every prompt up front, then free the encoder (T5-11B need not share the GPU with
+    the DiT). `text_encoder` is the config's path or an encoder object."""
+    from framework.models.text import T5TextEncoder
+
+    path = loading.text_encoder_path(text_encoder)
+    encoder = T5TextEncoder(path, device=device) if path else text_encoder
+    if encoder is None:
+        raise ConfigError("the model has no text encoder, so prompts cannot be embedded; set "
+                          "model.text_encoder to a T5 folder.")
+    embed = prompts.PromptEmbedder(encoder)
+    embed.embed_many([s.prompt_prefix + it.prompt for it in items] + [s.negative_prompt])
+    embed(s.negative_prompt)  # the empty negative prompt's zeros need the encoder too
+    embed.encoder = None
+    del encoder
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return embed
+
+
+def run(args: argparse.Namespace, overrides: list[str]) -> int:
+    cfg, checkpoint = loading.resolve(args.experiment, overrides, args.checkpoint,
+                                      modules=args.module)
+    s = Settings(size=tuple(int(v) for v in cfg.data.dataset.video_size),
+                 fps=16.0 if args.gr00t_variant else float(cfg.model.get("fps", 16.0)),
+                 negative_prompt=args.negative_prompt, prompt_prefix=args.prompt_prefix,
+                 num_conditional_frames=args.num_conditional_frames, guidance=args.guidance,
+                 num_steps=args.num_steps, seed=args.seed)
+    items, rejected = plan(args, cfg)
+    rank, world = rank_and_world()
+    items, rejected = items[rank::world], rejected if rank == 0 else []
+    if not items and not rejected:
+        print(f"rank {rank}/{world}: no items for this rank")
+        return 0
+    device = loading.default_device()
+    # Prompts first, weights second: the text encoder is freed before the DiT is loaded.
+    embed = embed_prompts(cfg.model.get("text_encoder"), items, s, device)
+    model = loading.build_model(cfg, checkpoint, args.load_ema, device)
+    print(f"model from {checkpoint}{' (EMA)' if args.load_ema else ''}; {len(items)} item(s)"
+          f"{f' on rank {rank}/{world}' if world > 1 else ''}")
+    for name, reason in rejected:
+        print(f"FAILED {name}: {reason}")
+    failed = rejected + run_items(model, embed, items, s)
+    done = len(items) + len(rejected) - len(failed)
+    print(f"summary: {done} written, {len(failed)} failed"
+          + "".join(f"\n  {name}: {reason}" for name, reason in failed))
+    return ITEM_FAILED if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, overrides = parse_args(argv)
+        return run(args, overrides)
+    except (ConfigError, OmegaConfBaseException, FileNotFoundError, ValueError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Evaluation (function, hook, command), the sampling hook and the loss-curve plot, on a tiny
+random Predict2 net with a pixel tokenizer."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from framework import eval as ev
+from framework.inference import loading
+from framework.inference.heldout import heldout_items
+from framework.inference.metrics import psnr, ssim
+from framework.inference.plots import LossCurveHook, plot_loss_curve
+from framework.inference.plots import main as plots_main
+from framework.inference.sample_hook import SampleVideos
+from tests.test_inference_fixtures import (
+    SIZE,
+    STATE_T,
+    decode,
+    make_dataset,
+    tiny_config,
+    write_job,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    data = make_dataset(tmp_path_factory.mktemp("data") / "synthetic")
+    cfg = tiny_config(data, tmp_path_factory.mktemp("runs"))
+    return cfg, write_job(cfg), data
+
+
+@pytest.fixture(scope="module")
+def model(job):
+    return loading.build_model(job[0], job[1], device="cpu")
+
+
+class FakeTrainer:
+    """The trainer surface the hooks use (cfg, model, job_dir, step, is_main, world_size, log,
+    ema_weights)."""
+
+    def __init__(self, cfg, model, job_dir: Path):
+        self.cfg, self.model, self.job_dir = cfg, model, job_dir
+        self.step, self.is_main, self.world_size = 0, True, 1
+        self.logged: list[dict] = []
+        self.ema_uses = 0
+
+    def log(self, values: dict) -> None:
+        self.logged.append(dict(values))
+
+    @contextmanager
+    def ema_weights(self):
+        self.ema_uses += 1
+        yield
+
+
+def test_evaluate_reports_finite_deterministic_metrics(job, model):
+    _, _, data = job
+    result = ev.evaluate(model, data, num_items=2, num_steps=2, seed=0)
+    assert result["num_items"] == 2 and [r["name"] for r in result["items"]] == [
+        p.stem for p in sorted((data / "val" / "videos").glob("*.mp4"))]
+    for key in ev.METRICS:
+        assert math.isfinite(result[key])
+        assert result[key] == pytest.approx(sum(r[key] for r in result["items"]) / 2)
+    assert 0 < result["ssim"] < 1 and result["latent_l2"] > 0
+    again = ev.evaluate(model, data, num_items=2, num_steps=2, seed=0)
+    assert again["items"] == result["items"]
+    table = ev.format_table(result)
+    assert "PSNR" in table and "mean" in table.splitlines()[-1]
+
+
+def test_evaluate_compares_only_generated_frames(job):
+    """A model that repeats the conditioning frame: the metrics equal those computed by hand on
+    frames 1.. of each clip, and the latent L2 on latent frames 1.."""
+    _, _, data = job
+    from framework.models.tokenizers import PixelTokenizer
+
+    class Still:
+        expected_pixel_frames = STATE_T
+        tokenizer = PixelTokenizer(spatial=4)
+
+        def _device(self):
+            return torch.device("cpu")
+
+        def generate(self, cond, emb, neg, num_conditional_frames, **kw):
+            assert cond.shape[2] == num_conditional_frames == 1 and neg is None
+            return cond.expand(-1, -1, STATE_T, -1, -1).clone()
+
+    result = ev.evaluate(Still(), data, num_items=1, num_steps=1)
+    truth = heldout_items(data, 1, STATE_T)[0].video
+    still = truth[:, :, :1].expand(-1, -1, STATE_T, -1, -1)
+    assert result["psnr"] == pytest.approx(psnr(still[:, :, 1:], truth[:, :, 1:]))
+    assert result["ssim"] == pytest.approx(ssim(still[:, :, 1:], truth[:, :, 1:]))
+    tok = PixelTokenizer(spatial=4)
+    want = float(((tok.encode(still) - tok.encode(truth))[:, :, 1:] ** 2).mean())
+    assert result["latent_l2"] == pytest.approx(want)
+
+
+def test_eval_hook_writes_before_and_after(job, model, tmp_path):
+    cfg, _, _ = job
+    trainer = FakeTrainer(cfg, model, tmp_path)
+    hook = ev.EvalHook(num_items=1, num_steps=1)
+    hook.before_train(trainer)
+    trainer.step = 5
+    hook.after_train(trainer)
+    before = json.loads((tmp_path / "eval_before.json").read_text())
+    after = json.loads((tmp_path / "eval_after.json").read_text())
+    assert before["step"] == 0 and after["step"] == 5 and before["num_items"] == 1
+    assert set(trainer.logged[0]) == {"eval_before/psnr", "eval_before/ssim",
+                                      "eval_before/latent_l2"}
+    assert set(trainer.logged[1]) == {f"eval_after/{k}" for k in ev.METRICS}
+    assert trainer.ema_uses == 2
+    trainer.is_main = False  # other ranks neither generate nor write (no FSDP here)
+    (tmp_path / "eval_after.json").unlink()
+    hook.after_train(trainer)
+    assert not (tmp_path / "eval_after.json").exists()
+
+
+def test_sample_hook_writes_videos_on_schedule(job, model, tmp_path):
+    cfg, _, _ = job
+    trainer = FakeTrainer(cfg, model, tmp_path)
+    hook = SampleVideos(every=2, num_items=2, num_steps=1)
+    hook.before_train(trainer)
+    for step in (1, 2, 3):
+        trainer.step = step
+        hook.after_step(trainer, step, 0.0, {})
+    hook.after_train(trainer)
+    dirs = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert dirs == ["iter_000000002", "iter_000000003"]
+    videos = sorted((tmp_path / "samples" / "iter_000000002").glob("*.mp4"))
+    assert len(videos) == 2 and decode(videos[0]) == (STATE_T, SIZE, SIZE, 8.0)
+    assert trainer.ema_uses == 2 and all("sample_time" in r for r in trainer.logged)
+    assert hook.state_dict() == {"last_step": 3}
+    hook.after_train(trainer)  # the final step was sampled already
+    assert trainer.ema_uses == 2
+
+
+def test_eval_command_writes_json_into_the_job(job, capsys):
+    cfg, ckpt, _ = job
+    rc = ev.main(["--checkpoint", str(ckpt), "--num_items", "1", "--num_steps", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    path = loading.job_dir(cfg) / f"eval_{ckpt.stem}.json"
+    result = json.loads(path.read_text())
+    assert result["checkpoint"] == str(ckpt) and result["num_items"] == 1
+    assert "mean" in out and str(path) in out
+    assert ev.main(["--checkpoint", str(ckpt), "--dataset_dir", "/nonexistent"]) == 2
+    assert "point dataset_dir at a GR1-layout dataset" in capsys.readouterr().err
+
+
+def test_loss_curve_png(tmp_path, capsys):
+    lines = [json.dumps({"step": s, "loss": 1.0 / s, "edm_loss": 0.1 / s}) for s in range(1, 30)]
+    lines += [json.dumps({"step": 30, "eval_after/psnr": 20.0}), '{"step": 31, "lo']  # torn
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    out = plot_loss_curve(tmp_path)
+    assert out == tmp_path / "loss_curve.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    out.unlink()
+    LossCurveHook().after_train(SimpleNamespace(is_main=True, job_dir=tmp_path))
+    assert out.is_file()
+    assert plots_main([str(tmp_path)]) == 0
+    assert plots_main([str(tmp_path / "nope")]) == 2
+    assert "metrics.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_sample_hook_sends_videos_through_the_trainer_log_when_wandb_runs(job, model, tmp_path):
+    import wandb
+
+    cfg, _, _ = job
+    trainer = FakeTrainer(cfg, model, tmp_path)
+    trainer.sink = SimpleNamespace(wandb_run=object())  # a live run, as MetricsSink holds it
+    SampleVideos(every=1, num_items=1, num_steps=1).sample(trainer, 1)
+    (key, video), = [(k, v) for k, v in trainer.logged[0].items() if k != "sample_time"]
+    assert key.startswith("samples/val_") and isinstance(video, wandb.Video)
