@@ -124,7 +124,8 @@ def video2world(net: DictConfig, tokenizer: DictConfig, state_t: int = 24,
     """The Predict2 objective and sampler around a net (spec §4.1-4.3). The text encoder is a
     path, loaded only by inference: training reads precomputed embeddings (spec §10)."""
     return L("framework.models.video2world.Video2WorldModel")(
-        net=net, tokenizer=tokenizer, state_t=state_t, text_encoder=text_encoder,
+        # The tokenizer first: a missing weights file then fails before the net is allocated.
+        tokenizer=tokenizer, net=net, state_t=state_t, text_encoder=text_encoder,
         high_sigma_ratio=0.05, loss_scale=10.0, sigma_conditional=1e-4,
         min_num_conditional_frames=1, max_num_conditional_frames=2, text_dropout=0.2,
         lora=None, fps=16.0,

@@ -60,3 +60,13 @@ def test_user_errors_exit_2_with_one_line(args, message):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr
     assert time.monotonic() - start < 30  # generous on a loaded CI box; ~1 s measured
+
+
+def test_missing_official_checkpoint_names_the_download_command(tmp_path):
+    out = run("groot_gr1_480", env={"OUTPUT_ROOT": str(tmp_path / "out"),
+                                    "CHECKPOINTS": str(tmp_path / "checkpoints")})
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1
+    assert ("huggingface-cli download nvidia/Cosmos-Predict2-2B-Video2World --local-dir "
+            f"{tmp_path}/checkpoints/nvidia/Cosmos-Predict2-2B-Video2World") in errors[0]

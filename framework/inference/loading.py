@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from framework.config import ConfigError, apply_overrides, from_yaml, get, instantiate, load_all
+from framework.models.hub import download_hint
 
 _LORA_MARKS = (".lora_A.", ".lora_B.")
 _BASE = ".base_layer."
@@ -51,23 +52,6 @@ def latest_checkpoint(job: str | Path) -> Path | None:
         if name and candidate.is_file():
             return candidate
     return None
-
-
-def download_hint(path: str | Path) -> str:
-    """The command that creates a missing weights file or folder, as one sentence."""
-    parts = Path(path).parts
-    if "checkpoints" in parts:
-        i = parts.index("checkpoints")
-        if len(parts) > i + 2:
-            local = Path(*parts[: i + 3])
-            repo = f"{parts[i + 1]}/{parts[i + 2]}"
-            return f"download it with `huggingface-cli download {repo} --local-dir {local}`"
-    if len(parts) == 2 and not Path(path).is_absolute():  # a hub id such as google-t5/t5-11b
-        return (f"download it with `huggingface-cli download {path} --local-dir "
-                f"checkpoints/{path}`")
-    if Path(path).name == "text_encoder":
-        return f"create it with `python -m data_prep.synthetic {Path(path).parent}`"
-    return "check the path"
 
 
 def require_file(path: str | Path, what: str) -> Path:

@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from framework.config import ConfigError
+from framework.models.hub import download_hint
 from framework.trainer import dist as D
 from framework.trainer.ema import PowerEMA
 
@@ -171,6 +172,17 @@ class Checkpointer:
         return load_file(self.path("trainer", name))
 
 
+def check_load_path(checkpoint: DictConfig) -> Path:
+    """The `checkpoint.load_path` file, or a one-line error saying how to get it."""
+    path = Path(str(checkpoint.load_path))
+    if not path.is_file():
+        raise ConfigError(
+            f"checkpoint.load_path={path} does not exist; {download_hint(path)} (or pass "
+            "checkpoint.load_path=<file>, or checkpoint.load_path='' to train from scratch)."
+        )
+    return path
+
+
 def load_pretrained(model: nn.Module, checkpoint: DictConfig) -> None:
     """Initialise `model.net` from `checkpoint.load_path` (an official or our model file).
 
@@ -178,13 +190,7 @@ def load_pretrained(model: nn.Module, checkpoint: DictConfig) -> None:
     the model's `ignored_checkpoint_keys` and `checkpoint.ignore_keys` patterns are dropped; the
     rest must match the net exactly.
     """
-    path = Path(str(checkpoint.load_path))
-    if not path.is_file():
-        raise ConfigError(
-            f"checkpoint.load_path={path} does not exist; download the weights and put the .pt "
-            "file there (or pass checkpoint.load_path=<file>), or set checkpoint.load_path='' to "
-            "train from scratch."
-        )
+    path = check_load_path(checkpoint)
     sd = load_file(path)
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]  # single-file training checkpoints keep the weights under "model"

@@ -21,6 +21,8 @@ import torch
 from omegaconf import DictConfig
 
 from framework.config import ConfigError
+from framework.data.dataset import BadDataError
+from framework.data.safe_load import UnsafeFileError
 from framework.trainer import dist as D
 from framework.trainer.trainer import NonFiniteLossError, Trainer
 
@@ -57,7 +59,8 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     except torch.OutOfMemoryError:
         log.error(OOM_ADVICE.format(rank=env.rank))
         return EXIT_OOM
-    except ConfigError as err:
+    except (ConfigError, FileNotFoundError, UnsafeFileError, BadDataError) as err:
+        # Files the config names (weights, data) are user input: one line, no traceback.
         log.error("error: %s", str(err).splitlines()[0])
         return EXIT_USER_ERROR
     except NonFiniteLossError as err:

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from framework.config import ConfigError, instantiate
 from framework.trainer import dist as D
-from framework.trainer.checkpoint import Checkpointer, load_pretrained
+from framework.trainer.checkpoint import Checkpointer, check_load_path, load_pretrained
 from framework.trainer.data import BatchStream
 from framework.trainer.ema import PowerEMA
 from framework.trainer.hooks import HookList
@@ -87,6 +87,8 @@ class Trainer:
 
         # The same seed on every rank while building: FSDP shards and DDP replicas start equal.
         seed_everything(int(cfg.train.seed))
+        if cfg.checkpoint.get("load_path"):
+            check_load_path(cfg.checkpoint)  # before allocating a multi-billion-parameter net
         self.model: nn.Module = instantiate(cfg.model)
         self.checkpointer = Checkpointer(self.job_dir / "checkpoints", self.env,
                                          cfg.checkpoint.keep_last)  # fmt: skip
