@@ -1,0 +1,56 @@
+"""Fold a LoRA training checkpoint into a plain `.pt` that upstream's inference scripts load.
+
+    python -m framework.models.cosmos2.merge_lora JOB/checkpoints/model/iter_000001000.pt OUT.pt
+
+Rank and alpha come from the job's `config.yaml` (next to `checkpoints/`) unless given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from framework.config import ConfigError, from_yaml
+from framework.data.safe_load import safe_torch_load
+from framework.models.cosmos2.lora import merge_lora_state_dict
+
+
+def lora_settings(checkpoint: Path) -> tuple[float, int]:
+    """(alpha, rank) from the run's config.yaml: <job>/checkpoints/model/iter_N.pt."""
+    config = checkpoint.resolve().parents[2] / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{config} not found; pass --rank and --alpha.")
+    lora = from_yaml(config).model.get("lora")
+    if not lora:
+        raise ConfigError(f"{config} has no model.lora; this run did not train LoRA.")
+    return float(lora.alpha), int(lora.rank)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", type=Path, help="a model/iter_N.pt of a LoRA run")
+    p.add_argument("output", type=Path, help="where to write the merged .pt")
+    p.add_argument("--rank", type=int, default=None)
+    p.add_argument("--alpha", type=float, default=None)
+    args = p.parse_args(argv)
+    try:
+        alpha, rank = ((args.alpha, args.rank) if args.rank and args.alpha
+                       else lora_settings(args.checkpoint))
+        state = safe_torch_load(args.checkpoint)
+        merged = merge_lora_state_dict(state, alpha=alpha, rank=rank)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(args.output.suffix + ".tmp")
+    torch.save(merged, tmp)
+    tmp.replace(args.output)  # never leave a half-written file under the final name
+    print(f"wrote {args.output} ({len(merged)} tensors, LoRA rank {rank} alpha {alpha} merged)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
