@@ -28,7 +28,8 @@ def train_tokenizer(texts: list[str], vocab_size: int = 256):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     alphabet = list(string.ascii_lowercase + string.digits + string.punctuation)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=alphabet, show_progress=False
+        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=alphabet,
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
     tok.post_processor = processors.TemplateProcessing(

@@ -1,0 +1,130 @@
+"""Check a GR1-layout dataset before training: every video, its T5 pickle, its prompt.
+
+    python -m data_prep.validate datasets/benchmark_train/gr1 --num_frames 93
+
+For each videos/*.mp4: it opens, every frame decodes (--quick: header only), it has at least
+--num_frames frames (x --frame_stride), and its fps and size are listed. Its t5_xxl/<stem>.pickle
+must exist and load with the restricted unpickler (framework.data.safe_load: nothing in the file
+is executed) as a list holding one float [n_tokens, 1024] array with n_tokens <= 512. A missing
+metas/<stem>.txt or a pickle without a video is a warning only (training does not read metas/).
+Prints a table and a summary; exit code 1 when any video has a problem, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep.common import UserError, cli, parser
+
+
+@dataclass
+class Row:
+    file: str
+    frames: str = "-"
+    size: str = "-"
+    fps: str = "-"
+    embedding: str = "-"
+    problem: str = ""
+    warning: str = ""
+
+
+def check_video(video: Path, num_frames: int, quick: bool) -> tuple[Row, list[str]]:
+    from framework.data.video import ClipReader, VideoError, probe_video
+
+    row, problems = Row(video.name), []
+    try:
+        info = probe_video(video)
+        row.frames, row.fps = str(info.num_frames), f"{info.fps:.2f}"
+        row.size = f"{info.height}x{info.width}"
+        if not quick:
+            with ClipReader(video, size=(16, 16), threads=1) as reader:
+                reader.read(0, info.num_frames)
+    except VideoError as err:
+        problems.append("unreadable: " + str(err).replace(str(video), video.name)[:120])
+        return row, problems
+    if info.num_frames < num_frames:
+        problems.append(f"too short: {info.num_frames} < {num_frames} frames")
+    if info.fps <= 0:
+        problems.append(f"bad fps {info.fps}")
+    return row, problems
+
+
+def check_embedding(path: Path, max_tokens: int, dim: int) -> tuple[str, list[str]]:
+    from framework.data.safe_load import UnsafeFileError, load_t5_pickle
+
+    if not path.is_file():
+        return "missing", [f"no embedding t5_xxl/{path.name} (python -m data_prep.t5_embed)"]
+    try:
+        arr = load_t5_pickle(path, dim)
+    except (UnsafeFileError, OSError) as err:
+        return "refused", ["bad embedding: " + str(err).replace(str(path), path.name)[:160]]
+    desc = f"[{arr.shape[0]},{arr.shape[1]}] {arr.dtype}"
+    if arr.shape[0] > max_tokens:
+        return desc, [f"embedding has {arr.shape[0]} tokens > {max_tokens}"]
+    return desc, []
+
+
+def check_one(dataset: Path, video: Path, a) -> Row:
+    row, problems = check_video(video, a.num_frames, a.quick)
+    row.embedding, emb_problems = check_embedding(dataset / "t5_xxl" / f"{video.stem}.pickle",
+                                                  a.max_tokens, a.dim)
+    problems += emb_problems
+    if not (dataset / "metas" / f"{video.stem}.txt").is_file():
+        row.warning = "no metas/*.txt"
+    row.problem = "; ".join(problems)
+    return row
+
+
+def print_table(rows: list[Row], out=None) -> None:
+    out = out or sys.stdout
+    header = Row("file", "frames", "size", "fps", "embedding", "problem")
+    cols = ("file", "frames", "size", "fps", "embedding")
+    widths = {c: max(len(getattr(r, c)) for r in [header, *rows]) for c in cols}
+    for r in [header, *rows]:
+        note = r.problem or (f"(warning: {r.warning})" if r.warning else "ok")
+        if r is header:
+            note = "problem"
+        print("  ".join(getattr(r, c).ljust(widths[c]) for c in cols) + "  " + note, file=out)
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    p = parser("validate", __doc__)
+    p.add_argument("dataset_path", help="folder with videos/*.mp4 and t5_xxl/*.pickle")
+    p.add_argument("--num_frames", type=int, default=93,
+                   help="frames a training clip needs (default 93, the GR00T experiments)")
+    p.add_argument("--frame_stride", type=int, default=1,
+                   help="the dataset's frame_stride (a clip spans (num_frames-1)*stride+1 frames)")
+    p.add_argument("--max_tokens", type=int, default=512, help="embedding row cap (default 512)")
+    p.add_argument("--dim", type=int, default=1024, help="embedding width (default 1024)")
+    p.add_argument("--quick", action="store_true", help="read headers only, do not decode frames")
+    p.add_argument("--workers", type=int, default=4, help="files checked in parallel (default 4)")
+    a = p.parse_args(argv)
+    dataset = Path(a.dataset_path)
+    videos = sorted((dataset / "videos").glob("*.mp4"))
+    if not videos:
+        raise UserError(f"{dataset / 'videos'} holds no .mp4 files; is {dataset} a GR1-layout "
+                        "dataset (videos/, t5_xxl/, metas/)?")
+    a.num_frames = (a.num_frames - 1) * a.frame_stride + 1
+    with ThreadPoolExecutor(max(1, a.workers)) as pool:
+        rows = list(pool.map(lambda v: check_one(dataset, v, a), videos))
+    print_table(rows)
+    stems = {v.stem for v in videos}
+    orphans = sorted(p.name for p in (dataset / "t5_xxl").glob("*.pickle") if p.stem not in stems)
+    bad = [r for r in rows if r.problem]
+    warned = [r for r in rows if r.warning]
+    print(f"\nsummary: {len(rows)} videos, {len(rows) - len(bad)} ok, {len(bad)} with problems, "
+          f"{len(warned)} without metas/*.txt, {len(orphans)} pickles without a video"
+          + (f" (e.g. {orphans[0]})" if orphans else ""))
+    if bad:
+        print("the training dataset skips the files with problems (up to data.max_bad_fraction); "
+              "fix or remove them")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
