@@ -76,7 +76,7 @@ class T5TextEncoder:
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         # Padding to the longest prompt instead of to 512 (upstream) gives the same outputs at the
-        # valid positions (masked attention; checked in tests/test_text.py) at a fraction of the cost.
+        # valid positions (masked attention; tests/test_text.py) at a fraction of the cost.
         tokens = self.tokenizer(
             list(prompts), padding="longest", truncation=True, max_length=self.max_length,
             return_tensors="pt",
