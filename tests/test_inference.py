@@ -250,7 +250,8 @@ def test_no_arguments_continue_a_heldout_clip_from_the_latest_checkpoint(
     assert rc == 0, capsys.readouterr().err
     out = tmp_path / "output" / "generated_video.mp4"
     frames, h, w, fps = decode(out)
-    assert (h, w, fps) == (64, 64, float(cfg.model.fps))
+    size = tuple(cfg.data.dataset.video_size)
+    assert (h, w, fps) == (*size, float(cfg.model.fps))
     assert frames == cfg.model.state_t  # the pixel tokenizer keeps every frame
     caption = (data / "val" / "metas" / f"{val_video(data).stem}.txt").read_text().strip()
     assert f"[Prompt]\n{caption}\n" in media.sidecar_path(out).read_text()

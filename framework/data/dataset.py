@@ -1,9 +1,10 @@
-"""GR1-layout video dataset: `videos/*.mp4` + `t5_xxl/<stem>.pickle` -> training samples (spec §6.2).
+"""GR1-layout video dataset: `videos/*.mp4` + `t5_xxl/<stem>.pickle` -> samples (spec §6.2).
 
 Differences from upstream, each deliberate: the clip start is uniform over every valid start
 including the last (upstream's randint excludes it and crashes on exact-length videos); bad files
 are skipped at indexing or replaced at load time with a warning instead of killing the run; the
-resize runs inside FFmpeg's scaler (3x faster, docs/performance.md).
+resize runs inside FFmpeg's scaler (3.5-4.9x faster per clip on camera-like sources,
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ class VideoDataset(Dataset):
         self.loads = 0
         self._bad: set[int] = set()
         self.cache = None
-        if latent_cache_dir is not None and Path(latent_cache_dir).exists():
+        if latent_cache_dir is not None and not Path(latent_cache_dir).exists():
+            logger.warning("latent cache %s does not exist; decoding videos instead (build it "
+                           "with python -m data_prep.latent_cache)", latent_cache_dir)
+        elif latent_cache_dir is not None:
             from framework.data.latent_cache import LatentCache
 
             self.cache = LatentCache(latent_cache_dir, expected_identity)

@@ -1,7 +1,7 @@
 """Latent cache: encode each clip once with a frozen tokenizer, train from the stored latents.
 
 Layout of a cache folder:
-  cache.json                       tokenizer identity and the clip settings the latents were made with
+  cache.json                       tokenizer identity and the clip settings of the latents
   latents-00000.safetensors ...    shards; tensor "<stem>@<start>" = latent [C, T', H', W'];
                                    header metadata "clips" = JSON list of {stem, start, fps}
 safetensors (not pickle) so reading is safe and one clip is read without loading its whole shard.

@@ -39,8 +39,14 @@ def _dtype(obj: Any, align: bool = False, copy: bool = False) -> np.dtype:
     return np.dtype(obj, align, copy)
 
 
+class _NdarrayType:
+    """Stands for numpy.ndarray inside a pickle: accepted as _reconstruct's subtype and as the
+    target of the BUILD that fills the array, but not callable (np.ndarray(shape, "O", ...) in a
+    pickle would otherwise build arrays of any dtype)."""
+
+
 def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
+    if subtype is not _NdarrayType:
         raise pickle.UnpicklingError("only plain numpy arrays are allowed")
     return np.ndarray.__new__(np.ndarray, shape, "b")
 
@@ -59,7 +65,7 @@ def _latin1(text: str, encoding: str = "utf-8") -> bytes:
 
 
 _ALLOWED = {
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NdarrayType,
     ("numpy", "dtype"): _dtype,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # written by numpy < 2 (upstream)

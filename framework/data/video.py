@@ -1,8 +1,10 @@
 """PyAV clip reader: open once, seek, decode N consecutive frames, resize inside FFmpeg's scaler.
 
-Resizing in swscale while converting YUV to RGB avoids a float round trip per frame: on a textured
-480p clip the upstream way (decord decode + per-frame float `interpolate(antialias=True)`) took
-1.15 s per 93-frame clip, this reader 0.38 s (docs/performance.md, "Data loading").
+Resizing in swscale while converting YUV to RGB avoids a float round trip per frame: for a
+93-frame 432x768 clip from 480p/720p H.264 at camera-like bitrates this reader is 3.5-4.9x faster
+than the upstream way (decord decode + per-frame float `interpolate(antialias=True)`) on a 2-core
+CPU; at very high bitrates decoding, which both share, dominates and the gain drops to 2-3x
+(docs/performance.md, "Data loading"; bench/bench_data.py).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import torch.nn.functional as F
 from av.video.reformatter import Interpolation, VideoReformatter
 
 RESIZE_MODES = ("resize", "center_crop")
-# swscale's AREA filter widens its kernel with the scale factor, so downscaling is antialiased;
-# it matched the torch antialiased bilinear reference best of the filters we tried (bench_data.py).
-DEFAULT_INTERPOLATION = "AREA"
+# swscale widens its filter with the scale factor when downscaling, so its BILINEAR is antialiased
+# like torch's antialias=True bilinear; of AREA, BILINEAR and BICUBIC it matched the upstream
+# reference best (highest PSNR on every source in bench/bench_data.py) for ~0.5 ms more per frame.
+DEFAULT_INTERPOLATION = "BILINEAR"
 
 
 class VideoError(RuntimeError):
@@ -165,7 +168,9 @@ class ClipReader:
         """Frames start, start+stride, ... (num_frames of them) as uint8 [T, H, W, 3]."""
         last = start + (num_frames - 1) * stride
         if start < 0 or num_frames < 1 or stride < 1:
-            raise ValueError(f"bad clip request start={start} num_frames={num_frames} stride={stride}")
+            raise ValueError(
+                f"bad clip request start={start} num_frames={num_frames} stride={stride}"
+            )
         if last >= self.num_frames:
             raise VideoError(
                 f"{self.path} has {self.num_frames} frames, clip needs frames {start}..{last}"
