@@ -24,6 +24,7 @@ from framework.config import ConfigError
 from framework.data.dataset import BadDataError
 from framework.data.safe_load import UnsafeFileError
 from framework.trainer import dist as D
+from framework.trainer.report import run_report
 from framework.trainer.trainer import NonFiniteLossError, Trainer
 
 EXIT_OK = 0
@@ -54,7 +55,10 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     env = D.init_distributed(cfg.parallel.strategy)
     _setup_logging(env.rank)
     try:
-        finished = Trainer(cfg, overrides, env).fit()
+        trainer = Trainer(cfg, overrides, env)
+        finished = trainer.fit()
+        if finished and trainer.is_main:
+            print(run_report(trainer.job_dir), flush=True)
         return EXIT_OK if finished else EXIT_PREEMPTED
     except torch.OutOfMemoryError:
         log.error(OOM_ADVICE.format(rank=env.rank))
