@@ -29,14 +29,6 @@ from tests.test_inference_fixtures import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     data = make_dataset(tmp_path_factory.mktemp("data") / "synthetic")

@@ -17,14 +17,6 @@ SMALL = dict(base_dim=8, z_dim=4, latents_mean=[0.1, 0.2, -0.3, 0.0],
              latents_std=[1.5, 2.0, 0.5, 1.0])
 WAN21_MEAN0, WAN21_STD0 = -0.7571, 2.8184  # spec §5, channel 0
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Measured: a tiny DiT step takes 0.6 s with 2 intra-op threads on a loaded 2-core machine
-    # and 0.03 s with one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 

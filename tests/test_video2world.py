@@ -14,14 +14,6 @@ from framework.models.video2world import Video2WorldModel
 
 TEXT_LEN, TEXT_DIM = 8, 32
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Measured: a tiny DiT step takes 0.6 s with 2 intra-op threads on a loaded 2-core machine
-    # and 0.03 s with one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 
