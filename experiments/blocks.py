@@ -77,12 +77,11 @@ def loader(dataset: DictConfig, batch_size: int = 1, num_workers: int = 8) -> Di
 
 
 def hooks() -> dict:
-    """The stock hooks; experiments add entries or drop them by name (`~hooks.progress`)."""
-    return {
-        "log": L("framework.trainer.hooks.LogHook")(),
-        "checkpoint": L("framework.trainer.hooks.CheckpointHook")(),
-        "progress": L("framework.trainer.hooks.ProgressHook")(),
-    }
+    """The stock hooks (log, checkpoint, progress); experiments add entries or drop them by name
+    (`~hooks.progress`)."""
+    from framework.trainer.hooks import default_hooks
+
+    return default_hooks()
 
 
 def base(model: DictConfig, data: DictConfig, project: str = "worldtune",

@@ -24,9 +24,10 @@ _BASE = ".base_layer."
 
 
 def job_dir(cfg: DictConfig) -> Path:
-    """`<output_root>/<project>/<group>/<name>` of a config (env interpolations resolved)."""
-    job = OmegaConf.to_container(cfg.job, resolve=True)
-    return Path(job["output_root"]) / job["project"] / job["group"] / str(job["name"])
+    """`<output_root>/<project>/<group>/<name>` of a config: where the trainer wrote it."""
+    from framework.trainer.state import job_dir_of
+
+    return job_dir_of(cfg)
 
 
 def job_dir_of_checkpoint(path: str | Path) -> Path | None:
