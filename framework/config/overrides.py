@@ -104,8 +104,8 @@ def parse(overrides: Iterable[str]) -> list[Override]:
     for ov in parsed:
         if ov.is_sweep_override():
             raise ConfigError(
-                f"{ov.input_line}: a sweep has several values; run it with "
-                "`python -m launch.sweep`, or give one value here."
+                f"{ov.input_line}: a sweep has several values; give one value per run "
+                "(start one run per value)."
             )
     return parsed
 
