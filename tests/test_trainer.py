@@ -161,6 +161,17 @@ def test_keep_last_and_stray_temp_files(tmp_path):
         assert names == ["iter_000000006.pt", "iter_000000008.pt"], part
 
 
+def test_scrub_secrets_masks_credentials_not_settings():
+    from framework.trainer.metrics import scrub_secrets
+
+    tree = {"api_key": "k", "hf_token": "t", "password": "p", "model": {"max_text_tokens": 32,
+            "tokenizer": "x", "num_tokens": [1, 2]}, "client_secret": "s", "token": None}
+    assert scrub_secrets(tree) == {"api_key": "***", "hf_token": "***", "password": "***",
+                                   "model": {"max_text_tokens": 32, "tokenizer": "x",
+                                             "num_tokens": [1, 2]},
+                                   "client_secret": "***", "token": None}
+
+
 def test_wandb_offline_and_secrets_stay_out_of_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = toy_cfg(tmp_path, "train.max_steps=2", "logging.wandb.mode=offline",
@@ -204,3 +215,18 @@ def test_corrupt_latest_marker_is_a_clear_error(tmp_path):
     (t.checkpointer.root / "latest_checkpoint.txt").write_text("garbage\n")
     with pytest.raises(ConfigError, match="not iter_NNNNNNNNN.pt"):
         Trainer(toy_cfg(tmp_path, "train.max_steps=2"))
+
+
+def test_zero_nonfinite_grads_counts_and_zeroes_only_bad_values():
+    from framework.trainer.state import zero_nonfinite_grads_
+
+    a, b, c = (torch.nn.Parameter(torch.zeros(4)) for _ in range(3))
+    a.grad = torch.tensor([1.0, float("nan"), 2.0, float("-inf")])
+    b.grad = torch.tensor([3.0, 4.0, 5.0, 6.0])
+    count = zero_nonfinite_grads_([a, b, c], torch.device("cpu"))  # c has no grad
+    assert int(count) == 2
+    assert a.grad.tolist() == [1.0, 0.0, 2.0, 0.0] and b.grad.tolist() == [3.0, 4.0, 5.0, 6.0]
+    # Finite values whose norm overflows fp32 are left alone.
+    b.grad = torch.full((4,), 1e30)
+    assert int(zero_nonfinite_grads_([a, b], torch.device("cpu"))) == 0
+    assert torch.equal(b.grad, torch.full((4,), 1e30))

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 # Dense bf16 tensor-core peak per GPU (NVIDIA datasheets, without sparsity); MFU is omitted on
 # devices not listed rather than guessed.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
-_SECRET = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
+# Credentials only: `hf_token`, `api_key`, `password`; not settings such as `max_text_tokens`,
+# which config.yaml must keep so that inference can rebuild the model.
+_SECRET = re.compile(r"(api_?key|(^|_)token$|secret|password)", re.IGNORECASE)
 
 
 def peak_flops(device: torch.device) -> float | None:

@@ -40,7 +40,10 @@ def adamw(
     ]
     if fused is None:
         fused = all(p.device.type == "cuda" for p in params)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+    # foreach (one kernel per op over all tensors) where not fused: torch's CPU default is a
+    # per-tensor loop, 6% of a CPU step of the default job.
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused,
+                             foreach=None if fused else True)
 
 
 class LambdaLinear:

@@ -97,15 +97,18 @@ def zero_nonfinite_grads_(params: Iterable[torch.nn.Parameter],
     Upstream uses nan_to_num, which turns Inf into the largest float and lets clipping shrink the
     whole update to nothing; zero drops only the broken values.
     """
+    grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+             for p in params if p.grad is not None]
     count = torch.zeros((), dtype=torch.long, device=device)
-    for p in params:
-        if p.grad is None:
-            continue
-        g = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+    # Fast path: one fused norm per tensor; all finite means nothing to zero. The per-element scan
+    # below cost ~8% of a CPU step of the default job. A norm that overflows with finite values
+    # only sends us to the exact scan.
+    if not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
+        return count
+    for g in grads:
         bad = ~torch.isfinite(g)
-        n = bad.sum()
+        count += bad.sum()
         g.masked_fill_(bad, 0.0)
-        count += n
     return count
 
 
