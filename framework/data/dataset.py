@@ -61,6 +61,9 @@ class VideoDataset(Dataset):
     many bad files were skipped to produce this sample; the trainer sums it as a metric). With a
     latent cache (see framework.data.latent_cache) `latent` replaces `video`.
 
+    `keep_in_memory` decodes each video once and keeps all its frames (at `video_size`) for the
+    rest of the run: for small datasets only (every DataLoader worker keeps its own copy).
+
     `check` at indexing: "exists" (pair files only), "header" (also frame count from the
     container header and the embedding structure; milliseconds per file), "decode" (also decode
     every frame: slow, for small sets). `video_size` is (H, W); `resize_mode` "resize" (exact,
@@ -82,6 +85,7 @@ class VideoDataset(Dataset):
         max_retries: int = 10,
         latent_cache_dir: str | Path | None = None,
         expected_identity: Any = None,
+        keep_in_memory: bool = False,
     ) -> None:
         if resize_mode not in RESIZE_MODES or check not in CHECKS:
             raise ValueError(
@@ -99,6 +103,8 @@ class VideoDataset(Dataset):
         self.bad_samples = 0  # load-time replacements in this process (each worker has its own)
         self.loads = 0
         self._bad: set[int] = set()
+        self.keep_in_memory = keep_in_memory
+        self._decoded: dict[str, tuple[np.ndarray, float]] = {}  # video -> (frames, fps)
         self.cache = None
         if latent_cache_dir is not None and not Path(latent_cache_dir).exists():
             logger.warning("latent cache %s does not exist; decoding videos instead (build it "
@@ -218,15 +224,30 @@ class VideoDataset(Dataset):
         }
 
     def _video_sample(self, entry: dict) -> dict[str, Any]:
-        with ClipReader(entry["video"], self.video_size, self.resize_mode,
-                        self.decode_threads) as reader:
-            last_start = reader.num_frames - self.span
-            if last_start < 0:
-                raise VideoError(f"{entry['video']} has {reader.num_frames} frames, "
-                                 f"needs {self.span}")
-            # +1: the last valid start is included (upstream excludes it, spec §6.2).
-            start = int(torch.randint(last_start + 1, ()).item())
-            frames = reader.read(start, self.num_frames, self.frame_stride)
-            fps = reader.fps / self.frame_stride
+        if self.keep_in_memory:
+            frames, fps = self._window(entry, *self._decoded_video(entry["video"]))
+        else:
+            with ClipReader(entry["video"], self.video_size, self.resize_mode,
+                            self.decode_threads) as reader:
+                start = self._start(entry, reader.num_frames)
+                frames = reader.read(start, self.num_frames, self.frame_stride)
+                fps = reader.fps
         video = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()  # [3, T, H, W]
-        return {"video": video, "fps": float(fps)}
+        return {"video": video, "fps": float(fps / self.frame_stride)}
+
+    def _start(self, entry: dict, num_frames: int) -> int:
+        last_start = num_frames - self.span
+        if last_start < 0:
+            raise VideoError(f"{entry['video']} has {num_frames} frames, needs {self.span}")
+        # +1: the last valid start is included (upstream excludes it, spec §6.2).
+        return int(torch.randint(last_start + 1, ()).item())
+
+    def _decoded_video(self, path: str) -> tuple[np.ndarray, float]:
+        if path not in self._decoded:
+            with ClipReader(path, self.video_size, self.resize_mode, self.decode_threads) as r:
+                self._decoded[path] = (r.read(0, r.num_frames), r.fps)
+        return self._decoded[path]
+
+    def _window(self, entry: dict, frames: np.ndarray, fps: float) -> tuple[np.ndarray, float]:
+        start = self._start(entry, len(frames))
+        return frames[start : start + self.span : self.frame_stride], fps
