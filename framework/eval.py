@@ -7,8 +7,9 @@ Each held-out clip (the dataset's `val/` split when present) is conditioned on i
 frame(s) and its stored caption embedding; the rest is generated with a fixed seed and compared
 with the clip: PSNR and SSIM (framework/inference/metrics.py) over the generated pixel frames,
 latent L2 (mean squared difference) over the generated latent frames, in the model tokenizer's
-space. Conditional frames are excluded: they are given, not predicted. `EvalHook` runs the same
-before and after training.
+space. Conditional frames are excluded: they are given, not predicted. `still_psnr` and
+`still_ssim` score the still baseline (the last conditional frame repeated): a model that beats
+them predicts motion, not just the scene. `EvalHook` runs the same before and after training.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from framework.inference.sample_hook import ema_context, runs_here
 from framework.trainer.hooks import Hook
 
 log = logging.getLogger(__name__)
-METRICS = ("psnr", "ssim", "latent_l2")
+METRICS = ("psnr", "ssim", "latent_l2", "still_psnr", "still_ssim")
 
 
 @torch.no_grad()
@@ -55,8 +56,10 @@ def evaluate(model: Any, dataset_dir: str | Path, num_items: int = 4, num_steps:
                                guidance=guidance, num_steps=num_steps, seed=seed).cpu()
         dev = model._device()
         z_gen, z_true = tok.encode(video.to(dev)), tok.encode(truth.to(dev))
+        still = truth[:, :, n - 1 : n].expand_as(truth[:, :, n:])
+        still_scores = {f"still_{k}": v for k, v in video_metrics(still, truth[:, :, n:]).items()}
         row = {"name": item.name, **video_metrics(video[:, :, n:], truth[:, :, n:]),
-               "latent_l2": latent_l2(z_gen[:, :, skip:], z_true[:, :, skip:])}
+               "latent_l2": latent_l2(z_gen[:, :, skip:], z_true[:, :, skip:]), **still_scores}
         rows.append(row)
     means = {k: _mean([r[k] for r in rows]) for k in METRICS}
     return {**means, "num_items": len(rows), "num_steps": num_steps, "seed": seed,
@@ -70,10 +73,11 @@ def _mean(values: list[float]) -> float:
 def format_table(result: dict) -> str:
     """The per-item rows and the mean as a fixed-width text table."""
     width = max([len(r["name"]) for r in result["items"]] + [4])
-    lines = [f"{'item':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'latent L2':>10}"]
+    lines = [f"{'item':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'latent L2':>10}  "
+             f"{'still PSNR':>10}  {'still SSIM':>10}"]
     for r in [*result["items"], {"name": "mean", **result}]:
         lines.append(f"{r['name']:<{width}}  {r['psnr']:>8.2f}  {r['ssim']:>6.3f}  "
-                     f"{r['latent_l2']:>10.4g}")
+                     f"{r['latent_l2']:>10.4g}  {r['still_psnr']:>10.2f}  {r['still_ssim']:>10.3f}")
     return "\n".join(lines)
 
 

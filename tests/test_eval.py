@@ -100,6 +100,9 @@ def test_evaluate_compares_only_generated_frames(job):
     tok = PixelTokenizer(spatial=4)
     want = float(((tok.encode(still) - tok.encode(truth))[:, :, 1:] ** 2).mean())
     assert result["latent_l2"] == pytest.approx(want)
+    # A model that holds the frame still scores exactly the still baseline.
+    assert result["still_psnr"] == pytest.approx(result["psnr"])
+    assert result["still_ssim"] == pytest.approx(result["ssim"])
 
 
 def test_eval_hook_writes_before_and_after(job, model, tmp_path):
@@ -113,7 +116,8 @@ def test_eval_hook_writes_before_and_after(job, model, tmp_path):
     after = json.loads((tmp_path / "eval_after.json").read_text())
     assert before["step"] == 0 and after["step"] == 5 and before["num_items"] == 1
     assert set(trainer.logged[0]) == {"eval_before/psnr", "eval_before/ssim",
-                                      "eval_before/latent_l2"}
+                                      "eval_before/latent_l2", "eval_before/still_psnr",
+                                      "eval_before/still_ssim"}
     assert set(trainer.logged[1]) == {f"eval_after/{k}" for k in ev.METRICS}
     assert trainer.ema_uses == 2
     trainer.is_main = False  # other ranks neither generate nor write (no FSDP here)
