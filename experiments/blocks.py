@@ -127,7 +127,7 @@ def video2world(net: DictConfig, tokenizer: DictConfig, state_t: int = 24,
         tokenizer=tokenizer, net=net, state_t=state_t, text_encoder=text_encoder,
         high_sigma_ratio=0.05, loss_scale=10.0, sigma_conditional=1e-4,
         min_num_conditional_frames=1, max_num_conditional_frames=2, text_dropout=0.2,
-        lora=None, fps=16.0,
+        lora=None, fps=16.0, max_text_tokens=512,
     )
 
 

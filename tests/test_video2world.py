@@ -50,6 +50,7 @@ def make_batch(b: int = 2, frames: int = 3, size: int = 16, seed: int = 0) -> di
 
 def make_model(net: nn.Module | None = None, state_t: int = 3, **kw) -> Video2WorldModel:
     tok = kw.pop("tokenizer", PixelTokenizer(spatial=2))
+    kw.setdefault("max_text_tokens", TEXT_LEN)
     torch.manual_seed(0)
     return Video2WorldModel(net or tiny_dit(tok.latent_channels), tok, state_t=state_t, **kw)
 
@@ -183,6 +184,22 @@ def test_generate_guidance_formula_and_video_conditioning():
     assert [c["batch"] for c in net.calls] == [1] * 4  # guidance 0 skips the uncond half
     with pytest.raises(ValueError, match="num_conditional_frames=1"):
         model.generate(batch["video"][:, :, :1], emb, num_conditional_frames=5)
+
+
+@pytest.mark.parametrize("length", [TEXT_LEN + 3, TEXT_LEN - 3])
+def test_net_sees_text_at_max_text_tokens_in_training_and_generation(length):
+    # Zero slots take softmax mass in cross-attention: the net must always see the trained length.
+    net = StandInNet(12)
+    model = make_model(net, max_text_tokens=length, text_dropout=0.0)
+    batch = make_batch(b=1)
+    emb = batch["t5_text_embeddings"]
+    model.training_step(batch, step=0)
+    model.generate(batch["video"][:, :, :1], emb, num_steps=1, guidance=0.0, seed=0)
+    keep = min(length, TEXT_LEN)
+    for call in net.calls:
+        assert call["emb"].shape == (1, length, TEXT_DIM)
+        assert torch.equal(call["emb"][:, :keep], emb[:, :keep])
+        assert call["emb"][:, keep:].abs().sum() == 0
 
 
 def test_batched_cfg_equals_two_separate_passes():

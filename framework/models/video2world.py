@@ -39,6 +39,7 @@ class Video2WorldModel(nn.Module):
         adjust_video_noise: bool = True,
         lora: dict | None = None,
         fps: float = 16.0,
+        max_text_tokens: int = 512,
     ) -> None:
         super().__init__()
         self.net = net
@@ -47,6 +48,9 @@ class Video2WorldModel(nn.Module):
         object.__setattr__(self, "text_encoder", text_encoder)
         self.state_t = state_t
         self.fps = fps
+        # Cross-attention context length: zero-padded slots still take softmax mass, so a net is
+        # run with the length it was trained with (512 upstream, spec §6.3).
+        self.max_text_tokens = int(max_text_tokens)
         self.lora = dict(lora) if lora else None
         self.objective = Video2WorldObjective(
             state_t=state_t,
@@ -123,7 +127,7 @@ class Video2WorldModel(nn.Module):
         """Scaled loss to backpropagate and unscaled metrics (`edm_loss`, `mse_loss`)."""
         x0 = self.latents(batch)
         dev = x0.device
-        emb = batch["t5_text_embeddings"].to(dev)
+        emb = self._fit_text(batch["t5_text_embeddings"].to(dev))
         padding_mask = batch.get("padding_mask")
         n_cond = batch.get("num_conditional_frames")
         if isinstance(n_cond, Tensor):
@@ -183,7 +187,7 @@ class Video2WorldModel(nn.Module):
         else:
             s = self.tokenizer.spatial_compression
             h, w = batch["video"].shape[-2] // s, batch["video"].shape[-1] // s
-        text_len = batch["t5_text_embeddings"].shape[1]
+        text_len = self.max_text_tokens
         return float(flops.flops_per_sample(self.net, self.state_t, h, w, text_len))
 
     # ---- inference -----------------------------------------------------------------------
@@ -263,11 +267,19 @@ class Video2WorldModel(nn.Module):
             self.net.train(was_training)
         return to_uint8(self.tokenizer.decode(latent))
 
+    def _fit_text(self, emb: Tensor) -> Tensor:
+        """Zero-pad or cut [B,N,D] embeddings to [B,max_text_tokens,D]."""
+        n = self.max_text_tokens
+        if emb.shape[1] >= n:
+            return emb[:, :n]
+        return torch.nn.functional.pad(emb, (0, 0, 0, n - emb.shape[1]))
+
     def _embed(self, text: Tensor | Sequence[str]) -> Tensor:
-        """T5 embeddings [B,512,1024]; prompts go through the text encoder, which a config names
-        by path and which is built here on first use (training never needs it, spec §10)."""
+        """T5 embeddings [B,max_text_tokens,1024]; prompts go through the text encoder, which a
+        config names by path and which is built here on first use (training never needs it,
+        spec §10)."""
         if isinstance(text, Tensor):
-            return text.float()
+            return self._fit_text(text.float())
         enc = self.text_encoder
         if enc is None:
             raise ValueError("Prompts were given as strings but the model has no text_encoder; "
@@ -275,7 +287,7 @@ class Video2WorldModel(nn.Module):
         if isinstance(enc, str):
             from framework.models.text import T5TextEncoder
 
-            enc = T5TextEncoder(enc, device=self._device())
+            enc = T5TextEncoder(enc, device=self._device(), max_length=self.max_text_tokens)
             object.__setattr__(self, "text_encoder", enc)
         out = enc.encode(list(text)) if hasattr(enc, "encode") else enc(list(text))
-        return (out[0] if isinstance(out, tuple) else out).float()
+        return self._fit_text((out[0] if isinstance(out, tuple) else out).float())
