@@ -42,6 +42,8 @@ PLATES = {
 }
 HOME = (0.06, 0.50)
 TABLE = np.array([150, 125, 95], dtype=np.float32)
+# Bumped whenever rendering changes, so a dataset written by older code is not silently reused.
+RENDER_VERSION = 2
 
 
 def caption(cube: str, plate: str) -> str:
@@ -83,32 +85,58 @@ def _rect(img, yy, xx, center, half_h, half_w, color) -> None:
 
 
 def render_video(task, num_frames: int, size: int, rng: np.random.Generator,
-                 jitter: float = 0.03) -> np.ndarray:
-    """uint8 [T, size, size, 3] frames of one pick-and-place episode."""
+                 jitter: float = 0.03, texture: float = 0.0) -> np.ndarray:
+    """uint8 [T, size, size, 3] frames of one pick-and-place episode.
+
+    Objects are drawn large (cube 1/6 of the frame, arm 1/14) so that they stay several pixels
+    wide when the default job reads the clips at 24x24. `texture` is the standard deviation of a
+    static per-pixel grain on the table (0 = plain).
+    """
     cube, target, other = task
     shift = lambda yx: np.asarray(yx) + rng.uniform(-jitter, jitter, 2)  # noqa: E731
     cube_at, plate_at, other_at = shift(CUBES[cube][1]), shift(PLATES[target][1]), shift(
         PLATES[other][1])
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    table = TABLE + rng.normal(0, 6, (size, size, 1)).astype(np.float32)  # static texture
+    table = np.broadcast_to(TABLE, (size, size, 3)).astype(np.float32)
+    if texture > 0:
+        table = table + rng.normal(0, texture, (size, size, 1)).astype(np.float32)
     frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     for t in range(num_frames):
         grip, cube_now, opening = trajectory(cube_at, plate_at, t / max(num_frames - 1, 1))
         img = table.copy()
         for at, name in ((plate_at, target), (other_at, other)):
-            _disc(img, yy, xx, at, 0.13, np.array(PLATES[name][0]) * 0.8)  # rim
-            _disc(img, yy, xx, at, 0.11, PLATES[name][0])
-        _rect(img, yy, xx, cube_now, 0.06, 0.06, np.array(CUBES[cube][0]) * 0.7)  # edge
-        _rect(img, yy, xx, cube_now, 0.045, 0.045, CUBES[cube][0])
-        reach = max(grip[0] - 0.07, 0.0) / 2  # arm from the top edge down to the palm
-        _rect(img, yy, xx, (reach, grip[1]), reach, 0.02, (60, 60, 60))
-        _rect(img, yy, xx, (grip[0] - 0.07, grip[1]), 0.015, 0.1, (40, 40, 40))  # palm
-        spread = 0.035 + 0.05 * opening
+            _disc(img, yy, xx, at, 0.14, np.array(PLATES[name][0]) * 0.8)  # rim
+            _disc(img, yy, xx, at, 0.12, PLATES[name][0])
+        _rect(img, yy, xx, cube_now, 0.085, 0.085, np.array(CUBES[cube][0]) * 0.7)  # edge
+        _rect(img, yy, xx, cube_now, 0.065, 0.065, CUBES[cube][0])
+        reach = max(grip[0] - 0.1, 0.0) / 2  # arm from the top edge down to the palm
+        _rect(img, yy, xx, (reach, grip[1]), reach, 0.035, (60, 60, 60))
+        _rect(img, yy, xx, (grip[0] - 0.1, grip[1]), 0.025, 0.14, (40, 40, 40))  # palm
+        spread = 0.07 + 0.06 * opening
         for side in (-1, 1):
-            _rect(img, yy, xx, (grip[0] - 0.02, grip[1] + side * spread), 0.05, 0.012,
+            _rect(img, yy, xx, (grip[0] - 0.03, grip[1] + side * spread), 0.07, 0.025,
                   (30, 30, 30))
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
+
+
+def track_cube(frames: np.ndarray, cube: str) -> list[tuple | None]:
+    """Per frame, the (y, x) centre in frame fractions of the pixels whose nearest scene colour
+    is the named cube's; None where none is. Nearest-colour matching copes with the blurred
+    colours of generated videos. Measures whether a generated video moves the cube
+    (bench/bench_tiny_motion.py)."""
+    others = [TABLE, *(np.array(c) for c, _ in PLATES.values()),
+              *(np.array(c) * 0.8 for c, _ in PLATES.values()),
+              *(np.array(c) for name, (c, _) in CUBES.items() if name != cube),
+              np.full(3, 60.0), np.full(3, 35.0)]
+    palette = np.stack([np.array(CUBES[cube][0]), np.array(CUBES[cube][0]) * 0.7, *others])
+    h, w = frames.shape[1:3]
+    out: list[tuple | None] = []
+    for frame in frames.astype(np.float32):
+        nearest = np.linalg.norm(frame[..., None, :] - palette, axis=-1).argmin(-1)
+        ys, xs = np.nonzero(nearest < 2)
+        out.append((float(ys.mean() + 0.5) / h, float(xs.mean() + 0.5) / w) if len(ys) else None)
+    return out
 
 
 def _write_split(out: Path, items: list[tuple[str, str]], frames: dict[str, np.ndarray],
@@ -129,7 +157,7 @@ def _write_split(out: Path, items: list[tuple[str, str]], frames: dict[str, np.n
 
 
 def generate(path: str | Path, num_videos: int = 24, num_frames: int = 33, size: int = 64,
-             fps: float = 16.0, seed: int = 0, num_val: int = 4) -> Path:
+             fps: float = 16.0, seed: int = 0, num_val: int = 4, texture: float = 0.0) -> Path:
     """Write the dataset into `path` (see the module docstring for the layout)."""
     from data_prep.small_t5 import make_small_t5
     from framework.models.text import T5TextEncoder
@@ -145,7 +173,7 @@ def generate(path: str | Path, num_videos: int = 24, num_frames: int = 33, size:
         for i in range(n):
             task = order[i % len(order)]
             stem = f"{split}_{i:04d}_{task[0]}_to_{task[1]}"
-            frames[stem] = render_video(task, num_frames, size, rng)
+            frames[stem] = render_video(task, num_frames, size, rng, texture=texture)
             splits[split].append((stem, caption(task[0], task[1])))
     texts = [caption(c, t) for c, t, _ in tasks()]
     encoder_dir = make_small_t5(texts, path / "text_encoder", seed=seed)
@@ -164,13 +192,15 @@ def ensure_synthetic_dataset(path: str | Path, **kw) -> Path:
     """
     path = Path(path)
     params = {"num_videos": 24, "num_frames": 33, "size": 64, "fps": 16.0, "seed": 0,
-              "num_val": 4, **kw}
+              "num_val": 4, "texture": 0.0, **kw}
     marker = path / "synthetic.json"
     if marker.is_file():
         have = json.loads(marker.read_text())
-        if have != params:
-            raise FileExistsError(f"{path} holds a synthetic dataset made with {have}, not "
-                                  f"{params}; delete it or choose another path")
+        if have != {**params, "render_version": RENDER_VERSION}:
+            raise FileExistsError(
+                f"{path} holds a synthetic dataset made with {have}, not {params} by render "
+                f"version {RENDER_VERSION}; delete it (rm -rf {path}; it is rebuilt on the next "
+                "run) or choose another path")
         return path
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(f"{path} exists but is not a complete synthetic dataset; "
@@ -178,7 +208,8 @@ def ensure_synthetic_dataset(path: str | Path, **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{time.time_ns()}"
     generate(tmp, **params)
-    (tmp / "synthetic.json").write_text(json.dumps(params, indent=2))
+    stored = {**params, "render_version": RENDER_VERSION}
+    (tmp / "synthetic.json").write_text(json.dumps(stored, indent=2))
     try:
         if path.exists():
             path.rmdir()  # empty folder left by the user or another rank's failed run
@@ -204,9 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=64, help="frame height = width, even (default 64)")
     p.add_argument("--fps", type=float, default=16.0, help="frame rate (default 16)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--texture", type=float, default=0.0,
+                   help="std of a static grain on the table, 0-255 scale (default 0: plain)")
     a = p.parse_args(argv)
     out = ensure_synthetic_dataset(a.dir, num_videos=a.num_videos, num_frames=a.num_frames,
-                                   size=a.size, fps=a.fps, seed=a.seed, num_val=a.num_val)
+                                   size=a.size, fps=a.fps, seed=a.seed, num_val=a.num_val,
+                                   texture=a.texture)
     print(f"synthetic dataset ready at {out}")
 
 

@@ -63,7 +63,8 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     except torch.OutOfMemoryError:
         log.error(OOM_ADVICE.format(rank=env.rank))
         return EXIT_OOM
-    except (ConfigError, FileNotFoundError, UnsafeFileError, BadDataError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, UnsafeFileError,
+            BadDataError) as err:
         # Files the config names (weights, data) are user input: one line, no traceback.
         log.error("error: %s", str(err).splitlines()[0])
         return EXIT_USER_ERROR
