@@ -38,6 +38,17 @@ def test_default_job_trains_evaluates_and_generates(tmp_path):
     assert losses[-1] < losses[0]
     assert f"checkpoint   {job / 'checkpoints' / 'model' / 'iter_000000060.pt'}" in run.stdout
 
+    # The model rebuilt from the job's config.yaml alone (the job folder next to the checkpoint).
+    scored = subprocess.run(
+        [sys.executable, "-m", "framework.eval", "--checkpoint",
+         str(job / "checkpoints" / "model" / "iter_000000030.pt"), "--num_items", "1",
+         "--num_steps", "2", "--guidance", "0", "--output", str(tmp_path / "eval.json")],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["num_items"] == 1
+
     gen = subprocess.run(
         [sys.executable, "-m", "framework.inference.video2world", "--guidance", "0",
          "--num_steps", "8"],
@@ -47,4 +58,4 @@ def test_default_job_trains_evaluates_and_generates(tmp_path):
     assert gen.returncode == 0, gen.stderr[-3000:]
     with av.open(str(tmp_path / "output" / "generated_video.mp4")) as video:
         frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
-    assert len(frames) == 5 and frames[0].shape == (32, 32, 3)
+    assert len(frames) == 5 and frames[0].shape == (24, 24, 3)
