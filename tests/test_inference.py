@@ -5,7 +5,11 @@ conditioning inputs, negative prompt, checkpoint kinds (job, EMA, LoRA, official
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from PIL import Image
 
 from framework.inference import loading, media, prompts
 from framework.inference import video2world as v2w
+from tests.test_dist import free_port
 from tests.test_inference_fixtures import (
     SIZE,
     STATE_T,
@@ -96,6 +101,28 @@ def test_ranks_split_a_batch(job, tmp_path, monkeypatch, capsys):
                    "--num_steps", "1", "--guidance", "0"])
     assert rc == 0, capsys.readouterr().err
     assert [p.name for p in sorted(tmp_path.glob("*.mp4"))] == ["1.mp4"]
+
+
+def test_torchrun_ranks_split_a_batch_and_rank0_sums_up_every_rank(job, tmp_path):
+    _, ckpt = job
+    image = str(png(tmp_path / "a.png"))
+    items = [{"input_video": image if i != 1 else str(tmp_path / "gone.png"), "prompt": str(i),
+              "output_video": str(tmp_path / f"{i}.mp4")} for i in range(4)]
+    (tmp_path / "batch.json").write_text(json.dumps(items))
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         f"--master_port={free_port()}", "-m", "framework.inference.video2world",
+         "--checkpoint", str(ckpt), "--batch_input_json", str(tmp_path / "batch.json"),
+         "--num_steps", "1", "--guidance", "0"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=300,
+    )
+    # Rank 1 had the missing input, so it exits 1 and torchrun reports the failure.
+    assert run.returncode != 0
+    assert [p.name for p in sorted(tmp_path.glob("*.mp4"))] == ["0.mp4", "2.mp4", "3.mp4"]
+    assert "all 2 ranks: 3 written, 1 failed" in run.stdout, run.stdout + run.stderr[-3000:]
+    assert "gone.png does not exist" in run.stdout.split("all 2 ranks")[1]
 
 
 def test_image_and_video_conditioning_shapes(data, tmp_path):

@@ -209,6 +209,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     items, rejected = items[rank::world], rejected if rank == 0 else []
     if not items and not rejected:
         print(f"rank {rank}/{world}: no items for this rank")
+        all_ranks_summary(0, [], rank, world)
         return 0
     device = loading.default_device()
     # Prompts first, weights second: the text encoder is freed before the DiT is loaded.
@@ -222,7 +223,32 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     done = len(items) + len(rejected) - len(failed)
     print(f"summary: {done} written, {len(failed)} failed"
           + "".join(f"\n  {name}: {reason}" for name, reason in failed))
+    all_ranks_summary(done, failed, rank, world)
     return ITEM_FAILED if failed else 0
+
+
+def all_ranks_summary(done: int, failed: list[tuple[str, str]], rank: int, world: int) -> None:
+    """Under torchrun, rank 0 also prints the totals of every rank, so an 8-GPU DreamGen batch
+    ends in one summary. Needs torchrun's rendezvous variables; without them, nothing."""
+    if world < 2 or not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
+        return
+    import datetime
+
+    import torch.distributed as dist
+
+    # gloo: no GPU memory and no NCCL watchdog; the long timeout lets ranks with more or slower
+    # items finish (a 14B video takes minutes) while rank 0 waits here.
+    dist.init_process_group("gloo", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(hours=48))
+    try:
+        results = [None] * world
+        dist.all_gather_object(results, (done, failed))
+    finally:
+        dist.destroy_process_group()
+    if rank == 0:
+        every = [f for _, fs in results for f in fs]
+        print(f"all {world} ranks: {sum(d for d, _ in results)} written, {len(every)} failed"
+              + "".join(f"\n  {name}: {reason}" for name, reason in every))
 
 
 def main(argv: list[str] | None = None) -> int:
