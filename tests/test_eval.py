@@ -16,7 +16,7 @@ from framework import eval as ev
 from framework.inference import loading
 from framework.inference.heldout import heldout_items
 from framework.inference.metrics import psnr, ssim
-from framework.inference.plots import LossCurveHook, plot_loss_curve
+from framework.inference.plots import LossCurveHook, plot_loss_curve, smooth
 from framework.inference.plots import main as plots_main
 from framework.inference.sample_hook import SampleVideos
 from tests.test_inference_fixtures import (
@@ -171,6 +171,16 @@ def test_loss_curve_png(tmp_path, capsys):
     assert plots_main([str(tmp_path)]) == 0
     assert plots_main([str(tmp_path / "nope")]) == 2
     assert "metrics.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_smoothing_is_centred_and_follows_falling_losses():
+    falling = [10.0 * 0.9**i for i in range(100)]  # straight on the log axis
+    smoothed = smooth(falling)
+    # Centred in log space: exact on the straight part, no lag behind the falling values.
+    assert smoothed[10:90] == pytest.approx(falling[10:90])
+    noisy = [2.0 if i % 2 else 0.5 for i in range(100)]  # a factor 2 either side of 1
+    assert max(abs(math.log2(v)) for v in smooth(noisy)) <= 0.34  # a 5-point window: 1/3 of it
+    assert smooth([]) == [] and smooth([-1.0, 1.0]) == [0.0, 0.0]
 
 
 def test_sample_hook_sends_videos_through_the_trainer_log_when_wandb_runs(job, model, tmp_path):

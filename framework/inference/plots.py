@@ -46,12 +46,23 @@ def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return steps, [points[s] for s in steps]
 
 
-def smooth(values: list[float], weight: float = 0.9) -> list[float]:
-    """Bias-corrected exponential moving average (as TensorBoard's smoothing)."""
-    out, avg = [], 0.0
-    for i, v in enumerate(values, 1):
-        avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight**i))
+def smooth(values: list[float], fraction: float = 0.05) -> list[float]:
+    """Centred moving average over ~`fraction` of the points (shorter at the ends).
+
+    Centred, unlike TensorBoard's exponential average, which trails a falling loss from above.
+    Positive series are averaged in log space (a geometric mean), matching the log axis used for
+    losses that fall by orders of magnitude.
+    """
+    if not values:
+        return []
+    half = max(1, round(len(values) * fraction / 2))
+    logs = all(v > 0 for v in values)
+    xs = [math.log(v) for v in values] if logs else list(values)
+    out = []
+    for i in range(len(xs)):
+        window = xs[max(0, i - half) : i + half + 1]
+        mean = sum(window) / len(window)
+        out.append(math.exp(mean) if logs else mean)
     return out
 
 
