@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv[:cut])
         cfg, checkpoint = loading.resolve(args.experiment, argv[cut + 1 :], args.checkpoint,
                                           modules=args.module)
+        loading.warn_unguidable(cfg, args.guidance)
         model = loading.build_model(cfg, checkpoint, args.load_ema)
         data = data_settings(cfg)
         result = evaluate(model, args.dataset_dir or data["dataset_dir"], args.num_items,

@@ -89,6 +89,18 @@ def test_batch_json_reports_and_skips_bad_items(job, data, tmp_path, capsys):
     assert "missing.png does not exist" in out and "item 3: needs input_video and prompt" in out
 
 
+def test_guidance_on_a_model_trained_without_caption_dropout_warns(job, tmp_path, capsys):
+    _, ckpt = job
+    args = ["--checkpoint", str(ckpt), "--input_path", str(png(tmp_path / "in.png")),
+            "--prompt", "p", "--num_steps", "1", "--save_path", str(tmp_path / "v.mp4")]
+    assert v2w.main([*args, "--guidance", "7", "--", "model.text_dropout=0.0"]) == 0
+    assert "warning: --guidance 7 on a model trained with model.text_dropout=0" in (
+        capsys.readouterr().err)
+    assert v2w.main([*args, "--guidance", "0", "--", "model.text_dropout=0.0"]) == 0
+    assert v2w.main([*args, "--guidance", "7"]) == 0  # trained with dropout: guidance is fine
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_ranks_split_a_batch(job, tmp_path, monkeypatch, capsys):
     _, ckpt = job
     image = str(png(tmp_path / "a.png"))

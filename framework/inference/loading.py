@@ -10,6 +10,7 @@ LoRA weights folded into the base weights, so inference always runs a plain net.
 from __future__ import annotations
 
 import fnmatch
+import sys
 from pathlib import Path
 
 import torch
@@ -132,6 +133,16 @@ def net_state(sd: dict[str, Tensor], ema: bool, lora: dict | None, path: str | P
         sd = merge_lora_state_dict(sd, alpha=float(lora["alpha"]), rank=int(lora["rank"]))
     # A LoRA net saved without adapters (or a base file) still has base_layer names to undo.
     return {k.replace(_BASE, "."): v for k, v in sd.items()}
+
+
+def warn_unguidable(cfg: DictConfig, guidance: float) -> None:
+    """Warn when guidance > 0 is asked of a model trained without caption dropout: it never
+    learned the caption-free prediction that classifier-free guidance pushes away from, so the
+    result is garbage (tiny_gr1 at the default 7 turns the scene blue)."""
+    if guidance != 0 and float(cfg.model.get("text_dropout", 0.2)) == 0:
+        print(f"warning: --guidance {guidance:g} on a model trained with model.text_dropout=0 "
+              "(no caption-free training) gives broken videos; pass --guidance 0.",
+              file=sys.stderr)
 
 
 def default_device() -> torch.device:

@@ -204,6 +204,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
                  negative_prompt=args.negative_prompt, prompt_prefix=args.prompt_prefix,
                  num_conditional_frames=args.num_conditional_frames, guidance=args.guidance,
                  num_steps=args.num_steps, seed=args.seed)
+    loading.warn_unguidable(cfg, s.guidance)
     items, rejected = plan(args, cfg)
     rank, world = rank_and_world()
     items, rejected = items[rank::world], rejected if rank == 0 else []
