@@ -93,6 +93,9 @@ def test_launch_train_runs_the_trainer_and_reports_config_mistakes(tmp_path, cap
             "train.max_steps=2", "data.num_workers=0"]  # fmt: skip
     assert main(base) == 0
     assert latest(job(tmp_path, "toy_regression")) == "iter_000000002.pt"
+    with caplog.at_level(logging.INFO):
+        assert main(base) == 0  # run again: resumes the finished job and says so
+    assert "already at step 2 (train.max_steps=2): nothing to train" in caplog.text
     with caplog.at_level(logging.ERROR):
         bad = main([*base, "job.name=bad", "checkpoint.load_path=/no/such/model.pt"])
     assert bad == 2

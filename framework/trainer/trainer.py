@@ -142,6 +142,11 @@ class Trainer:
 
     def fit(self) -> bool:
         """Train to train.max_steps. Returns False when stopped early by SIGTERM/SIGUSR1."""
+        if self.step >= self.max_steps:
+            # A second `make train` resumes the finished job; say why nothing happens.
+            log.info("%s is already at step %d (train.max_steps=%d): nothing to train. Raise "
+                     "train.max_steps to go on, or start over with another job.name or after "
+                     "deleting the folder.", self.job_dir, self.step, self.max_steps)
         self.hooks.before_train(self)
         with preemption_signals(self._on_signal):
             while self.step < self.max_steps and not self.stop_requested:
