@@ -225,7 +225,9 @@ class VideoDataset(Dataset):
 
     def _video_sample(self, entry: dict) -> dict[str, Any]:
         if self.keep_in_memory:
-            frames, fps = self._window(entry, *self._decoded_video(entry["video"]))
+            frames, fps = self._decoded_video(entry["video"])
+            start = self._start(entry, len(frames))
+            frames = frames[start : start + self.span : self.frame_stride]
         else:
             with ClipReader(entry["video"], self.video_size, self.resize_mode,
                             self.decode_threads) as reader:
@@ -247,7 +249,3 @@ class VideoDataset(Dataset):
             with ClipReader(path, self.video_size, self.resize_mode, self.decode_threads) as r:
                 self._decoded[path] = (r.read(0, r.num_frames), r.fps)
         return self._decoded[path]
-
-    def _window(self, entry: dict, frames: np.ndarray, fps: float) -> tuple[np.ndarray, float]:
-        start = self._start(entry, len(frames))
-        return frames[start : start + self.span : self.frame_stride], fps

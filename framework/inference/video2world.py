@@ -222,10 +222,14 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         print(f"FAILED {name}: {reason}")
     failed = rejected + run_items(model, embed, items, s)
     done = len(items) + len(rejected) - len(failed)
-    print(f"summary: {done} written, {len(failed)} failed"
-          + "".join(f"\n  {name}: {reason}" for name, reason in failed))
+    print(summary_line("summary", done, failed))
     all_ranks_summary(done, failed, rank, world)
     return ITEM_FAILED if failed else 0
+
+
+def summary_line(title: str, done: int, failed: list[tuple[str, str]]) -> str:
+    return f"{title}: {done} written, {len(failed)} failed" + "".join(
+        f"\n  {name}: {reason}" for name, reason in failed)
 
 
 def all_ranks_summary(done: int, failed: list[tuple[str, str]], rank: int, world: int) -> None:
@@ -237,19 +241,19 @@ def all_ranks_summary(done: int, failed: list[tuple[str, str]], rank: int, world
 
     import torch.distributed as dist
 
-    # gloo: no GPU memory and no NCCL watchdog; the long timeout lets ranks with more or slower
-    # items finish (a 14B video takes minutes) while rank 0 waits here.
+    from framework.trainer import dist as D
+
+    # gloo, not the trainer's NCCL on GPUs: no GPU memory and no NCCL watchdog; the long timeout
+    # lets ranks with more or slower items finish (a 14B video takes minutes) while rank 0 waits.
     dist.init_process_group("gloo", rank=rank, world_size=world,
                             timeout=datetime.timedelta(hours=48))
     try:
-        results = [None] * world
-        dist.all_gather_object(results, (done, failed))
+        results = D.all_gather_object((done, failed))
     finally:
-        dist.destroy_process_group()
+        D.shutdown()
     if rank == 0:
         every = [f for _, fs in results for f in fs]
-        print(f"all {world} ranks: {sum(d for d, _ in results)} written, {len(every)} failed"
-              + "".join(f"\n  {name}: {reason}" for name, reason in every))
+        print(summary_line(f"all {world} ranks", sum(d for d, _ in results), every))
 
 
 def main(argv: list[str] | None = None) -> int:
