@@ -42,8 +42,11 @@ list: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
+LINT_DIRS := framework experiments launch data_prep tests bench
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check framework experiments launch data_prep tests bench
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
 
 # With no ARGS: the default tiny job's latest checkpoint on a held-out frame; the tiny model is
 # too small for classifier-free guidance (7 over-saturates it), so it samples unguided.

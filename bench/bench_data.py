@@ -80,13 +80,15 @@ def upstream_clip(path: str, start: int, threads: int) -> torch.Tensor:
     vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
     frames = vr.get_batch(list(range(start, start + NUM_FRAMES))).asnumpy()  # [T,H,W,3] uint8
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # [T,3,H,W]
-    out = torch.stack([F.interpolate(f[None], size=SIZE, mode="bilinear", antialias=True)[0]
-                       for f in x])
+    out = torch.stack(
+        [F.interpolate(f[None], size=SIZE, mode="bilinear", antialias=True)[0] for f in x]
+    )
     return torch.clamp(out * 255.0, 0, 255).to(torch.uint8).permute(1, 0, 2, 3)  # [3,T,H,W]
 
 
-def ours_clip(path: str, start: int, threads: int,
-              interpolation: str = DEFAULT_INTERPOLATION) -> torch.Tensor:
+def ours_clip(
+    path: str, start: int, threads: int, interpolation: str = DEFAULT_INTERPOLATION
+) -> torch.Tensor:
     with ClipReader(path, SIZE, "resize", threads=threads, interpolation=interpolation) as r:
         frames = r.read(start, NUM_FRAMES)
     return torch.from_numpy(frames).permute(3, 0, 1, 2)
@@ -118,23 +120,31 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=4, help="timed clips per source and method")
     ap.add_argument("--frames", type=int, default=120, help="frames per source video")
     ap.add_argument("--threads", type=int, default=2, help="decode threads (upstream uses 2)")
-    ap.add_argument("--content", default="scene,grain",
-                    help="comma list of source textures: scene (realistic bitrate), "
-                    "grain (worst case)")
+    ap.add_argument(
+        "--content",
+        default="scene,grain",
+        help="comma list of source textures: scene (realistic bitrate), grain (worst case)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)  # a DataLoader worker runs torch with one thread
     try:
         import decord  # noqa: F401
     except ImportError:
-        raise SystemExit("decord is missing: pip install decord "
-                         "(benchmark-only dependency)") from None
-    print(f"date {datetime.date.today()}  cpu {cpu_model()}  nproc {os.cpu_count()}  "
-          f"torch {torch.__version__}")
-    print("decord is a benchmark-only dependency (the upstream reference); "
-          "framework.data uses PyAV")
-    print(f"clip: {NUM_FRAMES} frames -> {SIZE[0]}x{SIZE[1]}, {args.clips} timed clips per source,"
-          f" decode threads {args.threads}, torch threads 1, "
-          f"swscale filter {DEFAULT_INTERPOLATION}\n")
+        raise SystemExit(
+            "decord is missing: pip install decord (benchmark-only dependency)"
+        ) from None
+    print(
+        f"date {datetime.date.today()}  cpu {cpu_model()}  nproc {os.cpu_count()}  "
+        f"torch {torch.__version__}"
+    )
+    print(
+        "decord is a benchmark-only dependency (the upstream reference); framework.data uses PyAV"
+    )
+    print(
+        f"clip: {NUM_FRAMES} frames -> {SIZE[0]}x{SIZE[1]}, {args.clips} timed clips per source,"
+        f" decode threads {args.threads}, torch threads 1, "
+        f"swscale filter {DEFAULT_INTERPOLATION}\n"
+    )
     rng = np.random.default_rng(1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,8 +154,10 @@ def main() -> None:
             t0 = time.perf_counter()
             write_video(path, textured_frames(args.frames, h, w, content), fps=16, crf=23)
             mbit = os.path.getsize(path) * 8 / 1e6 / (args.frames / 16)
-            print(f"{name}: wrote {args.frames} frames {w}x{h} H.264 crf 23 ({mbit:.1f} Mbit/s at "
-                  f"16 fps) in {time.perf_counter() - t0:.1f} s")
+            print(
+                f"{name}: wrote {args.frames} frames {w}x{h} H.264 crf 23 ({mbit:.1f} Mbit/s at "
+                f"16 fps) in {time.perf_counter() - t0:.1f} s"
+            )
             starts = [int(s) for s in rng.integers(0, args.frames - NUM_FRAMES + 1, args.clips)]
             upstream_clip(path, 0, args.threads)  # warm-up (page cache, libraries)
             ours_clip(path, 0, args.threads)
@@ -159,10 +171,12 @@ def main() -> None:
                 quality.append(psnr(out, ref))
             up, ours = statistics.median(t_up), statistics.median(t_ours)
             rows.append((name, up, ours, up / ours, statistics.mean(quality)))
-            print(f"  upstream {up:.3f} s/clip  ours {ours:.3f} s/clip  speed-up {up / ours:.2f}x  "
-                  f"PSNR {statistics.mean(quality):.2f} dB (runs: upstream "
-                  f"{', '.join(f'{t:.2f}' for t in t_up)}; "
-                  f"ours {', '.join(f'{t:.2f}' for t in t_ours)})")
+            print(
+                f"  upstream {up:.3f} s/clip  ours {ours:.3f} s/clip  speed-up {up / ours:.2f}x  "
+                f"PSNR {statistics.mean(quality):.2f} dB (runs: upstream "
+                f"{', '.join(f'{t:.2f}' for t in t_up)}; "
+                f"ours {', '.join(f'{t:.2f}' for t in t_ours)})"
+            )
             # other swscale filters, one clip: time and PSNR against the same reference
             for interp in sorted({"AREA", "BILINEAR", "BICUBIC"} - {DEFAULT_INTERPOLATION}):
                 dt, out = timed(ours_clip, path, starts[0], args.threads, interp)
@@ -173,8 +187,10 @@ def main() -> None:
         print(f"{name} | {up:.3f} | {ours:.3f} | {sp:.2f}x | {q:.2f} dB")
     for content in args.content.split(","):
         sel = [r[3] for r in rows if r[0].endswith(content)]
-        print(f"target >= 3x on {content}: {'met' if min(sel) >= 3 else 'MISSED'} "
-              f"(worst {min(sel):.2f}x)")
+        print(
+            f"target >= 3x on {content}: {'met' if min(sel) >= 3 else 'MISSED'} "
+            f"(worst {min(sel):.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -79,20 +79,33 @@ def summarize(ctx: Ctx) -> None:
                 ok = r["peak_gib"] is not None and r["peak_gib"] <= MEMORY_TARGET_GIB
                 speed = peer["seconds"] / r["seconds"]
                 met = "MET" if speed >= 1.5 and ok else "not met"
-                lines.append(f"  {r['name']:<62} {speed:5.2f}x peer speed, "
-                             f"{_gib(r['peak_gib'])} -> target {met}")
+                lines.append(
+                    f"  {r['name']:<62} {speed:5.2f}x peer speed, "
+                    f"{_gib(r['peak_gib'])} -> target {met}"
+                )
     attn = rep.find("sdpa fwd+bwd default " + _attn_label(ctx.shapes))
-    best = min((r for r in rep.data["rows"] if r["part"] == "ours" and r["seconds"]
-                and "train step" in r["name"]), key=lambda r: r["seconds"], default=None)
+    best = min(
+        (
+            r
+            for r in rep.data["rows"]
+            if r["part"] == "ours" and r["seconds"] and "train step" in r["name"]
+        ),
+        key=lambda r: r["seconds"],
+        default=None,
+    )
     if attn and attn["seconds"] and best:
         share = ctx.shapes.net["num_blocks"] * attn["seconds"]
         rep.detail("self_attention_share_of_best_step", share / best["seconds"])
-        lines.append(f"  self-attention alone (blocks x measured SDPA fwd+bwd) = {share:.2f} s "
-                     f"= {100 * share / best['seconds']:.0f}% of the best step "
-                     f"({best['name']}, {best['seconds']:.2f} s)")
+        lines.append(
+            f"  self-attention alone (blocks x measured SDPA fwd+bwd) = {share:.2f} s "
+            f"= {100 * share / best['seconds']:.0f}% of the best step "
+            f"({best['name']}, {best['seconds']:.2f} s)"
+        )
     if lines:
-        print("\nAgainst the peer's checkpointed fwd+bwd (target: >= 1.5x speed at "
-              f"<= {MEMORY_TARGET_GIB:.0f} GiB):")
+        print(
+            "\nAgainst the peer's checkpointed fwd+bwd (target: >= 1.5x speed at "
+            f"<= {MEMORY_TARGET_GIB:.0f} GiB):"
+        )
         print("\n".join(lines))
     print("\nIssue reference (H200): " + "; ".join(f"{k}: {v}" for k, v in REFERENCE_H200.items()))
     if rep.data["errors"]:
@@ -109,15 +122,22 @@ def _gib(v: float | None) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="bench_results.json", help="JSON output ('' = none)")
-    p.add_argument("--parts", default=None,
-                   help=f"comma list of {', '.join(PARTS)} (default all; --smoke leaves out "
-                        "compile, whose CPU compilation alone takes about a minute)")
-    p.add_argument("--variants", default=None,
-                   help="our checkpointing variants: none, full, selective, selN (N blocks "
-                        f"selective, the rest full), bf16-<mode>; default {','.join(VARIANTS)}")
+    p.add_argument(
+        "--parts",
+        default=None,
+        help=f"comma list of {', '.join(PARTS)} (default all; --smoke leaves out "
+        "compile, whose CPU compilation alone takes about a minute)",
+    )
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="our checkpointing variants: none, full, selective, selN (N blocks "
+        f"selective, the rest full), bf16-<mode>; default {','.join(VARIANTS)}",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny shapes, 1 warm-up + 2 iterations")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls (default 2)")
@@ -134,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     torch.set_float32_matmul_precision("high")  # as the trainer sets it (trainer/state.py)
-    parts = (args.parts.split(",") if args.parts
-             else [p for p in PARTS if p != "compile"] if args.smoke else list(PARTS))
+    parts = (
+        args.parts.split(",")
+        if args.parts
+        else [p for p in PARTS if p != "compile"]
+        if args.smoke
+        else list(PARTS)
+    )
     parts = [p.strip() for p in parts if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -145,16 +170,30 @@ def main(argv: list[str] | None = None) -> int:
     iters = args.iters if args.iters is not None else (2 if args.smoke else 5)
     env = env_info(device)
     report = Report(args.out or None, env, vars(args))
-    variants = (args.variants.split(",") if args.variants
-                else SMOKE_VARIANTS if args.smoke else VARIANTS)
-    ctx = Ctx(device, shapes, report, warmup, iters,
-              tuple(v.strip() for v in variants if v.strip()))
-    print(" | ".join(f"{k}={env[k]}" for k in ("date", "device_name", "torch", "cuda",
-                                                 "diffusers") if k in env))  # fmt: skip
+    variants = (
+        args.variants.split(",") if args.variants else SMOKE_VARIANTS if args.smoke else VARIANTS
+    )
+    ctx = Ctx(
+        device, shapes, report, warmup, iters, tuple(v.strip() for v in variants if v.strip())
+    )
+    print(
+        " | ".join(
+            f"{k}={env[k]}"
+            for k in ("date", "device_name", "torch", "cuda", "diffusers")
+            if k in env
+        )
+    )
     print(HEADER, flush=True)
-    functions = {"matmul": part_matmul, "attention": part_attention, "ours": part_ours,
-                 "peer": part_peer, "vae": part_vae, "generate": part_generate,
-                 "profile": part_profile, "compile": part_compile}  # fmt: skip
+    functions = {
+        "matmul": part_matmul,
+        "attention": part_attention,
+        "ours": part_ours,
+        "peer": part_peer,
+        "vae": part_vae,
+        "generate": part_generate,
+        "profile": part_profile,
+        "compile": part_compile,
+    }
     t0 = time.perf_counter()
     for part in parts:
         print(f"[{part}] ({time.perf_counter() - t0:.0f} s elapsed)", flush=True)

@@ -32,8 +32,9 @@ from data_prep.synthetic import CUBES, track_cube
 from framework.data.video import ClipReader
 
 
-def read_all(path: Path, size: tuple[int, int] | None = None, stride: int = 1,
-             num_frames: int | None = None) -> np.ndarray:
+def read_all(
+    path: Path, size: tuple[int, int] | None = None, stride: int = 1, num_frames: int | None = None
+) -> np.ndarray:
     with ClipReader(path, size=size, mode="resize") as reader:
         n = num_frames or 1 + (reader.num_frames - 1) // stride
         return reader.read(0, n, stride)
@@ -56,13 +57,15 @@ def compare(generated: np.ndarray, truth: np.ndarray, cube: str, num_cond: int =
         "model_px": mean([distance(gen[t], true[t], size) for t in frames]),
         "still_px": mean([distance(start, true[t], size) for t in frames]),
         "moved_px": mean([distance(gen[t], gen[num_cond - 1], size) for t in frames]),
-        "true_track": true, "generated_track": gen,
+        "true_track": true,
+        "generated_track": gen,
     }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.bench_tiny_motion",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.bench_tiny_motion", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("job_dir", nargs="?", default="checkpoints/worldtune/tiny/tiny_gr1")
     p.add_argument("--iter", type=int, help="samples/iter_N to read (default: the latest)")
     p.add_argument("--json", help="also write the result here")
@@ -82,21 +85,30 @@ def main(argv: list[str] | None = None) -> dict:
         if cube is None:
             continue
         gen = read_all(video)
-        truth = read_all(Path(ds.dataset_dir) / "val" / "videos" / video.name, size, stride,
-                         gen.shape[0])
+        truth = read_all(
+            Path(ds.dataset_dir) / "val" / "videos" / video.name, size, stride, gen.shape[0]
+        )
         rows[video.stem] = compare(gen, truth, cube)
     if not rows:
         raise SystemExit(f"{folders[-1]} has no sample of a synthetic clip (<name>_<cube>_to_...)")
     fmt = lambda t: "   -   " if t is None else f"{t[0]:.2f},{t[1]:.2f}"  # noqa: E731
     print(f"samples: {folders[-1]}  (positions as y,x frame fractions)")
     for name, r in rows.items():
-        print(f"{name}\n  true      " + "  ".join(fmt(t) for t in r["true_track"])
-              + "\n  generated " + "  ".join(fmt(t) for t in r["generated_track"]))
-    summary = {k: float(np.nanmean([r[k] for r in rows.values()]))
-               for k in ("found", "model_px", "still_px", "moved_px")}
-    print(f"mean over clips: cube found in {100 * summary['found']:.0f}% of frames; pixels at "
-          f"{size[0]}x{size[1]}: model {summary['model_px']:.2f}  still {summary['still_px']:.2f}"
-          f"  moved {summary['moved_px']:.2f}")
+        print(
+            f"{name}\n  true      "
+            + "  ".join(fmt(t) for t in r["true_track"])
+            + "\n  generated "
+            + "  ".join(fmt(t) for t in r["generated_track"])
+        )
+    summary = {
+        k: float(np.nanmean([r[k] for r in rows.values()]))
+        for k in ("found", "model_px", "still_px", "moved_px")
+    }
+    print(
+        f"mean over clips: cube found in {100 * summary['found']:.0f}% of frames; pixels at "
+        f"{size[0]}x{size[1]}: model {summary['model_px']:.2f}  still {summary['still_px']:.2f}"
+        f"  moved {summary['moved_px']:.2f}"
+    )
     result = {"samples": str(folders[-1]), **summary, "items": rows}
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")

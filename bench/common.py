@@ -51,26 +51,45 @@ class Shapes:
 
         net = net_config("2B")
         return Shapes(
-            latent=(1, 16, 24, 54, 96), pixel_hw=(432, 768), pixel_frames=93,
-            text_len=512, text_dim=1024, net=net, peer=_peer_config(net, 1024),
-            vae={}, matmul_n=(4096, 8192, 16384), attn=(1, 16, 24 * 27 * 48, 128),
+            latent=(1, 16, 24, 54, 96),
+            pixel_hw=(432, 768),
+            pixel_frames=93,
+            text_len=512,
+            text_dim=1024,
+            net=net,
+            peer=_peer_config(net, 1024),
+            vae={},
+            matmul_n=(4096, 8192, 16384),
+            attn=(1, 16, 24 * 27 * 48, 128),
             gen_steps=gen_steps,
-        )  # fmt: skip
+        )
 
     @staticmethod
     def smoke() -> Shapes:
         from framework.models.cosmos2.net import net_config
 
         # Same structure as 2B (rope ratios, adaLN-LoRA 256), 64 channels and 2 blocks.
-        net = {**net_config("2B"), "model_channels": 64, "num_blocks": 2, "num_heads": 2,
-               "crossattn_emb_channels": 32}  # fmt: skip
+        net = {
+            **net_config("2B"),
+            "model_channels": 64,
+            "num_blocks": 2,
+            "num_heads": 2,
+            "crossattn_emb_channels": 32,
+        }
         return Shapes(
-            latent=(1, 16, 2, 4, 8), pixel_hw=(32, 64), pixel_frames=5,
-            text_len=8, text_dim=32, net=net, peer=_peer_config(net, 32),
+            latent=(1, 16, 2, 4, 8),
+            pixel_hw=(32, 64),
+            pixel_frames=5,
+            text_len=8,
+            text_dim=32,
+            net=net,
+            peer=_peer_config(net, 32),
             # z_dim must stay 16: the Wan latents_mean/std constants have 16 entries.
-            vae={"base_dim": 8, "z_dim": 16}, matmul_n=(128, 256), attn=(1, 2, 192, 32),
+            vae={"base_dim": 8, "z_dim": 16},
+            matmul_n=(128, 256),
+            attn=(1, 2, 192, 32),
             gen_steps=2,
-        )  # fmt: skip
+        )
 
     @property
     def tokens(self) -> int:
@@ -83,14 +102,24 @@ def _peer_config(net: dict, text_dim: int) -> dict:
     the condition mask is concatenated; the padding mask is added by concat_padding_mask)."""
     heads = net["num_heads"]
     return dict(
-        in_channels=17, out_channels=16, num_attention_heads=heads,
-        attention_head_dim=net["model_channels"] // heads, num_layers=net["num_blocks"],
-        mlp_ratio=4.0, text_embed_dim=text_dim, adaln_lora_dim=256, max_size=(128, 240, 240),
+        in_channels=17,
+        out_channels=16,
+        num_attention_heads=heads,
+        attention_head_dim=net["model_channels"] // heads,
+        num_layers=net["num_blocks"],
+        mlp_ratio=4.0,
+        text_embed_dim=text_dim,
+        adaln_lora_dim=256,
+        max_size=(128, 240, 240),
         patch_size=(1, 2, 2),
-        rope_scale=(net["rope_t_extrapolation_ratio"], net["rope_h_extrapolation_ratio"],
-                    net["rope_w_extrapolation_ratio"]),
-        concat_padding_mask=True, extra_pos_embed_type=None,
-    )  # fmt: skip
+        rope_scale=(
+            net["rope_t_extrapolation_ratio"],
+            net["rope_h_extrapolation_ratio"],
+            net["rope_w_extrapolation_ratio"],
+        ),
+        concat_padding_mask=True,
+        extra_pos_embed_type=None,
+    )
 
 
 # ---- timing and memory -------------------------------------------------------------------------
@@ -177,14 +206,15 @@ class SdpaRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
-        if name.startswith("_scaled_dot_product") or name in ("_flash_attention_forward",
-                                                              "_efficient_attention_forward"):
+        if name.startswith("_scaled_dot_product") or name in (
+            "_flash_attention_forward",
+            "_efficient_attention_forward",
+        ):
             self.ops[name] += 1
         return func(*args, **(kwargs or {}))
 
     def summary(self) -> dict:
-        forward = {SDPA_BACKEND_OF_OP[k]: v for k, v in self.ops.items()
-                   if k in SDPA_BACKEND_OF_OP}  # fmt: skip
+        forward = {SDPA_BACKEND_OF_OP[k]: v for k, v in self.ops.items() if k in SDPA_BACKEND_OF_OP}
         return {
             "backend": ",".join(sorted(forward)) or "math (no fused SDPA op)",
             "forward_calls": sum(forward.values()),
@@ -216,9 +246,12 @@ def env_info(device: torch.device) -> dict:
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(device_name=props.name, device_count=torch.cuda.device_count(),
-                    device_memory_gib=round(props.total_memory / GIB, 1),
-                    cudnn=torch.backends.cudnn.version())  # fmt: skip
+        info.update(
+            device_name=props.name,
+            device_count=torch.cuda.device_count(),
+            device_memory_gib=round(props.total_memory / GIB, 1),
+            cudnn=torch.backends.cudnn.version(),
+        )
     for mod in ("diffusers", "transformers"):
         try:
             info[mod] = __import__(mod).__version__
@@ -240,16 +273,38 @@ class Report:
 
     def __init__(self, path: str | None, env: dict, args: dict) -> None:
         self.path = path
-        self.data: dict[str, Any] = {"env": env, "args": args, "rows": [], "details": {},
-                                     "errors": {}}  # fmt: skip
+        self.data: dict[str, Any] = {
+            "env": env,
+            "args": args,
+            "rows": [],
+            "details": {},
+            "errors": {},
+        }
         self.peak_tflops: float | None = None
 
-    def row(self, part: str, name: str, seconds: float | None = None, peak: float | None = None,
-            flops: float | None = None, note: str = "", **extra: Any) -> dict:
+    def row(
+        self,
+        part: str,
+        name: str,
+        seconds: float | None = None,
+        peak: float | None = None,
+        flops: float | None = None,
+        note: str = "",
+        **extra: Any,
+    ) -> dict:
         tflops = flops / seconds / 1e12 if flops and seconds else None
         mfu = tflops / self.peak_tflops if tflops and self.peak_tflops else None
-        row = {"part": part, "name": name, "seconds": seconds, "peak_gib": peak, "flops": flops,
-               "tflops": tflops, "mfu": mfu, "note": note, **extra}  # fmt: skip
+        row = {
+            "part": part,
+            "name": name,
+            "seconds": seconds,
+            "peak_gib": peak,
+            "flops": flops,
+            "tflops": tflops,
+            "mfu": mfu,
+            "note": note,
+            **extra,
+        }
         self.data["rows"].append(row)
         print("  " + format_row(row), flush=True)
         return row
@@ -294,5 +349,7 @@ HEADER = f"{'name':<50} {'seconds':>9} {'peak GiB':>9} {'TFLOP/s':>8} {'MFU':>6}
 
 def format_row(r: dict) -> str:
     mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-    return (f"{r['name']:<50} {_fmt(r['seconds'], '9.4f')} {_fmt(r['peak_gib'], '9.2f')} "
-            f"{_fmt(r['tflops'], '8.1f')} {mfu:>6}  {r['note']}")
+    return (
+        f"{r['name']:<50} {_fmt(r['seconds'], '9.4f')} {_fmt(r['peak_gib'], '9.2f')} "
+        f"{_fmt(r['tflops'], '8.1f')} {mfu:>6}  {r['note']}"
+    )

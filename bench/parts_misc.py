@@ -41,15 +41,19 @@ def part_matmul(ctx: Ctx) -> None:
 
         run()
         seconds = min(time_calls(run, dev, 5)) / reps
-        ctx.report.row("matmul", f"matmul bf16 {n}^3", seconds, None, flops,
-                       note=f"best of 5 runs x {reps}")  # fmt: skip
+        ctx.report.row(
+            "matmul", f"matmul bf16 {n}^3", seconds, None, flops, note=f"best of 5 runs x {reps}"
+        )
         best = max(best, flops / seconds / 1e12)
     ctx.report.peak_tflops = best
     ctx.report.detail("matmul_peak_tflops", best)
     nominal = nominal_tflops(ctx.report.data["env"].get("device_name", ""))
     ctx.report.detail("nominal_bf16_tflops", nominal)
-    print(f"  -> MFU denominator: {best:.1f} TFLOP/s measured"
-          + (f" (data sheet dense bf16: {nominal})" if nominal else ""), flush=True)
+    print(
+        f"  -> MFU denominator: {best:.1f} TFLOP/s measured"
+        + (f" (data sheet dense bf16: {nominal})" if nominal else ""),
+        flush=True,
+    )
 
 
 # ---- 2. attention alone ------------------------------------------------------------------------
@@ -61,8 +65,10 @@ def part_attention(ctx: Ctx) -> None:
     b, h, n, d = ctx.shapes.attn
     dev = ctx.device
     # Our layout: [B, L, heads, d] viewed as [B, heads, L, d] (net.Attention), not contiguous.
-    base = [torch.randn(b, n, h, d, device=dev, dtype=torch.bfloat16, requires_grad=True)
-            for _ in range(3)]  # fmt: skip
+    base = [
+        torch.randn(b, n, h, d, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        for _ in range(3)
+    ]
     grad = torch.randn(b, n, h, d, device=dev, dtype=torch.bfloat16).transpose(1, 2)
 
     def fwd_bwd() -> None:
@@ -97,8 +103,11 @@ def part_attention(ctx: Ctx) -> None:
 
     measure(ctx, "attention", "sdpa fwd+bwd default, contiguous BHLD", fwd_bwd_dense, flops)
     results = {}
-    for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
-                    SDPBackend.EFFICIENT_ATTENTION):
+    for backend in (
+        SDPBackend.CUDNN_ATTENTION,
+        SDPBackend.FLASH_ATTENTION,
+        SDPBackend.EFFICIENT_ATTENTION,
+    ):
         name = backend.name.lower().replace("_attention", "")
 
         def run(backend=backend) -> None:
@@ -126,16 +135,33 @@ def build_tokenizer(ctx: Ctx):
 def part_vae(ctx: Ctx) -> None:
     sh, dev = ctx.shapes, ctx.device
     tok = build_tokenizer(ctx)
-    video = torch.randint(0, 256, (1, 3, sh.pixel_frames, *sh.pixel_hw), dtype=torch.uint8,
-                          device=dev)
+    video = torch.randint(
+        0, 256, (1, 3, sh.pixel_frames, *sh.pixel_hw), dtype=torch.uint8, device=dev
+    )
     dims = "x".join(map(str, video.shape))
     iters = max(1, ctx.iters - 3)
-    row = measure(ctx, "vae", f"wan vae encode {dims} uint8", lambda: tok.encode(video), None,
-                  warmup=1, iters=iters, record_sdpa=False)
+    row = measure(
+        ctx,
+        "vae",
+        f"wan vae encode {dims} uint8",
+        lambda: tok.encode(video),
+        None,
+        warmup=1,
+        iters=iters,
+        record_sdpa=False,
+    )
     latent = tok.encode(video)
     ctx.report.detail("vae_latent_shape", list(latent.shape))
-    measure(ctx, "vae", "wan vae decode " + "x".join(map(str, latent.shape)),
-            lambda: tok.decode(latent), None, warmup=1, iters=iters, record_sdpa=False)
+    measure(
+        ctx,
+        "vae",
+        "wan vae decode " + "x".join(map(str, latent.shape)),
+        lambda: tok.decode(latent),
+        None,
+        warmup=1,
+        iters=iters,
+        record_sdpa=False,
+    )
     if row:
         ctx.report.detail("vae_encode_seconds", row["seconds"])
 
@@ -160,15 +186,24 @@ def part_generate(ctx: Ctx) -> None:
     flops = calls * 2 * fl["fwd"]
 
     def generate(num_steps: int) -> torch.Tensor:
-        return model.generate(image, emb, num_conditional_frames=1, guidance=7.0,
-                              num_steps=num_steps, seed=0)
+        return model.generate(
+            image, emb, num_conditional_frames=1, guidance=7.0, num_steps=num_steps, seed=0
+        )
 
     # Warm up with one step (every kernel and the VAE run once), then time the real thing once:
     # it takes about a minute, a second run would not fit the time budget.
     generate(1)
-    row = measure(ctx, "generate", f"generate {steps} steps, CFG, incl. VAE",
-                  lambda: generate(steps), flops, warmup=0, iters=1, record_sdpa=False,
-                  note=f"{calls} net calls incl. VAE encode+decode")
+    row = measure(
+        ctx,
+        "generate",
+        f"generate {steps} steps, CFG, incl. VAE",
+        lambda: generate(steps),
+        flops,
+        warmup=0,
+        iters=1,
+        record_sdpa=False,
+        note=f"{calls} net calls incl. VAE encode+decode",
+    )
     # One batched forward alone (the per-step cost), as x0_fn calls it.
     b, c, t, h, w = sh.latent
     x = torch.randn(2 * b, c, t, h, w, device=dev)
@@ -181,8 +216,14 @@ def part_generate(ctx: Ctx) -> None:
         with torch.no_grad(), ctx.autocast():
             net(x, ts, text, cond, pad)
 
-    fwd = measure(ctx, "generate", "generate: one step (forward, batch 2)", forward,
-                  2 * fl["fwd"], note=f"(attention calls: {4 * len(net.blocks)}) bf16 params")
+    fwd = measure(
+        ctx,
+        "generate",
+        "generate: one step (forward, batch 2)",
+        forward,
+        2 * fl["fwd"],
+        note=f"(attention calls: {4 * len(net.blocks)}) bf16 params",
+    )
     if row:
         detail = {"total_seconds": row["seconds"], "seconds_per_step": row["seconds"] / steps}
         if fwd:
@@ -195,8 +236,17 @@ def part_generate(ctx: Ctx) -> None:
 
 
 _ATTENTION_KEYS = ("fmha", "flash", "sdpa", "attention", "attn")
-_GEMM_KEYS = ("gemm", "nvjet", "xmma", "cutlass", "wgmma", "matmul", "aten::mm", "aten::bmm",
-              "aten::addmm")
+_GEMM_KEYS = (
+    "gemm",
+    "nvjet",
+    "xmma",
+    "cutlass",
+    "wgmma",
+    "matmul",
+    "aten::mm",
+    "aten::bmm",
+    "aten::addmm",
+)
 _OPTIM_KEYS = ("adam", "multi_tensor", "foreach")
 
 
@@ -247,18 +297,38 @@ def part_profile(ctx: Ctx, mode: str = "selective") -> None:
             continue
         kind = kernel_kind(evt.key)
         kinds[kind] = kinds.get(kind, 0.0) + us / 1e6
-        kernels.append({"name": evt.key[:160], "seconds": us / 1e6, "calls": evt.count,
-                        "kind": kind})  # fmt: skip
+        kernels.append(
+            {"name": evt.key[:160], "seconds": us / 1e6, "calls": evt.count, "kind": kind}
+        )
     kernels.sort(key=lambda k: -k["seconds"])
     busy = sum(kinds.values())
-    ctx.report.detail("profile", {"variant": mode, "wall_seconds": wall,
-                                  "device_busy_seconds": busy, "by_kind": kinds,
-                                  "top_kernels": kernels[:25]})  # fmt: skip
-    ctx.report.row("profile", f"profiled train step ({mode}) wall", wall, None, fl["fwd_bwd"],
-                   note=f"device busy {busy:.3f} s ({100 * busy / wall:.0f}% of wall)")
+    ctx.report.detail(
+        "profile",
+        {
+            "variant": mode,
+            "wall_seconds": wall,
+            "device_busy_seconds": busy,
+            "by_kind": kinds,
+            "top_kernels": kernels[:25],
+        },
+    )
+    ctx.report.row(
+        "profile",
+        f"profiled train step ({mode}) wall",
+        wall,
+        None,
+        fl["fwd_bwd"],
+        note=f"device busy {busy:.3f} s ({100 * busy / wall:.0f}% of wall)",
+    )
     for kind, seconds in sorted(kinds.items(), key=lambda kv: -kv[1]):
-        ctx.report.row("profile", f"  kernels: {kind}", seconds, None, None,
-                       note=f"{100 * seconds / max(busy, 1e-12):.0f}% of device time")
+        ctx.report.row(
+            "profile",
+            f"  kernels: {kind}",
+            seconds,
+            None,
+            None,
+            note=f"{100 * seconds / max(busy, 1e-12):.0f}% of device time",
+        )
     for k in kernels[:8]:
         print(f"    {k['seconds']:8.4f} s  x{k['calls']:<5} {k['kind']:<18} {k['name'][:90]}")
 
@@ -277,10 +347,17 @@ def part_compile(ctx: Ctx, mode: str = "selective") -> None:
     start = time.perf_counter()
     fwd_bwd()  # compiles one block graph (forward and backward); the other blocks reuse it
     sync(ctx.device)
-    ctx.report.row("compile", f"compile: first {mode} fwd+bwd", time.perf_counter() - start,
-                   peak_gib(ctx.device), None, note="includes compilation")
+    ctx.report.row(
+        "compile",
+        f"compile: first {mode} fwd+bwd",
+        time.perf_counter() - start,
+        peak_gib(ctx.device),
+        None,
+        note="includes compilation",
+    )
     net.zero_grad(set_to_none=True)
     # The SDPA recorder is an eager dispatch mode; under compile it would only see the graph.
-    run_ours_variant(ctx, net, inputs, mode, False, fl["fwd_bwd"], label=f"{mode}+compile",
-                     record_sdpa=False)
+    run_ours_variant(
+        ctx, net, inputs, mode, False, fl["fwd_bwd"], label=f"{mode}+compile", record_sdpa=False
+    )
     torch._dynamo.reset()

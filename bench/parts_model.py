@@ -51,9 +51,18 @@ class Ctx:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext()
 
 
-def measure(ctx: Ctx, part: str, name: str, fn: Callable[[], object], flops: float | None,
-            warmup: int | None = None, iters: int | None = None, record_sdpa: bool = True,
-            note: str = "", **extra) -> dict | None:
+def measure(
+    ctx: Ctx,
+    part: str,
+    name: str,
+    fn: Callable[[], object],
+    flops: float | None,
+    warmup: int | None = None,
+    iters: int | None = None,
+    record_sdpa: bool = True,
+    note: str = "",
+    **extra,
+) -> dict | None:
     """Warm up (the first call under an SDPA recorder), reset the peak, time `iters` calls.
 
     Peak memory is max_memory_allocated over the timed calls: everything live (weights, grads,
@@ -83,9 +92,18 @@ def measure(ctx: Ctx, part: str, name: str, fn: Callable[[], object], flops: flo
     sdpa = recorder.summary() if recorder else None
     if sdpa:
         note = f"sdpa={sdpa['backend']} x{sdpa['forward_calls']} " + note
-    return ctx.report.row(part, name, statistics.median(times), peak, flops,
-                          note=note.strip(), times=times, live_before_gib=before, sdpa=sdpa,
-                          **extra)  # fmt: skip
+    return ctx.report.row(
+        part,
+        name,
+        statistics.median(times),
+        peak,
+        flops,
+        note=note.strip(),
+        times=times,
+        live_before_gib=before,
+        sdpa=sdpa,
+        **extra,
+    )
 
 
 # ---- 3. our 2B step ----------------------------------------------------------------------------
@@ -117,8 +135,7 @@ def ours_flops(ctx: Ctx) -> dict:
     with torch.no_grad():
         fwd = count_flops(lambda: net(*inputs))
     fwd_bwd = count_flops(lambda: F.mse_loss(net(*inputs), inputs[0]).backward())
-    out = {"fwd": fwd, "fwd_bwd": fwd_bwd,
-           "params": sum(p.numel() for p in net.parameters())}  # fmt: skip
+    out = {"fwd": fwd, "fwd_bwd": fwd_bwd, "params": sum(p.numel() for p in net.parameters())}
     try:
         from framework.models.cosmos2.flops import flops_per_sample
 
@@ -202,25 +219,52 @@ def ours_step_fns(ctx: Ctx, net, inputs: tuple, autocast: bool):
     return fwd_bwd, step_with, params
 
 
-def run_ours_variant(ctx: Ctx, net, inputs: tuple, mode: str, bf16_params: bool,
-                     flops: float, label: str = "", with_step: bool = True,
-                     record_sdpa: bool = True) -> None:
+def run_ours_variant(
+    ctx: Ctx,
+    net,
+    inputs: tuple,
+    mode: str,
+    bf16_params: bool,
+    flops: float,
+    label: str = "",
+    with_step: bool = True,
+    record_sdpa: bool = True,
+) -> None:
     fwd_bwd, step_with, params = ours_step_fns(ctx, net, inputs, autocast=not bf16_params)
     prec = "bf16 params, no optimizer" if bf16_params else "fp32 master + bf16 autocast"
     tag = f"ours {label or mode}" + (" bf16-params" if bf16_params else "")
     expected = 2 * len(net.blocks)
     # The fwd+bwd-only timing is secondary for the fp32 variants (the step is the number that
     # matters): fewer iterations keep the whole run within its time budget.
-    fb_warm, fb_iters = ((ctx.warmup, ctx.iters) if bf16_params or not with_step
-                         else (max(1, ctx.warmup - 1), max(2, ctx.iters - 2)))
-    row = measure(ctx, "ours", f"{tag} fwd+bwd", fwd_bwd, flops, fb_warm, fb_iters,
-                  record_sdpa=record_sdpa, note=f"(attention calls: {expected}) {prec}")
+    fb_warm, fb_iters = (
+        (ctx.warmup, ctx.iters)
+        if bf16_params or not with_step
+        else (max(1, ctx.warmup - 1), max(2, ctx.iters - 2))
+    )
+    row = measure(
+        ctx,
+        "ours",
+        f"{tag} fwd+bwd",
+        fwd_bwd,
+        flops,
+        fb_warm,
+        fb_iters,
+        record_sdpa=record_sdpa,
+        note=f"(attention calls: {expected}) {prec}",
+    )
     net.zero_grad(set_to_none=True)
     if row is None or not with_step:
         return
     opt = make_optimizer(params)
-    measure(ctx, "ours", f"{tag} train step", step_with(opt), flops, record_sdpa=False,
-            note=f"fwd+bwd+clip+fused AdamW, {prec}")
+    measure(
+        ctx,
+        "ours",
+        f"{tag} train step",
+        step_with(opt),
+        flops,
+        record_sdpa=False,
+        note=f"fwd+bwd+clip+fused AdamW, {prec}",
+    )
     opt.state.clear()
     del opt
     net.zero_grad(set_to_none=True)
@@ -230,9 +274,11 @@ def run_ours_variant(ctx: Ctx, net, inputs: tuple, mode: str, bf16_params: bool,
 def part_ours(ctx: Ctx) -> None:
     fl = ours_flops(ctx)
     net = build_ours(ctx)
-    print(f"  params {fl['params'] / 1e9:.3f} B, fwd+bwd {fl['fwd_bwd'] / 1e12:.1f} TFLOP per "
-          f"step (flop_counter), {fl.get('analytic_fwd_bwd', 0) / 1e12:.1f} (flops.py)",
-          flush=True)
+    print(
+        f"  params {fl['params'] / 1e9:.3f} B, fwd+bwd {fl['fwd_bwd'] / 1e12:.1f} TFLOP per "
+        f"step (flop_counter), {fl.get('analytic_fwd_bwd', 0) / 1e12:.1f} (flops.py)",
+        flush=True,
+    )
     inputs = ours_inputs(ctx.shapes, ctx.device, torch.float32)
     for mode in [v for v in ctx.variants if not v.startswith("bf16-")]:
         try:
@@ -262,12 +308,14 @@ def _peer_module():
     # torchvision's tensor NEAREST resize is F.interpolate(mode="nearest"), stood in for here
     # (the same shim as tests/test_cosmos2_parity.py). Costs nothing at this shape.
     if not hasattr(module, "transforms"):
+
         def resize(img, size, interpolation=None):
             return F.interpolate(img, size=list(size), mode="nearest")
 
         module.transforms = types.SimpleNamespace(
             functional=types.SimpleNamespace(resize=resize),
-            InterpolationMode=types.SimpleNamespace(NEAREST="nearest"))
+            InterpolationMode=types.SimpleNamespace(NEAREST="nearest"),
+        )
         return module, True
     return module, False
 
@@ -281,8 +329,7 @@ def peer_inputs(sh: Shapes, device: torch.device, dtype: torch.dtype) -> dict:
     return dict(
         hidden_states=torch.randn(b, c, t, h, w, device=device, dtype=dtype),
         timestep=torch.rand(b, 1, t, 1, 1, device=device, dtype=dtype),
-        encoder_hidden_states=torch.randn(b, sh.text_len, sh.text_dim, device=device,
-                                          dtype=dtype),
+        encoder_hidden_states=torch.randn(b, sh.text_len, sh.text_dim, device=device, dtype=dtype),
         condition_mask=cond,
         padding_mask=torch.zeros(1, 1, *sh.pixel_hw, device=device, dtype=dtype),
         return_dict=False,
@@ -295,8 +342,9 @@ def part_peer(ctx: Ctx) -> None:
     accepted = inspect.signature(cls.__init__).parameters
     cfg = {k: v for k, v in ctx.shapes.peer.items() if k in accepted}
     dropped = sorted(set(ctx.shapes.peer) - set(cfg))
-    ctx.report.detail("peer", {"config": cfg, "dropped_kwargs": dropped,
-                               "torchvision_shim": shimmed})  # fmt: skip
+    ctx.report.detail(
+        "peer", {"config": cfg, "dropped_kwargs": dropped, "torchvision_shim": shimmed}
+    )
     sh, dev = ctx.shapes, ctx.device
     flops = None
     try:

@@ -26,8 +26,9 @@ def cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] |
             print(f"error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted; re-run the same command to continue where it stopped",
-                  file=sys.stderr)
+            print(
+                "interrupted; re-run the same command to continue where it stopped", file=sys.stderr
+            )
             return 130
 
     return wrapper
@@ -35,7 +36,8 @@ def cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] |
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
-        prog=f"python -m data_prep.{prog}", description=description,
+        prog=f"python -m data_prep.{prog}",
+        description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -59,13 +61,18 @@ def snapshot(repo_id: str, local_dir: str | Path, repo_type: str | None = None, 
     import huggingface_hub
 
     local_dir = Path(local_dir)
-    print(f"downloading {repo_id} ({repo_type or 'model'}) into {local_dir} "
-          "(files already there are skipped)")
+    print(
+        f"downloading {repo_id} ({repo_type or 'model'}) into {local_dir} "
+        "(files already there are skipped)"
+    )
     try:
-        huggingface_hub.snapshot_download(repo_id=repo_id, repo_type=repo_type,
-                                          local_dir=str(local_dir), **kw)
+        huggingface_hub.snapshot_download(
+            repo_id=repo_id, repo_type=repo_type, local_dir=str(local_dir), **kw
+        )
     except Exception as err:  # noqa: BLE001 - network/auth errors become one readable line
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"downloading {repo_id} failed: {msg}; check the network and "
-                        "`huggingface-cli login`, then re-run (finished files are kept)") from err
+        raise UserError(
+            f"downloading {repo_id} failed: {msg}; check the network and "
+            "`huggingface-cli login`, then re-run (finished files are kept)"
+        ) from err
     return local_dir

@@ -37,46 +37,64 @@ def build_batch(dataset_path: str | Path, save_path: str | Path) -> tuple[list[d
     """(entries sorted by image name, images without a prompt file)."""
     folder = Path(dataset_path)
     if not folder.is_dir():
-        raise UserError(f"{folder} does not exist; download the benchmark with "
-                        "python -m data_prep.dreamgen --download")
-    images = sorted((p for p in folder.iterdir()
-                     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                    key=lambda p: p.name)
+        raise UserError(
+            f"{folder} does not exist; download the benchmark with "
+            "python -m data_prep.dreamgen --download"
+        )
+    images = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: p.name,
+    )
     if not images:
-        raise UserError(f"{folder} holds no .jpg/.png images; pass a benchmark subfolder such as "
-                        "dream_gen_benchmark/gr1_object/")
+        raise UserError(
+            f"{folder} holds no .jpg/.png images; pass a benchmark subfolder such as "
+            "dream_gen_benchmark/gr1_object/"
+        )
     entries, missing = [], []
     for image in images:
         txt = prompt_file(image)
         if txt is None:
             missing.append(str(image))
             continue
-        entries.append({
-            "input_video": os.path.join(str(dataset_path), image.name),
-            "prompt": txt.read_text(encoding="utf-8"),
-            "output_video": os.path.join(str(save_path), f"{image.stem}.mp4"),
-        })
+        entries.append(
+            {
+                "input_video": os.path.join(str(dataset_path), image.name),
+                "prompt": txt.read_text(encoding="utf-8"),
+                "output_video": os.path.join(str(save_path), f"{image.stem}.mp4"),
+            }
+        )
     return entries, missing
 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
     p = parser("dreamgen", __doc__)
-    p.add_argument("--download", action="store_true",
-                   help=f"fetch the HF dataset {REPO_ID} into --benchmark_dir first (resumable)")
-    p.add_argument("--benchmark_dir", default="dream_gen_benchmark",
-                   help="where --download puts the benchmark (default dream_gen_benchmark)")
-    p.add_argument("--dataset_path",
-                   help="benchmark subfolder, e.g. dream_gen_benchmark/gr1_object/")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help=f"fetch the HF dataset {REPO_ID} into --benchmark_dir first (resumable)",
+    )
+    p.add_argument(
+        "--benchmark_dir",
+        default="dream_gen_benchmark",
+        help="where --download puts the benchmark (default dream_gen_benchmark)",
+    )
+    p.add_argument(
+        "--dataset_path", help="benchmark subfolder, e.g. dream_gen_benchmark/gr1_object/"
+    )
     p.add_argument("--save_path", help="folder the generated videos will go to")
-    p.add_argument("--output_path",
-                   help="JSON file to write (default <dataset_path>/batch_input.json)")
+    p.add_argument(
+        "--output_path", help="JSON file to write (default <dataset_path>/batch_input.json)"
+    )
     a = p.parse_args(argv)
     if a.download:
         snapshot(REPO_ID, a.benchmark_dir, repo_type="dataset")
         if a.dataset_path is None:
-            subs = sorted(d.name for d in Path(a.benchmark_dir).iterdir() if d.is_dir()
-                          and not d.name.startswith("."))
+            subs = sorted(
+                d.name
+                for d in Path(a.benchmark_dir).iterdir()
+                if d.is_dir() and not d.name.startswith(".")
+            )
             print(f"benchmark in {a.benchmark_dir}: subfolders {', '.join(subs)}")
             return
     if a.dataset_path is None or a.save_path is None:
@@ -91,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         atomic_write_text(out, text)
         print(f"wrote {out}: {len(entries)} entries")
-    print(f"summary: {len(entries) + len(missing)} images, {len(entries)} with prompts, "
-          f"{len(missing)} skipped without a prompt")
+    print(
+        f"summary: {len(entries) + len(missing)} images, {len(entries)} with prompts, "
+        f"{len(missing)} skipped without a prompt"
+    )
 
 
 if __name__ == "__main__":

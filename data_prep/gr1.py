@@ -45,11 +45,15 @@ def download_gr1(dataset_dir: Path, hf_dir: Path | None = None) -> None:
     snapshot(REPO_ID, hf_dir, repo_type="dataset")
     sources = sorted((hf_dir / "gr1").glob("*.mp4"))
     if not sources:
-        raise UserError(f"{hf_dir / 'gr1'} holds no .mp4 after downloading {REPO_ID}; delete "
-                        f"{hf_dir} and re-run with --download")
+        raise UserError(
+            f"{hf_dir / 'gr1'} holds no .mp4 after downloading {REPO_ID}; delete "
+            f"{hf_dir} and re-run with --download"
+        )
     if not (hf_dir / "metadata.csv").is_file():
-        raise UserError(f"{hf_dir / 'metadata.csv'} missing after downloading {REPO_ID}; delete "
-                        f"{hf_dir} and re-run with --download")
+        raise UserError(
+            f"{hf_dir / 'metadata.csv'} missing after downloading {REPO_ID}; delete "
+            f"{hf_dir} and re-run with --download"
+        )
     videos = dataset_dir / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     placed = skipped = 0
@@ -72,8 +76,10 @@ def parse_metadata(csv_path: Path) -> list[tuple[str, str]]:
         if not line.strip():
             continue
         if "," not in line:
-            raise UserError(f"{csv_path} line {number} has no comma (expected "
-                            f"'<video>,<prompt>'): {line[:80]!r}")
+            raise UserError(
+                f"{csv_path} line {number} has no comma (expected "
+                f"'<video>,<prompt>'): {line[:80]!r}"
+            )
         video, prompt = line.split(",", 1)
         prompt = prompt.strip()
         if len(prompt) >= 2 and prompt[0] == prompt[-1] == '"':
@@ -119,20 +125,30 @@ def write_metas(dataset_dir: Path, prefix: str = DEFAULT_PREFIX) -> dict[str, in
         atomic_write_text(meta, text)
         counts["written"] += 1
     if missing:
-        print(f"warning: {len(missing)} videos listed in {csv_path} are not in {videos} "
-              f"(e.g. {missing[0]}); no prompt written for them")
-    print(f"metas: wrote {counts['written']} ({counts['changed']} with changed text, their "
-          f"pickles removed), skipped {counts['skipped']} unchanged")
+        print(
+            f"warning: {len(missing)} videos listed in {csv_path} are not in {videos} "
+            f"(e.g. {missing[0]}); no prompt written for them"
+        )
+    print(
+        f"metas: wrote {counts['written']} ({counts['changed']} with changed text, their "
+        f"pickles removed), skipped {counts['skipped']} unchanged"
+    )
     return counts
 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
     p = parser("gr1", __doc__)
-    p.add_argument("--dataset_path", default=DEFAULT_DATASET,
-                   help=f"GR1-layout folder to fill (default {DEFAULT_DATASET})")
-    p.add_argument("--prompt_prefix", default=DEFAULT_PREFIX,
-                   help=f"text put before every prompt (default {DEFAULT_PREFIX!r})")
+    p.add_argument(
+        "--dataset_path",
+        default=DEFAULT_DATASET,
+        help=f"GR1-layout folder to fill (default {DEFAULT_DATASET})",
+    )
+    p.add_argument(
+        "--prompt_prefix",
+        default=DEFAULT_PREFIX,
+        help=f"text put before every prompt (default {DEFAULT_PREFIX!r})",
+    )
     p.add_argument("--skip_t5", action="store_true", help="write metas/ only, no embeddings")
     add_t5_args(p)
     a = p.parse_args(argv)

@@ -53,27 +53,38 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("experiment", nargs="?", help="registered experiment name")
     p.add_argument("overrides", nargs="*", help="KEY=VALUE overrides for the experiment")
     p.add_argument("--output", required=True, help="cache folder to write")
-    p.add_argument("--tokenizer", help="dotted path of a factory returning the tokenizer "
-                   "(instead of an experiment)")
+    p.add_argument(
+        "--tokenizer",
+        help="dotted path of a factory returning the tokenizer (instead of an experiment)",
+    )
     p.add_argument("--dataset_dir", help="GR1-layout folder (with --tokenizer)")
     p.add_argument("--num_frames", type=int, default=93)
     p.add_argument("--video_size", type=int, nargs=2, default=[432, 768], metavar=("H", "W"))
     p.add_argument("--frame_stride", type=int, default=1)
     p.add_argument("--resize_mode", default="resize", choices=["resize", "center_crop"])
-    p.add_argument("--windows_per_video", type=int, default=1,
-                   help="evenly spaced clips per video; training picks one at random (default 1)")
+    p.add_argument(
+        "--windows_per_video",
+        type=int,
+        default=1,
+        help="evenly spaced clips per video; training picks one at random (default 1)",
+    )
     p.add_argument("--shard_size", type=int, default=32, help="clips per shard file")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--store_dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="dtype on disk (default: what the tokenizer returns)")
+    p.add_argument(
+        "--store_dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype on disk (default: what the tokenizer returns)",
+    )
     a = p.parse_args(argv)
     if a.tokenizer:
         from framework.config.lazy import locate
 
         if not a.dataset_dir:
             p.error("--tokenizer needs --dataset_dir")
-        dataset = VideoDataset(a.dataset_dir, a.num_frames, tuple(a.video_size),
-                               a.resize_mode, a.frame_stride)
+        dataset = VideoDataset(
+            a.dataset_dir, a.num_frames, tuple(a.video_size), a.resize_mode, a.frame_stride
+        )
         tokenizer = locate(a.tokenizer)()
     elif a.experiment:
         dataset, tokenizer = from_experiment(a.experiment, a.overrides)
@@ -82,8 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     if hasattr(tokenizer, "to"):
         tokenizer = tokenizer.to(a.device)
     dtype = getattr(torch, a.store_dtype) if a.store_dtype else None
-    out = build_latent_cache(dataset, tokenizer, a.output, a.windows_per_video, a.shard_size,
-                             a.device, dtype)
+    out = build_latent_cache(
+        dataset, tokenizer, a.output, a.windows_per_video, a.shard_size, a.device, dtype
+    )
     print(f"latent cache at {Path(out)}")
 
 

@@ -28,7 +28,9 @@ def train_tokenizer(texts: list[str], vocab_size: int = 256):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     alphabet = list(string.ascii_lowercase + string.digits + string.punctuation)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=alphabet,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL,
+        initial_alphabet=alphabet,
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
@@ -36,7 +38,10 @@ def train_tokenizer(texts: list[str], vocab_size: int = 256):
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
         model_max_length=512,
     )
 
@@ -55,8 +60,15 @@ def make_small_t5(
 
     tokenizer = train_tokenizer(texts)
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=1024, d_kv=d_kv, d_ff=d_ff, num_layers=num_layers,
-        num_heads=num_heads, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=len(tokenizer),
+        d_model=1024,
+        d_kv=d_kv,
+        d_ff=d_ff,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
     torch.manual_seed(seed)
     model = T5EncoderModel(config).eval()

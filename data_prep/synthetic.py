@@ -84,8 +84,14 @@ def _rect(img, yy, xx, center, half_h, half_w, color) -> None:
     img[(abs(yy - center[0]) <= half_h) & (abs(xx - center[1]) <= half_w)] = color
 
 
-def render_video(task, num_frames: int, size: int, rng: np.random.Generator,
-                 jitter: float = 0.03, texture: float = 0.0) -> np.ndarray:
+def render_video(
+    task,
+    num_frames: int,
+    size: int,
+    rng: np.random.Generator,
+    jitter: float = 0.03,
+    texture: float = 0.0,
+) -> np.ndarray:
     """uint8 [T, size, size, 3] frames of one pick-and-place episode.
 
     Objects are drawn large (cube 1/6 of the frame, arm 1/14) so that they stay several pixels
@@ -94,8 +100,11 @@ def render_video(task, num_frames: int, size: int, rng: np.random.Generator,
     """
     cube, target, other = task
     shift = lambda yx: np.asarray(yx) + rng.uniform(-jitter, jitter, 2)  # noqa: E731
-    cube_at, plate_at, other_at = shift(CUBES[cube][1]), shift(PLATES[target][1]), shift(
-        PLATES[other][1])
+    cube_at, plate_at, other_at = (
+        shift(CUBES[cube][1]),
+        shift(PLATES[target][1]),
+        shift(PLATES[other][1]),
+    )
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     table = np.broadcast_to(TABLE, (size, size, 3)).astype(np.float32)
     if texture > 0:
@@ -114,8 +123,7 @@ def render_video(task, num_frames: int, size: int, rng: np.random.Generator,
         _rect(img, yy, xx, (grip[0] - 0.1, grip[1]), 0.025, 0.14, (40, 40, 40))  # palm
         spread = 0.07 + 0.06 * opening
         for side in (-1, 1):
-            _rect(img, yy, xx, (grip[0] - 0.03, grip[1] + side * spread), 0.07, 0.025,
-                  (30, 30, 30))
+            _rect(img, yy, xx, (grip[0] - 0.03, grip[1] + side * spread), 0.07, 0.025, (30, 30, 30))
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
 
@@ -125,10 +133,14 @@ def track_cube(frames: np.ndarray, cube: str) -> list[tuple | None]:
     is the named cube's; None where none is. Nearest-colour matching copes with the blurred
     colours of generated videos. Measures whether a generated video moves the cube
     (bench/bench_tiny_motion.py)."""
-    others = [TABLE, *(np.array(c) for c, _ in PLATES.values()),
-              *(np.array(c) * 0.8 for c, _ in PLATES.values()),
-              *(np.array(c) for name, (c, _) in CUBES.items() if name != cube),
-              np.full(3, 60.0), np.full(3, 35.0)]
+    others = [
+        TABLE,
+        *(np.array(c) for c, _ in PLATES.values()),
+        *(np.array(c) * 0.8 for c, _ in PLATES.values()),
+        *(np.array(c) for name, (c, _) in CUBES.items() if name != cube),
+        np.full(3, 60.0),
+        np.full(3, 35.0),
+    ]
     palette = np.stack([np.array(CUBES[cube][0]), np.array(CUBES[cube][0]) * 0.7, *others])
     h, w = frames.shape[1:3]
     out: list[tuple | None] = []
@@ -139,8 +151,9 @@ def track_cube(frames: np.ndarray, cube: str) -> list[tuple | None]:
     return out
 
 
-def _write_split(out: Path, items: list[tuple[str, str]], frames: dict[str, np.ndarray],
-                 encoder, fps: float) -> None:
+def _write_split(
+    out: Path, items: list[tuple[str, str]], frames: dict[str, np.ndarray], encoder, fps: float
+) -> None:
     from framework.data.video import write_video
     from framework.models.text import embedding_to_pickle
 
@@ -156,8 +169,16 @@ def _write_split(out: Path, items: list[tuple[str, str]], frames: dict[str, np.n
     (out / "metadata.csv").write_text("\n".join(lines) + "\n")
 
 
-def generate(path: str | Path, num_videos: int = 24, num_frames: int = 33, size: int = 64,
-             fps: float = 16.0, seed: int = 0, num_val: int = 4, texture: float = 0.0) -> Path:
+def generate(
+    path: str | Path,
+    num_videos: int = 24,
+    num_frames: int = 33,
+    size: int = 64,
+    fps: float = 16.0,
+    seed: int = 0,
+    num_val: int = 4,
+    texture: float = 0.0,
+) -> Path:
     """Write the dataset into `path` (see the module docstring for the layout)."""
     from data_prep.small_t5 import make_small_t5
     from framework.models.text import T5TextEncoder
@@ -191,8 +212,16 @@ def ensure_synthetic_dataset(path: str | Path, **kw) -> Path:
     first to finish renames it into place.
     """
     path = Path(path)
-    params = {"num_videos": 24, "num_frames": 33, "size": 64, "fps": 16.0, "seed": 0,
-              "num_val": 4, "texture": 0.0, **kw}
+    params = {
+        "num_videos": 24,
+        "num_frames": 33,
+        "size": 64,
+        "fps": 16.0,
+        "seed": 0,
+        "num_val": 4,
+        "texture": 0.0,
+        **kw,
+    }
     marker = path / "synthetic.json"
     if marker.is_file():
         have = json.loads(marker.read_text())
@@ -200,11 +229,14 @@ def ensure_synthetic_dataset(path: str | Path, **kw) -> Path:
             raise FileExistsError(
                 f"{path} holds a synthetic dataset made with {have}, not {params} by render "
                 f"version {RENDER_VERSION}; delete it (rm -rf {path}; it is rebuilt on the next "
-                "run) or choose another path")
+                "run) or choose another path"
+            )
         return path
     if path.exists() and any(path.iterdir()):
-        raise FileExistsError(f"{path} exists but is not a complete synthetic dataset; "
-                              "delete it or choose another path")
+        raise FileExistsError(
+            f"{path} exists but is not a complete synthetic dataset; "
+            "delete it or choose another path"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{time.time_ns()}"
     generate(tmp, **params)
@@ -235,12 +267,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=64, help="frame height = width, even (default 64)")
     p.add_argument("--fps", type=float, default=16.0, help="frame rate (default 16)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--texture", type=float, default=0.0,
-                   help="std of a static grain on the table, 0-255 scale (default 0: plain)")
+    p.add_argument(
+        "--texture",
+        type=float,
+        default=0.0,
+        help="std of a static grain on the table, 0-255 scale (default 0: plain)",
+    )
     a = p.parse_args(argv)
-    out = ensure_synthetic_dataset(a.dir, num_videos=a.num_videos, num_frames=a.num_frames,
-                                   size=a.size, fps=a.fps, seed=a.seed, num_val=a.num_val,
-                                   texture=a.texture)
+    out = ensure_synthetic_dataset(
+        a.dir,
+        num_videos=a.num_videos,
+        num_frames=a.num_frames,
+        size=a.size,
+        fps=a.fps,
+        seed=a.seed,
+        num_val=a.num_val,
+        texture=a.texture,
+    )
     print(f"synthetic dataset ready at {out}")
 
 

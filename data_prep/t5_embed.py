@@ -27,8 +27,10 @@ def pending_stems(dataset_dir: Path, overwrite: bool = False) -> tuple[list[str]
     """(stems to embed, stems skipped because t5_xxl/<stem>.pickle exists)."""
     metas = dataset_dir / "metas"
     if not metas.is_dir():
-        raise UserError(f"{metas} does not exist; write one prompt per video as metas/<stem>.txt "
-                        "(python -m data_prep.gr1 does it for GR1)")
+        raise UserError(
+            f"{metas} does not exist; write one prompt per video as metas/<stem>.txt "
+            "(python -m data_prep.gr1 does it for GR1)"
+        )
     stems = sorted(p.stem for p in metas.glob("*.txt"))
     if not stems:
         raise UserError(f"{metas} holds no .txt prompt files; write metas/<stem>.txt per video")
@@ -41,8 +43,12 @@ def pending_stems(dataset_dir: Path, overwrite: bool = False) -> tuple[list[str]
 def t5_source(t5: str, hub_id: str) -> tuple[str, Path]:
     """(hub id to download, local folder) for --t5: a local folder, or a hub id like org/name."""
     path = Path(t5)
-    looks_like_hub_id = (not path.exists() and t5.count("/") == 1 and not t5.startswith((".", "/"))
-                         and t5.split("/")[0] != "checkpoints")
+    looks_like_hub_id = (
+        not path.exists()
+        and t5.count("/") == 1
+        and not t5.startswith((".", "/"))
+        and t5.split("/")[0] != "checkpoints"
+    )
     if looks_like_hub_id:
         from framework.models.text import default_local_dir
 
@@ -81,25 +87,29 @@ def embed_dataset(
 
     dataset_dir = Path(dataset_dir)
     if batch_size < 1 or not 1 <= max_length <= 512:
-        raise UserError(f"--batch_size {batch_size} must be >= 1 and --max_length {max_length} "
-                        "in 1..512")
+        raise UserError(
+            f"--batch_size {batch_size} must be >= 1 and --max_length {max_length} in 1..512"
+        )
     todo, skipped = pending_stems(dataset_dir, overwrite)
     if skipped:
-        print(f"skipped {len(skipped)} prompts whose t5_xxl pickle exists "
-              "(--overwrite to redo them)")
+        print(
+            f"skipped {len(skipped)} prompts whose t5_xxl pickle exists (--overwrite to redo them)"
+        )
     if not todo:
         print(f"{dataset_dir}: all {len(skipped)} embeddings present, nothing to do")
         return {"written": 0, "skipped": len(skipped)}
-    prompts = {s: (dataset_dir / "metas" / f"{s}.txt").read_text(encoding="utf-8").strip()
-               for s in todo}
+    prompts = {
+        s: (dataset_dir / "metas" / f"{s}.txt").read_text(encoding="utf-8").strip() for s in todo
+    }
     if encoder is None:
         encoder = load_encoder(t5, device, dtype, max_length)
     # Longest first: similar lengths share a batch (less padding) and memory peaks at once.
     order = sorted(todo, key=lambda s: -len(prompts[s]))
     out_dir = dataset_dir / "t5_xxl"
     out_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(order), desc="T5 embeddings", unit="prompt", disable=not progress,
-               file=sys.stderr)
+    bar = tqdm(
+        total=len(order), desc="T5 embeddings", unit="prompt", disable=not progress, file=sys.stderr
+    )
     for i in range(0, len(order), batch_size):
         batch = order[i : i + batch_size]
         emb, lengths = encoder.encode([prompts[s] for s in batch])
@@ -120,26 +130,44 @@ def download(t5: str, hub_id: str) -> Path:
         return download_t5(hub, local)
     except Exception as err:  # noqa: BLE001
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"downloading {hub} failed: {msg}; check the network, then re-run "
-                        "(finished files are kept)") from err
+        raise UserError(
+            f"downloading {hub} failed: {msg}; check the network, then re-run "
+            "(finished files are kept)"
+        ) from err
 
 
 def add_t5_args(p) -> None:
-    p.add_argument("--t5", default=DEFAULT_T5,
-                   help=f"T5 encoder folder, or a hub id (downloaded to checkpoints/<id>) "
-                   f"(default {DEFAULT_T5})")
-    p.add_argument("--hub_id", default=DEFAULT_HUB_ID,
-                   help=f"hub repository --download fetches into a --t5 folder "
-                   f"(default {DEFAULT_HUB_ID})")
-    p.add_argument("--download", action="store_true",
-                   help="fetch the T5 checkpoint with huggingface_hub first (resumable; t5-11b "
-                   "PyTorch weights are ~45 GB)")
+    p.add_argument(
+        "--t5",
+        default=DEFAULT_T5,
+        help=f"T5 encoder folder, or a hub id (downloaded to checkpoints/<id>) "
+        f"(default {DEFAULT_T5})",
+    )
+    p.add_argument(
+        "--hub_id",
+        default=DEFAULT_HUB_ID,
+        help=f"hub repository --download fetches into a --t5 folder (default {DEFAULT_HUB_ID})",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the T5 checkpoint with huggingface_hub first (resumable; t5-11b "
+        "PyTorch weights are ~45 GB)",
+    )
     p.add_argument("--batch_size", type=int, default=8, help="prompts per encoder call (default 8)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
-                   help="encoder precision (default fp32, as upstream; pickles are float16 anyway)")
-    p.add_argument("--max_length", type=int, default=512,
-                   help="token cap incl. EOS (default 512 = upstream NUM_EMBEDDING_PADDING_TOKENS)")
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="fp32",
+        help="encoder precision (default fp32, as upstream; pickles are float16 anyway)",
+    )
+    p.add_argument(
+        "--max_length",
+        type=int,
+        default=512,
+        help="token cap incl. EOS (default 512 = upstream NUM_EMBEDDING_PADDING_TOKENS)",
+    )
     p.add_argument("--overwrite", action="store_true", help="re-embed prompts whose pickle exists")
     p.add_argument("--no_progress", action="store_true", help="no tqdm bar")
 
@@ -148,9 +176,16 @@ def run_t5_args(dataset_dir: Path, a) -> dict[str, int]:
     t5 = a.t5
     if a.download:
         t5 = str(download(a.t5, a.hub_id))
-    return embed_dataset(dataset_dir, t5=t5, batch_size=a.batch_size, device=a.device,
-                         dtype=a.dtype, max_length=a.max_length, overwrite=a.overwrite,
-                         progress=not a.no_progress)
+    return embed_dataset(
+        dataset_dir,
+        t5=t5,
+        batch_size=a.batch_size,
+        device=a.device,
+        dtype=a.dtype,
+        max_length=a.max_length,
+        overwrite=a.overwrite,
+        progress=not a.no_progress,
+    )
 
 
 @cli

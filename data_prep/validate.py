@@ -69,8 +69,9 @@ def check_embedding(path: Path, max_tokens: int, dim: int) -> tuple[str, list[st
 
 def check_one(dataset: Path, video: Path, a) -> Row:
     row, problems = check_video(video, a.num_frames, a.quick)
-    row.embedding, emb_problems = check_embedding(dataset / "t5_xxl" / f"{video.stem}.pickle",
-                                                  a.max_tokens, a.dim)
+    row.embedding, emb_problems = check_embedding(
+        dataset / "t5_xxl" / f"{video.stem}.pickle", a.max_tokens, a.dim
+    )
     problems += emb_problems
     if not (dataset / "metas" / f"{video.stem}.txt").is_file():
         row.warning = "no metas/*.txt"
@@ -94,10 +95,18 @@ def print_table(rows: list[Row], out=None) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = parser("validate", __doc__)
     p.add_argument("dataset_path", help="folder with videos/*.mp4 and t5_xxl/*.pickle")
-    p.add_argument("--num_frames", type=int, default=93,
-                   help="frames a training clip needs (default 93, the GR00T experiments)")
-    p.add_argument("--frame_stride", type=int, default=1,
-                   help="the dataset's frame_stride (a clip spans (num_frames-1)*stride+1 frames)")
+    p.add_argument(
+        "--num_frames",
+        type=int,
+        default=93,
+        help="frames a training clip needs (default 93, the GR00T experiments)",
+    )
+    p.add_argument(
+        "--frame_stride",
+        type=int,
+        default=1,
+        help="the dataset's frame_stride (a clip spans (num_frames-1)*stride+1 frames)",
+    )
     p.add_argument("--max_tokens", type=int, default=512, help="embedding row cap (default 512)")
     p.add_argument("--dim", type=int, default=1024, help="embedding width (default 1024)")
     p.add_argument("--quick", action="store_true", help="read headers only, do not decode frames")
@@ -106,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Path(a.dataset_path)
     videos = sorted((dataset / "videos").glob("*.mp4"))
     if not videos:
-        raise UserError(f"{dataset / 'videos'} holds no .mp4 files; is {dataset} a GR1-layout "
-                        "dataset (videos/, t5_xxl/, metas/)?")
+        raise UserError(
+            f"{dataset / 'videos'} holds no .mp4 files; is {dataset} a GR1-layout "
+            "dataset (videos/, t5_xxl/, metas/)?"
+        )
     a.num_frames = (a.num_frames - 1) * a.frame_stride + 1
     with ThreadPoolExecutor(max(1, a.workers)) as pool:
         rows = list(pool.map(lambda v: check_one(dataset, v, a), videos))
@@ -116,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     orphans = sorted(p.name for p in (dataset / "t5_xxl").glob("*.pickle") if p.stem not in stems)
     bad = [r for r in rows if r.problem]
     warned = [r for r in rows if r.warning]
-    print(f"\nsummary: {len(rows)} videos, {len(rows) - len(bad)} ok, {len(bad)} with problems, "
-          f"{len(warned)} without metas/*.txt, {len(orphans)} pickles without a video"
-          + (f" (e.g. {orphans[0]})" if orphans else ""))
+    print(
+        f"\nsummary: {len(rows)} videos, {len(rows) - len(bad)} ok, {len(bad)} with problems, "
+        f"{len(warned)} without metas/*.txt, {len(orphans)} pickles without a video"
+        + (f" (e.g. {orphans[0]})" if orphans else "")
+    )
     if bad:
-        print("the training dataset skips the files with problems (up to data.max_bad_fraction); "
-              "fix or remove them")
+        print(
+            "the training dataset skips the files with problems (up to data.max_bad_fraction); "
+            "fix or remove them"
+        )
         return 1
     return 0
 

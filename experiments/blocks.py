@@ -19,8 +19,9 @@ LAMBDA_LINEAR = "framework.trainer.optim.LambdaLinear"
 def job(project: str = "worldtune", group: str = "debug", name: str | None = None) -> DictConfig:
     """Output folder `${OUTPUT_ROOT:-checkpoints}/<project>/<group>/<name>` (seeds' layout)."""
     return OmegaConf.create(
-        dict(project=project, group=group, name=name,
-             output_root="${oc.env:OUTPUT_ROOT,checkpoints}")
+        dict(
+            project=project, group=group, name=name, output_root="${oc.env:OUTPUT_ROOT,checkpoints}"
+        )
     )
 
 
@@ -29,34 +30,64 @@ def optim(lr: float = 2**-14.5, weight_decay: float = 0.1, betas=(0.9, 0.99), ep
     return L(ADAMW)(lr=lr, weight_decay=weight_decay, betas=list(betas), eps=eps)
 
 
-def lambda_linear(warm_up: int = 1000, cycle: int = 100_000, f_start: float = 1e-6,
-                  f_max: float = 0.2, f_min: float = 0.1) -> DictConfig:
+def lambda_linear(
+    warm_up: int = 1000,
+    cycle: int = 100_000,
+    f_start: float = 1e-6,
+    f_max: float = 0.2,
+    f_min: float = 0.1,
+) -> DictConfig:
     """Linear warm-up to f_max, then linear to f_min at the cycle's end (spec §3.6)."""
-    return L(LAMBDA_LINEAR)(warm_up_steps=[warm_up], cycle_lengths=[cycle], f_start=[f_start],
-                           f_max=[f_max], f_min=[f_min])
+    return L(LAMBDA_LINEAR)(
+        warm_up_steps=[warm_up],
+        cycle_lengths=[cycle],
+        f_start=[f_start],
+        f_max=[f_max],
+        f_min=[f_min],
+    )
 
 
 def train(max_steps: int = 1000, precision: str = "bf16", grad_clip: float = 1.0) -> DictConfig:
     return OmegaConf.create(
-        dict(max_steps=max_steps, grad_accum=1, grad_clip=grad_clip, precision=precision,
-             seed=0, deterministic=False, ema=dict(enabled=False, rate=0.1),
-             max_nonfinite_steps=5)
+        dict(
+            max_steps=max_steps,
+            grad_accum=1,
+            grad_clip=grad_clip,
+            precision=precision,
+            seed=0,
+            deterministic=False,
+            ema=dict(enabled=False, rate=0.1),
+            max_nonfinite_steps=5,
+        )
     )
 
 
-def parallel(strategy: str = "fsdp", shard_size: int = 8, activation_checkpointing: str = "none",
-             compile: bool = False) -> DictConfig:
+def parallel(
+    strategy: str = "fsdp",
+    shard_size: int = 8,
+    activation_checkpointing: str = "none",
+    compile: bool = False,
+) -> DictConfig:
     """`shard_size` is the FSDP (HSDP) shard group, clamped to the world size; -1 = world."""
     return OmegaConf.create(
-        dict(strategy=strategy, shard_size=shard_size,
-             activation_checkpointing=activation_checkpointing, compile=compile)
+        dict(
+            strategy=strategy,
+            shard_size=shard_size,
+            activation_checkpointing=activation_checkpointing,
+            compile=compile,
+        )
     )
 
 
 def checkpoint(save_iter: int = 200, keep_last: int = 0, load_path: str = "") -> DictConfig:
     return OmegaConf.create(
-        dict(save_iter=save_iter, keep_last=keep_last, load_path=load_path, ignore_keys=[],
-             load_ema=False)
+        dict(
+            save_iter=save_iter,
+            keep_last=keep_last,
+            load_path=load_path,
+            ignore_keys=[],
+            load_ema=False,
+        )
     )
 
 
@@ -70,9 +101,15 @@ def logging(every: int = 10) -> DictConfig:
 def loader(dataset: DictConfig, batch_size: int = 1, num_workers: int = 8) -> DictConfig:
     """The data block: a dataset node plus the DataLoader settings the trainer uses."""
     return OmegaConf.create(
-        dict(dataset=dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=True,
-             persistent_workers=num_workers > 0, prefetch_factor=2 if num_workers else None,
-             drop_last=True)
+        dict(
+            dataset=dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=True,
+            persistent_workers=num_workers > 0,
+            prefetch_factor=2 if num_workers else None,
+            drop_last=True,
+        )
     )
 
 
@@ -84,13 +121,23 @@ def hooks() -> dict:
     return default_hooks()
 
 
-def base(model: DictConfig, data: DictConfig, project: str = "worldtune",
-         group: str = "debug") -> DictConfig:
+def base(
+    model: DictConfig, data: DictConfig, project: str = "worldtune", group: str = "debug"
+) -> DictConfig:
     """A whole experiment tree with the default job blocks around a model and a data block."""
     return OmegaConf.create(
-        dict(job=job(project, group), model=model, data=data, optim=optim(),
-             sched=lambda_linear(), train=train(), parallel=parallel(), checkpoint=checkpoint(),
-             logging=logging(), hooks=hooks())
+        dict(
+            job=job(project, group),
+            model=model,
+            data=data,
+            optim=optim(),
+            sched=lambda_linear(),
+            train=train(),
+            parallel=parallel(),
+            checkpoint=checkpoint(),
+            logging=logging(),
+            hooks=hooks(),
+        )
     )
 
 
@@ -118,21 +165,35 @@ def wan_vae(size: str = "2B") -> DictConfig:
     )
 
 
-def video2world(net: DictConfig, tokenizer: DictConfig, state_t: int = 24,
-                text_encoder: str = f"{CHECKPOINTS}/google-t5/t5-11b") -> DictConfig:
+def video2world(
+    net: DictConfig,
+    tokenizer: DictConfig,
+    state_t: int = 24,
+    text_encoder: str = f"{CHECKPOINTS}/google-t5/t5-11b",
+) -> DictConfig:
     """The Predict2 objective and sampler around a net (spec §4.1-4.3). The text encoder is a
     path, loaded only by inference: training reads precomputed embeddings (spec §10)."""
     return L("framework.models.video2world.Video2WorldModel")(
         # The tokenizer first: a missing weights file then fails before the net is allocated.
-        tokenizer=tokenizer, net=net, state_t=state_t, text_encoder=text_encoder,
-        high_sigma_ratio=0.05, loss_scale=10.0, sigma_conditional=1e-4,
-        min_num_conditional_frames=1, max_num_conditional_frames=2, text_dropout=0.2,
-        lora=None, fps=16.0, max_text_tokens=512,
+        tokenizer=tokenizer,
+        net=net,
+        state_t=state_t,
+        text_encoder=text_encoder,
+        high_sigma_ratio=0.05,
+        loss_scale=10.0,
+        sigma_conditional=1e-4,
+        min_num_conditional_frames=1,
+        max_num_conditional_frames=2,
+        text_dropout=0.2,
+        lora=None,
+        fps=16.0,
+        max_text_tokens=512,
     )
 
 
-def gr1_dataset(root: str = f"{DATASETS}/benchmark_train/gr1", num_frames: int = 93,
-                video_size=(432, 768)) -> DictConfig:
+def gr1_dataset(
+    root: str = f"{DATASETS}/benchmark_train/gr1", num_frames: int = 93, video_size=(432, 768)
+) -> DictConfig:
     """GR1 layout: videos/*.mp4 + t5_xxl/*.pickle (data_prep/gr1.py makes it)."""
     return L("framework.data.dataset.VideoDataset")(
         dataset_dir=root, num_frames=num_frames, video_size=list(video_size)

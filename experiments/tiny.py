@@ -20,8 +20,14 @@ from framework.config import L, experiment
 SYNTHETIC = f"{blocks.DATASETS}/synthetic_gr1"
 
 
-def synthetic_dataset(dataset_dir: str, num_videos: int = 24, source_frames: int = 33,
-                      size: int = 64, texture: float = 0.0, **dataset_kw):
+def synthetic_dataset(
+    dataset_dir: str,
+    num_videos: int = 24,
+    source_frames: int = 33,
+    size: int = 64,
+    texture: float = 0.0,
+    **dataset_kw,
+):
     """Write the synthetic dataset if missing, then read it like any GR1-layout folder."""
     from data_prep.synthetic import ensure_synthetic_dataset
     from framework.data.dataset import VideoDataset
@@ -45,12 +51,17 @@ TEXT_TOKENS = 32
 def tiny_model(state_t: int, spatial: int = 2, width: int = 128, depth: int = 4) -> DictConfig:
     channels = 3 * spatial * spatial
     net = blocks.predict2_net(
-        "2B", model_channels=width, num_blocks=depth, num_heads=width // 64,
-        in_channels=channels, out_channels=channels,
+        "2B",
+        model_channels=width,
+        num_blocks=depth,
+        num_heads=width // 64,
+        in_channels=channels,
+        out_channels=channels,
     )
     tokenizer = L("framework.models.tokenizers.PixelTokenizer")(spatial=spatial)
-    model = blocks.video2world(net, tokenizer, state_t=state_t,
-                               text_encoder=f"{SYNTHETIC}/text_encoder")
+    model = blocks.video2world(
+        net, tokenizer, state_t=state_t, text_encoder=f"{SYNTHETIC}/text_encoder"
+    )
     model.max_text_tokens = TEXT_TOKENS
     model.fps = 2.0  # 5 frames sampled 8 apart from 16 fps clips
     # Pixel space: the data std is ~0.27, so the sqrt(state_t) noise boost of latent video
@@ -73,8 +84,14 @@ def tiny_gr1():
     # costs ~1.5x more and 1000 steps no longer fit in 5 minutes; the cube still spans ~4 pixels
     # at 24x24 (performance.md has the sweep).
     dataset = L(synthetic_dataset)(
-        dataset_dir=SYNTHETIC, num_videos=48, num_frames=5, frame_stride=8, video_size=[24, 24],
-        max_text_tokens=TEXT_TOKENS, texture=0.0, keep_in_memory=True,
+        dataset_dir=SYNTHETIC,
+        num_videos=48,
+        num_frames=5,
+        frame_stride=8,
+        video_size=[24, 24],
+        max_text_tokens=TEXT_TOKENS,
+        texture=0.0,
+        keep_in_memory=True,
     )
     # 48 clips, each of the 24 tasks twice with its own jitter: the model finds the cube in more
     # of its generated frames than with 24 (90% vs 75% over 3 seeds), for 2 s more preparation.

@@ -37,33 +37,61 @@ METRICS = ("psnr", "ssim", "latent_l2", "still_psnr", "still_ssim")
 
 
 @torch.no_grad()
-def evaluate(model: Any, dataset_dir: str | Path, num_items: int = 4, num_steps: int = 35,
-             seed: int = 0, *, guidance: float = 7.0, num_conditional_frames: int = 1,
-             video_size: tuple[int, int] | None = None, frame_stride: int = 1) -> dict:
+def evaluate(
+    model: Any,
+    dataset_dir: str | Path,
+    num_items: int = 4,
+    num_steps: int = 35,
+    seed: int = 0,
+    *,
+    guidance: float = 7.0,
+    num_conditional_frames: int = 1,
+    video_size: tuple[int, int] | None = None,
+    frame_stride: int = 1,
+) -> dict:
     """Metrics per held-out item and their means (see the module docstring).
 
     `video_size` (H, W) and `frame_stride` should match the training data; None keeps the clips'
     own size."""
     n = num_conditional_frames
-    items = heldout_items(dataset_dir, num_items, model.expected_pixel_frames, video_size,
-                          frame_stride)
+    items = heldout_items(
+        dataset_dir, num_items, model.expected_pixel_frames, video_size, frame_stride
+    )
     tok = model.tokenizer
     skip = tok.latent_frames(n)
     rows = []
     for item in items:
         truth = item.video
-        video = model.generate(truth[:, :, :n], item.text_emb, None, num_conditional_frames=n,
-                               guidance=guidance, num_steps=num_steps, seed=seed).cpu()
+        video = model.generate(
+            truth[:, :, :n],
+            item.text_emb,
+            None,
+            num_conditional_frames=n,
+            guidance=guidance,
+            num_steps=num_steps,
+            seed=seed,
+        ).cpu()
         dev = model._device()
         z_gen, z_true = tok.encode(video.to(dev)), tok.encode(truth.to(dev))
         still = truth[:, :, n - 1 : n].expand_as(truth[:, :, n:])
         still_scores = {f"still_{k}": v for k, v in video_metrics(still, truth[:, :, n:]).items()}
-        row = {"name": item.name, **video_metrics(video[:, :, n:], truth[:, :, n:]),
-               "latent_l2": latent_l2(z_gen[:, :, skip:], z_true[:, :, skip:]), **still_scores}
+        row = {
+            "name": item.name,
+            **video_metrics(video[:, :, n:], truth[:, :, n:]),
+            "latent_l2": latent_l2(z_gen[:, :, skip:], z_true[:, :, skip:]),
+            **still_scores,
+        }
         rows.append(row)
     means = {k: _mean([r[k] for r in rows]) for k in METRICS}
-    return {**means, "num_items": len(rows), "num_steps": num_steps, "seed": seed,
-            "guidance": guidance, "num_conditional_frames": n, "items": rows}
+    return {
+        **means,
+        "num_items": len(rows),
+        "num_steps": num_steps,
+        "seed": seed,
+        "guidance": guidance,
+        "num_conditional_frames": n,
+        "items": rows,
+    }
 
 
 def _mean(values: list[float]) -> float:
@@ -73,11 +101,15 @@ def _mean(values: list[float]) -> float:
 def format_table(result: dict) -> str:
     """The per-item rows and the mean as a fixed-width text table."""
     width = max([len(r["name"]) for r in result["items"]] + [4])
-    lines = [f"{'item':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'latent L2':>10}  "
-             f"{'still PSNR':>10}  {'still SSIM':>10}"]
+    lines = [
+        f"{'item':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'latent L2':>10}  "
+        f"{'still PSNR':>10}  {'still SSIM':>10}"
+    ]
     for r in [*result["items"], {"name": "mean", **result}]:
-        lines.append(f"{r['name']:<{width}}  {r['psnr']:>8.2f}  {r['ssim']:>6.3f}  "
-                     f"{r['latent_l2']:>10.4g}  {r['still_psnr']:>10.2f}  {r['still_ssim']:>10.3f}")
+        lines.append(
+            f"{r['name']:<{width}}  {r['psnr']:>8.2f}  {r['ssim']:>6.3f}  "
+            f"{r['latent_l2']:>10.4g}  {r['still_psnr']:>10.2f}  {r['still_ssim']:>10.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -104,12 +136,25 @@ class EvalHook(Hook):
     (EMA weights when on) into eval_after.json; the means are logged as eval_before/* and
     eval_after/*. `dataset_dir` defaults to the run's training data."""
 
-    def __init__(self, before: bool = True, after: bool = True, num_items: int = 2,
-                 num_steps: int = 35, guidance: float = 7.0, seed: int = 0,
-                 num_conditional_frames: int = 1, dataset_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        before: bool = True,
+        after: bool = True,
+        num_items: int = 2,
+        num_steps: int = 35,
+        guidance: float = 7.0,
+        seed: int = 0,
+        num_conditional_frames: int = 1,
+        dataset_dir: str | None = None,
+    ) -> None:
         self.before, self.after = before, after
-        self.kw = dict(num_items=int(num_items), num_steps=int(num_steps), seed=int(seed),
-                       guidance=float(guidance), num_conditional_frames=int(num_conditional_frames))
+        self.kw = dict(
+            num_items=int(num_items),
+            num_steps=int(num_steps),
+            seed=int(seed),
+            guidance=float(guidance),
+            num_conditional_frames=int(num_conditional_frames),
+        )
         self.dataset_dir = dataset_dir
 
     def _run(self, trainer: Any, tag: str) -> dict | None:
@@ -117,14 +162,20 @@ class EvalHook(Hook):
             return None
         data = data_settings(trainer.cfg)
         with ema_context(trainer):
-            result = evaluate(trainer.model, self.dataset_dir or data["dataset_dir"],
-                              video_size=data["size"], frame_stride=data["stride"], **self.kw)
+            result = evaluate(
+                trainer.model,
+                self.dataset_dir or data["dataset_dir"],
+                video_size=data["size"],
+                frame_stride=data["stride"],
+                **self.kw,
+            )
         if trainer.is_main:
             result["step"] = int(trainer.step)
             write_json(result, Path(trainer.job_dir) / f"eval_{tag}.json")
             trainer.log({f"eval_{tag}/{k}": result[k] for k in METRICS})
-            log.info("evaluation %s training (step %d):\n%s", tag, trainer.step,
-                     format_table(result))
+            log.info(
+                "evaluation %s training (step %d):\n%s", tag, trainer.step, format_table(result)
+            )
         return result
 
     def before_train(self, trainer: Any) -> None:
@@ -138,15 +189,19 @@ class EvalHook(Hook):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m framework.eval",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m framework.eval", description=__doc__.split("\n\n")[0]
+    )
     a = p.add_argument
     a("--experiment", help="registered experiment that defines the model (default tiny_gr1)")
     a("--checkpoint", help="model/iter_N.pt of a job, or an official .pt (needs --experiment)")
     a("--module", action="append", default=[], help="extra experiment module to import")
     a("--load_ema", action="store_true", help="load the net_ema. weights")
-    a("--dataset_dir", help="GR1-layout dataset (its val/ split when present); default: the "
-      "experiment's training data")
+    a(
+        "--dataset_dir",
+        help="GR1-layout dataset (its val/ split when present); default: the "
+        "experiment's training data",
+    )
     a("--num_items", type=int, default=4)
     a("--num_steps", type=int, default=35)
     a("--seed", type=int, default=0)
@@ -161,15 +216,23 @@ def main(argv: list[str] | None = None) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)
     try:
         args = build_parser().parse_args(argv[:cut])
-        cfg, checkpoint = loading.resolve(args.experiment, argv[cut + 1 :], args.checkpoint,
-                                          modules=args.module)
+        cfg, checkpoint = loading.resolve(
+            args.experiment, argv[cut + 1 :], args.checkpoint, modules=args.module
+        )
         loading.warn_unguidable(cfg, args.guidance)
         model = loading.build_model(cfg, checkpoint, args.load_ema)
         data = data_settings(cfg)
-        result = evaluate(model, args.dataset_dir or data["dataset_dir"], args.num_items,
-                          args.num_steps, args.seed, guidance=args.guidance,
-                          num_conditional_frames=args.num_conditional_frames,
-                          video_size=data["size"], frame_stride=data["stride"])
+        result = evaluate(
+            model,
+            args.dataset_dir or data["dataset_dir"],
+            args.num_items,
+            args.num_steps,
+            args.seed,
+            guidance=args.guidance,
+            num_conditional_frames=args.num_conditional_frames,
+            video_size=data["size"],
+            frame_stride=data["stride"],
+        )
     except (ConfigError, OmegaConfBaseException, FileNotFoundError, ValueError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2

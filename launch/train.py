@@ -83,8 +83,9 @@ def dryrun(cfg) -> None:
     print(to_yaml(cfg, resolve=True))
     with torch.device("meta"), building_on_meta():
         model = instantiate(cfg.model)
-    rows = [(name, sum(p.numel() for p in child.parameters()))
-            for name, child in model.named_children()]
+    rows = [
+        (name, sum(p.numel() for p in child.parameters())) for name, child in model.named_children()
+    ]
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     width = max([len(r[0]) for r in rows] + [9])

@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = [sys.executable, "-c", "from tests.toy_experiments import main; main()", "toy_regression"]
 # Noise drawn from the torch RNG every step, a worker process, accumulation and an epoch boundary
 # (64 samples / (4 x 2) = 8 steps per epoch): what exact resume has to get right.
-RUN = ["train.max_steps=12", "model.input_noise=0.1", "data.num_workers=1",
-       "train.grad_accum=2", "checkpoint.save_iter=4"]  # fmt: skip
+RUN = [
+    "train.max_steps=12",
+    "model.input_noise=0.1",
+    "data.num_workers=1",
+    "train.grad_accum=2",
+    "checkpoint.save_iter=4",
+]
 KILL = "+hooks.zz_signal={_target_:tests.toy_experiments.SignalAtStep,step:%d,sig:%s}"
 
 
@@ -89,8 +94,14 @@ def test_sigterm_saves_and_exits_with_requeue_code(tmp_path, reference):
 def test_launch_train_runs_the_trainer_and_reports_config_mistakes(tmp_path, caplog):
     from launch.train import main
 
-    base = ["toy_regression", "--module", "tests.toy_experiments", f"job.output_root={tmp_path}",
-            "train.max_steps=2", "data.num_workers=0"]  # fmt: skip
+    base = [
+        "toy_regression",
+        "--module",
+        "tests.toy_experiments",
+        f"job.output_root={tmp_path}",
+        "train.max_steps=2",
+        "data.num_workers=0",
+    ]
     assert main(base) == 0
     assert latest(job(tmp_path, "toy_regression")) == "iter_000000002.pt"
     with caplog.at_level(logging.INFO):

@@ -14,8 +14,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "launch.train", *args], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=300,
+        [sys.executable, "-m", "launch.train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
     )
 
 
@@ -36,8 +40,12 @@ def test_dryrun_prints_yaml_and_parameter_table_and_writes_nothing(tmp_path):
 
 
 def test_seeds_spelling_works():
-    out = run("--", "experiment=predict2_video2world_training_2b_groot_gr1_480",
-              "train.max_steps=3", "--dryrun")
+    out = run(
+        "--",
+        "experiment=predict2_video2world_training_2b_groot_gr1_480",
+        "train.max_steps=3",
+        "--dryrun",
+    )
     assert out.returncode == 0, out.stderr
     assert "max_steps: 3" in out.stdout
 
@@ -63,10 +71,14 @@ def test_user_errors_exit_2_with_one_line(args, message):
 
 
 def test_missing_official_checkpoint_names_the_download_command(tmp_path):
-    out = run("groot_gr1_480", env={"OUTPUT_ROOT": str(tmp_path / "out"),
-                                    "CHECKPOINTS": str(tmp_path / "checkpoints")})
+    out = run(
+        "groot_gr1_480",
+        env={"OUTPUT_ROOT": str(tmp_path / "out"), "CHECKPOINTS": str(tmp_path / "checkpoints")},
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1
-    assert ("huggingface-cli download nvidia/Cosmos-Predict2-2B-Video2World --local-dir "
-            f"{tmp_path}/checkpoints/nvidia/Cosmos-Predict2-2B-Video2World") in errors[0]
+    assert (
+        "huggingface-cli download nvidia/Cosmos-Predict2-2B-Video2World --local-dir "
+        f"{tmp_path}/checkpoints/nvidia/Cosmos-Predict2-2B-Video2World"
+    ) in errors[0]

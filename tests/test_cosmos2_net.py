@@ -23,8 +23,15 @@ from framework.models.cosmos2 import (
 from framework.models.cosmos2.net import Patchify, RopePosition3D, Timesteps
 from framework.models.cosmos2.parallelize import SDPA_OPS, parallelize_net
 
-SMALL = dict(model_channels=96, num_blocks=2, num_heads=2, crossattn_emb_channels=32,
-             adaln_lora_dim=16, rope_h_extrapolation_ratio=3.0, rope_w_extrapolation_ratio=3.0)
+SMALL = dict(
+    model_channels=96,
+    num_blocks=2,
+    num_heads=2,
+    crossattn_emb_channels=32,
+    adaln_lora_dim=16,
+    rope_h_extrapolation_ratio=3.0,
+    rope_w_extrapolation_ratio=3.0,
+)
 
 
 def _meta(size: str) -> MiniTrainDiT:
@@ -67,8 +74,9 @@ def test_official_key_names_and_shapes():
         "final_layer.adaln_modulation.1.weight": (256, d),
         "final_layer.adaln_modulation.2.weight": (2 * d, 256),
     }
-    block = {k[len("blocks.5."):]: tuple(v.shape) for k, v in sd.items()
-             if k.startswith("blocks.5.")}
+    block = {
+        k[len("blocks.5.") :]: tuple(v.shape) for k, v in sd.items() if k.startswith("blocks.5.")
+    }
     expected = {f"{a}.{p}_proj.weight": (d, d) for a in ("self_attn", "cross_attn") for p in "qkvo"}
     expected = {k.replace("o_proj", "output_proj"): v for k, v in expected.items()}
     expected.update({"cross_attn.k_proj.weight": (d, 1024), "cross_attn.v_proj.weight": (d, 1024)})
@@ -76,8 +84,12 @@ def test_official_key_names_and_shapes():
         expected.update({f"{a}.q_norm.weight": (128,), f"{a}.k_norm.weight": (128,)})
     expected.update({"mlp.layer1.weight": (4 * d, d), "mlp.layer2.weight": (d, 4 * d)})
     for s in ("self_attn", "cross_attn", "mlp"):
-        expected.update({f"adaln_modulation_{s}.1.weight": (256, d),
-                         f"adaln_modulation_{s}.2.weight": (3 * d, 256)})
+        expected.update(
+            {
+                f"adaln_modulation_{s}.1.weight": (256, d),
+                f"adaln_modulation_{s}.2.weight": (3 * d, 256),
+            }
+        )
     assert block == expected
     assert {int(k.split(".")[1]) for k in sd if k.startswith("blocks.")} == set(range(28))
     assert not any(k.endswith(".bias") for k in sd)
@@ -86,17 +98,19 @@ def test_official_key_names_and_shapes():
 def _official_file(net: MiniTrainDiT) -> dict[str, torch.Tensor]:
     """What an official model-*.pt holds: bf16 `net.` weights plus buffers and counters (§4.7)."""
     sd = {"net." + k: v.to(torch.bfloat16) for k, v in net.state_dict().items()}
-    sd.update({
-        "net.pos_embedder.seq": torch.arange(128.0),
-        "net.pos_embedder.dim_spatial_range": torch.zeros(21),
-        "net.pos_embedder.dim_temporal_range": torch.zeros(22),
-        "net.accum_video_sample_counter": torch.tensor(5),
-        "net.accum_image_sample_counter": torch.tensor(0),
-        "net.accum_iteration": torch.tensor(7),
-        "net.accum_train_in_hours": torch.tensor(1.5),
-        "net.t_embedding_norm._extra_state": torch.zeros(0),
-        "net.blocks.0.self_attn.q_norm._extra_state": torch.zeros(0),
-    })
+    sd.update(
+        {
+            "net.pos_embedder.seq": torch.arange(128.0),
+            "net.pos_embedder.dim_spatial_range": torch.zeros(21),
+            "net.pos_embedder.dim_temporal_range": torch.zeros(22),
+            "net.accum_video_sample_counter": torch.tensor(5),
+            "net.accum_image_sample_counter": torch.tensor(0),
+            "net.accum_iteration": torch.tensor(7),
+            "net.accum_train_in_hours": torch.tensor(1.5),
+            "net.t_embedding_norm._extra_state": torch.zeros(0),
+            "net.blocks.0.self_attn.q_norm._extra_state": torch.zeros(0),
+        }
+    )
     return sd
 
 
@@ -173,8 +187,9 @@ def test_timesteps_batch_and_mask_semantics():
         # Padding mask: nearest resize of a pixel mask equals passing it at latent size.
         latent_pm = (torch.rand(2, 1, 4, 6) > 0.5).float()
         pixel_pm = latent_pm.repeat_interleave(8, 2).repeat_interleave(8, 3)
-        torch.testing.assert_close(net(x, ts, text, None, pixel_pm),
-                                   net(x, ts, text, None, latent_pm))
+        torch.testing.assert_close(
+            net(x, ts, text, None, pixel_pm), net(x, ts, text, None, latent_pm)
+        )
         assert (net(x, ts, text, None, latent_pm) - base).abs().max() > 1e-3
 
 
@@ -219,12 +234,15 @@ def test_rope_angles_by_hand():
     theta_h = 10000 * rh ** (42 / 40)
     theta_w = 10000 * rw ** (42 / 40)
     for pt, ph, pw in [(0, 0, 0), (2, 4, 6), (1, 3, 2)]:
-        want = ([pt * theta_t ** (-2 * j / 44) for j in range(22)]
-                + [ph * theta_h ** (-2 * j / 42) for j in range(21)]
-                + [pw * theta_w ** (-2 * j / 42) for j in range(21)])
+        want = (
+            [pt * theta_t ** (-2 * j / 44) for j in range(22)]
+            + [ph * theta_h ** (-2 * j / 42) for j in range(21)]
+            + [pw * theta_w ** (-2 * j / 42) for j in range(21)]
+        )
         got = angles[(pt * h + ph) * w + pw]
-        torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float32),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            got, torch.tensor(want, dtype=torch.float32), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_timestep_sinusoid_is_cos_first():
@@ -246,6 +264,7 @@ def test_flops_match_torch_flop_counter():
 
 
 # ---- parallelize.py: activation checkpointing, compile, FSDP2 ----
+
 
 class _CountSDPA(TorchDispatchMode):
     def __init__(self) -> None:
@@ -294,8 +313,13 @@ def test_checkpointing_mode_is_validated():
 @pytest.mark.parametrize("mode", ["full", "selective"])
 def test_compiled_checkpointed_blocks_match_eager(mode):
     ref_loss, ref_grads, _ = _loss_and_grads(_small())
-    net = parallelize_net(_small(), activation_checkpointing=mode, compile=True,
-                          fsdp=False, compile_backend="aot_eager")
+    net = parallelize_net(
+        _small(),
+        activation_checkpointing=mode,
+        compile=True,
+        fsdp=False,
+        compile_backend="aot_eager",
+    )
     loss, grads, _ = _loss_and_grads(net)
     assert list(net.state_dict()) == list(_small().state_dict())
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
@@ -332,8 +356,9 @@ def _fsdp_worker(rank: int, store: str) -> None:
     ref_loss, ref_grads, _ = _loss_and_grads(_small())
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        net = parallelize_net(_small(), mesh=init_device_mesh("cpu", (2,)),
-                              activation_checkpointing="full")
+        net = parallelize_net(
+            _small(), mesh=init_device_mesh("cpu", (2,)), activation_checkpointing="full"
+        )
         local = net.blocks[0].mlp.layer1.weight.to_local()
         assert local.shape[0] == net.blocks[0].mlp.layer1.weight.shape[0] // 2  # really sharded
         loss, grads, _ = _loss_and_grads(net)  # same batch on both ranks: the mean equals ref

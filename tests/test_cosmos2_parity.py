@@ -14,14 +14,16 @@ from framework.models.cosmos2.convert import diffusers_to_official, official_to_
 transformer_cosmos = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")
 
 # h and w ratios differ on purpose, so a swapped axis or a mis-mapped rope_scale shows up.
-RATIOS = dict(rope_t_extrapolation_ratio=0.8, rope_h_extrapolation_ratio=2.0,
-              rope_w_extrapolation_ratio=3.0)
+RATIOS = dict(
+    rope_t_extrapolation_ratio=0.8, rope_h_extrapolation_ratio=2.0, rope_w_extrapolation_ratio=3.0
+)
 HEADS, HEAD_DIM, LAYERS, TEXT_DIM, LORA_DIM = 3, 64, 2, 48, 32
 
 
 def _nearest_resize_shim() -> types.SimpleNamespace:
     """diffusers resizes the padding mask with torchvision, which this project does not install.
     torchvision's tensor NEAREST resize is F.interpolate(mode="nearest"), reproduced here."""
+
     def resize(img, size, interpolation=None):
         return F.interpolate(img, size=list(size), mode="nearest")
 
@@ -34,12 +36,23 @@ def _nearest_resize_shim() -> types.SimpleNamespace:
 def models():
     torch.manual_seed(0)
     ref = transformer_cosmos.CosmosTransformer3DModel(
-        in_channels=17, out_channels=16, num_attention_heads=HEADS, attention_head_dim=HEAD_DIM,
-        num_layers=LAYERS, mlp_ratio=4.0, text_embed_dim=TEXT_DIM, adaln_lora_dim=LORA_DIM,
-        max_size=(128, 240, 240), patch_size=(1, 2, 2),
-        rope_scale=(RATIOS["rope_t_extrapolation_ratio"], RATIOS["rope_h_extrapolation_ratio"],
-                    RATIOS["rope_w_extrapolation_ratio"]),
-        concat_padding_mask=True, extra_pos_embed_type=None,
+        in_channels=17,
+        out_channels=16,
+        num_attention_heads=HEADS,
+        attention_head_dim=HEAD_DIM,
+        num_layers=LAYERS,
+        mlp_ratio=4.0,
+        text_embed_dim=TEXT_DIM,
+        adaln_lora_dim=LORA_DIM,
+        max_size=(128, 240, 240),
+        patch_size=(1, 2, 2),
+        rope_scale=(
+            RATIOS["rope_t_extrapolation_ratio"],
+            RATIOS["rope_h_extrapolation_ratio"],
+            RATIOS["rope_w_extrapolation_ratio"],
+        ),
+        concat_padding_mask=True,
+        extra_pos_embed_type=None,
     ).eval()
     # Re-init everything (diffusers zero-inits nothing here, but norms start at one): random norm
     # scales and linears so that any mis-mapped weight changes the output.
@@ -54,8 +67,14 @@ def models():
         if isinstance(module, transformer_cosmos.Attention):
             module.norm_q.eps = module.norm_k.eps = 1e-6
 
-    ours = MiniTrainDiT(model_channels=HEADS * HEAD_DIM, num_blocks=LAYERS, num_heads=HEADS,
-                        crossattn_emb_channels=TEXT_DIM, adaln_lora_dim=LORA_DIM, **RATIOS).eval()
+    ours = MiniTrainDiT(
+        model_channels=HEADS * HEAD_DIM,
+        num_blocks=LAYERS,
+        num_heads=HEADS,
+        crossattn_emb_channels=TEXT_DIM,
+        adaln_lora_dim=LORA_DIM,
+        **RATIOS,
+    ).eval()
     load_official(ours, {"net." + k: v for k, v in diffusers_to_official(ref.state_dict()).items()})
     return ref, ours
 
@@ -82,8 +101,15 @@ def _inputs(n_cond: list[int], per_frame: bool, seed: int = 1):
 def _compare(ref, ours, x, t_frame, text, mask, padding, t_ref):
     with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
         mp.setattr(transformer_cosmos, "transforms", _nearest_resize_shim(), raising=False)
-        expected = ref(hidden_states=x, timestep=t_ref, encoder_hidden_states=text, fps=None,
-                       condition_mask=mask, padding_mask=padding, return_dict=False)[0]
+        expected = ref(
+            hidden_states=x,
+            timestep=t_ref,
+            encoder_hidden_states=text,
+            fps=None,
+            condition_mask=mask,
+            padding_mask=padding,
+            return_dict=False,
+        )[0]
         got = ours(x, t_frame, text, mask, padding.expand(x.shape[0], -1, -1, -1))
     assert got.shape == expected.shape == x.shape
     rel = ((got - expected).norm() / expected.norm()).item()
@@ -97,8 +123,9 @@ def test_video2world_per_frame_timesteps(models, n_cond):
     ref, ours = models
     x, t_frame, text, mask, padding = _inputs(n_cond, per_frame=True)
     b, t = t_frame.shape
-    rel, max_rel = _compare(ref, ours, x, t_frame, text, mask, padding,
-                            t_ref=t_frame.view(b, 1, t, 1, 1))
+    rel, max_rel = _compare(
+        ref, ours, x, t_frame, text, mask, padding, t_ref=t_frame.view(b, 1, t, 1, 1)
+    )
     assert rel < 1e-5 and max_rel < 1e-5
 
 
@@ -120,8 +147,9 @@ def test_parity_detects_a_swapped_weight(models):
     try:
         with torch.no_grad():
             block.q_proj.weight.copy_(block.k_proj.weight)
-        rel, _ = _compare(ref, ours, x, t_frame, text, mask, padding,
-                          t_ref=t_frame.view(b, 1, t, 1, 1))
+        rel, _ = _compare(
+            ref, ours, x, t_frame, text, mask, padding, t_ref=t_frame.view(b, 1, t, 1, 1)
+        )
     finally:
         with torch.no_grad():
             block.q_proj.weight.copy_(saved)

@@ -48,27 +48,52 @@ def decoded_indices(frames: np.ndarray) -> list[int]:
 
 def ffmpeg_write(path: Path, frames: np.ndarray, fps: str, extra: tuple[str, ...] = ()) -> None:
     t, h, w, _ = frames.shape
-    cmd = [FFMPEG, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-           "-r", fps, "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "10", *extra,
-           str(path)]
+    cmd = [
+        FFMPEG,
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        fps,
+        "-i",
+        "-",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-crf",
+        "10",
+        *extra,
+        str(path),
+    ]
     subprocess.run(cmd, input=frames.tobytes(), check=True)
 
 
-def make_dataset_dir(root: Path, videos: dict[str, int], size=(64, 96), fps: float = 16.0,
-                     tokens: int = 7) -> Path:
+def make_dataset_dir(
+    root: Path, videos: dict[str, int], size=(64, 96), fps: float = 16.0, tokens: int = 7
+) -> Path:
     """GR1 layout: videos/<stem>.mp4 with n frames each, t5_xxl/<stem>.pickle."""
     (root / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for stem, n in videos.items():
         write_video(root / "videos" / f"{stem}.mp4", index_frames(n, *size), fps=fps)
-        save_t5_pickle(rng.standard_normal((tokens, 1024)).astype(np.float32),
-                       root / "t5_xxl" / f"{stem}.pickle")
+        save_t5_pickle(
+            rng.standard_normal((tokens, 1024)).astype(np.float32),
+            root / "t5_xxl" / f"{stem}.pickle",
+        )
     return root
 
 
 # ---- reader ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,fps,hw", [(12, 16.0, (64, 96)), (30, 10.0, (48, 80)),
-                                      (25, 30000 / 1001, (72, 128))])
+@pytest.mark.parametrize(
+    "n,fps,hw", [(12, 16.0, (64, 96)), (30, 10.0, (48, 80)), (25, 30000 / 1001, (72, 128))]
+)
 def test_reader_pyav_frames_in_order(tmp_path, n, fps, hw):
     path = tmp_path / "v.mp4"
     write_video(path, index_frames(n, *hw), fps=fps)
@@ -87,10 +112,15 @@ def test_reader_pyav_frames_in_order(tmp_path, n, fps, hw):
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("fps,extra", [("25", ()), ("30000/1001", ("-g", "5", "-bf", "2")),
-                                       ("10", ("-g", "4", "-movflags", "+faststart")),
-                                       ("16", ("-g", "6", "-movflags",
-                                               "frag_keyframe+empty_moov"))])
+@pytest.mark.parametrize(
+    "fps,extra",
+    [
+        ("25", ()),
+        ("30000/1001", ("-g", "5", "-bf", "2")),
+        ("10", ("-g", "4", "-movflags", "+faststart")),
+        ("16", ("-g", "6", "-movflags", "frag_keyframe+empty_moov")),
+    ],
+)
 def test_reader_ffmpeg_cli(tmp_path, fps, extra):
     n, path = 33, tmp_path / "v.mp4"
     ffmpeg_write(path, index_frames(n, 48, 64), fps, extra)
@@ -193,8 +223,11 @@ def test_keep_in_memory_same_windows_one_decode(tmp_path, monkeypatch):
             assert torch.equal(want["video"], got["video"]) and want["fps"] == got["fps"]
     opened = []
     original = ClipReader.__init__
-    monkeypatch.setattr(ClipReader, "__init__",
-                        lambda self, *a, **k: (opened.append(a[0]), original(self, *a, **k))[1])
+    monkeypatch.setattr(
+        ClipReader,
+        "__init__",
+        lambda self, *a, **k: (opened.append(a[0]), original(self, *a, **k))[1],
+    )
     starts = {decoded_indices(kept[0]["video"].numpy())[0] for _ in range(30)}
     assert starts == set(range(7)) and opened == []  # every window, no second decode
 
@@ -214,8 +247,10 @@ def test_indexing_skips_bad_files_with_summary(tmp_path, caplog):
     assert reasons[str(root / "videos" / "short.mp4")].startswith("too short")
     assert reasons[str(root / "videos" / "nopickle.mp4")] == "no embedding"
     assert reasons[str(root / "videos" / "garbage.mp4")] == "unreadable video"
-    assert reasons[str(root / "videos" / "trunc.mp4")] in ("unreadable video",
-                                                          "too short (<8 frames)")
+    assert reasons[str(root / "videos" / "trunc.mp4")] in (
+        "unreadable video",
+        "too short (<8 frames)",
+    )
     assert ds.summary.startswith("10 videos, 4 skipped")
     assert "10 videos, 4 skipped" in caplog.text and "garbage.mp4" in caplog.text
 
@@ -224,8 +259,9 @@ def test_load_time_bad_file_replaced_and_counted(tmp_path):
     root = make_dataset_dir(tmp_path, {f"ok{i}": 10 for i in range(4)}, fps=16)
     (root / "videos" / "garbage.mp4").write_bytes(os.urandom(3000))
     shutil.copy(root / "t5_xxl" / "ok0.pickle", root / "t5_xxl" / "garbage.pickle")
-    ds = VideoDataset(root, num_frames=8, video_size=(32, 48), check="exists",
-                      max_bad_fraction=0.25)
+    ds = VideoDataset(
+        root, num_frames=8, video_size=(32, 48), check="exists", max_bad_fraction=0.25
+    )
     bad = [i for i, s in enumerate(ds.samples) if Path(s["video"]).stem == "garbage"][0]
     with pytest.warns(UserWarning, match="garbage.mp4"):
         s = ds[bad]
@@ -242,8 +278,7 @@ def test_too_many_bad_samples_stop_the_run(tmp_path):
     with pytest.raises(BadDataError, match=r"2 of 4 samples.*50% > max_bad_fraction 10%"):
         VideoDataset(root, num_frames=8, video_size=(32, 48), max_bad_fraction=0.1)
     # at load time (check="exists" lets them through indexing)
-    ds = VideoDataset(root, num_frames=8, video_size=(32, 48), check="exists",
-                      max_bad_fraction=0.3)
+    ds = VideoDataset(root, num_frames=8, video_size=(32, 48), check="exists", max_bad_fraction=0.3)
     bad = [i for i, s in enumerate(ds.samples) if Path(s["video"]).stem.startswith("g")]
     # The first access may already meet the second bad file (its random replacement).
     expected = r"2 of 4 samples.*50% > max_bad_fraction 30%"
@@ -304,8 +339,13 @@ def test_t5_pickle_round_trip(tmp_path, dtype, protocol):
 def test_t5_pickle_wrong_structure(tmp_path):
     import pickle
 
-    for i, obj in enumerate([np.zeros((3, 1024), np.float16), [np.zeros((3, 8), np.float16)],
-                             [np.zeros((3, 1024), np.int64)]]):
+    for i, obj in enumerate(
+        [
+            np.zeros((3, 1024), np.float16),
+            [np.zeros((3, 8), np.float16)],
+            [np.zeros((3, 1024), np.int64)],
+        ]
+    ):
         path = tmp_path / f"bad{i}.pickle"
         path.write_bytes(pickle.dumps(obj))
         with pytest.raises(UnsafeFileError, match=f"bad{i}.pickle"):
@@ -346,8 +386,9 @@ def test_truncated_faststart_mp4_replaced_at_load_time(tmp_path):
         s = ds[bad]
     assert s["bad_replaced"] == 1 and ds.bad_samples == 1
     # check="decode" finds it at indexing time instead
-    ds = VideoDataset(root, num_frames=8, video_size=(32, 48), check="decode",
-                      max_bad_fraction=0.25)
+    ds = VideoDataset(
+        root, num_frames=8, video_size=(32, 48), check="decode", max_bad_fraction=0.25
+    )
     assert len(ds) == 4 and dict(ds.skipped)[str(root / "videos" / "trunc.mp4")] == "decode failed"
 
 

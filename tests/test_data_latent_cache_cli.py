@@ -26,10 +26,12 @@ def _folder(root, lengths=(9, 13)):
 
 
 def _config(root, cache_dir=None):
-    dataset = L(VideoDataset)(dataset_dir=str(root), num_frames=5, video_size=[16, 24],
-                              latent_cache_dir=cache_dir)
-    return OmegaConf.create({"data": {"dataset": dataset},
-                             "model": {"tokenizer": L(PixelTokenizer)(spatial=4)}})
+    dataset = L(VideoDataset)(
+        dataset_dir=str(root), num_frames=5, video_size=[16, 24], latent_cache_dir=cache_dir
+    )
+    return OmegaConf.create(
+        {"data": {"dataset": dataset}, "model": {"tokenizer": L(PixelTokenizer)(spatial=4)}}
+    )
 
 
 def test_from_config_builds_uncached_dataset_and_tokenizer_only(tmp_path):
@@ -42,9 +44,23 @@ def test_from_config_builds_uncached_dataset_and_tokenizer_only(tmp_path):
 def test_cli_with_factory_then_dataset_reads_equal_latents(tmp_path, capsys):
     root = _folder(tmp_path / "d")
     out = tmp_path / "cache"
-    args = ["--tokenizer", "framework.models.tokenizers.PixelTokenizer", "--dataset_dir",
-            str(root), "--num_frames", "5", "--video_size", "16", "24", "--output", str(out),
-            "--device", "cpu", "--windows_per_video", "1"]
+    args = [
+        "--tokenizer",
+        "framework.models.tokenizers.PixelTokenizer",
+        "--dataset_dir",
+        str(root),
+        "--num_frames",
+        "5",
+        "--video_size",
+        "16",
+        "24",
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+        "--windows_per_video",
+        "1",
+    ]
     cli.main(args)
     assert (out / "cache.json").is_file() and list(out.glob("latents-*.safetensors"))
     shards_before = sorted(p.stat().st_mtime_ns for p in out.glob("latents-*"))
@@ -52,8 +68,13 @@ def test_cli_with_factory_then_dataset_reads_equal_latents(tmp_path, capsys):
     assert sorted(p.stat().st_mtime_ns for p in out.glob("latents-*")) == shards_before
 
     tok = PixelTokenizer()  # the factory's defaults: spatial 8
-    cached = VideoDataset(root, num_frames=5, video_size=(16, 24), latent_cache_dir=out,
-                          expected_identity=tok.identity)
+    cached = VideoDataset(
+        root,
+        num_frames=5,
+        video_size=(16, 24),
+        latent_cache_dir=out,
+        expected_identity=tok.identity,
+    )
     plain = VideoDataset(root, num_frames=5, video_size=(16, 24))
     for i in range(len(plain)):
         with_cache = cached[i]
@@ -63,8 +84,7 @@ def test_cli_with_factory_then_dataset_reads_equal_latents(tmp_path, capsys):
         video = torch.from_numpy(frames).permute(3, 0, 1, 2)
         expected = tok.encode(video.unsqueeze(0))[0]
         torch.testing.assert_close(with_cache["latent"], expected, rtol=0, atol=0)
-        torch.testing.assert_close(with_cache["t5_text_embeddings"],
-                                   plain[i]["t5_text_embeddings"])
+        torch.testing.assert_close(with_cache["t5_text_embeddings"], plain[i]["t5_text_embeddings"])
 
 
 def test_cli_needs_an_experiment_or_a_tokenizer(tmp_path, capsys):

@@ -62,8 +62,16 @@ def test_t5_embed_writes_official_pickles_and_resumes(tmp_path, t5_dir, encoder,
     for stem, text in PROMPTS.items():
         (tmp_path / "metas").mkdir(exist_ok=True)
         (tmp_path / "metas" / f"{stem}.txt").write_text(f"  {text}\n")
-    args = [str(tmp_path), "--t5", str(t5_dir), "--batch_size", "2", "--device", "cpu",
-            "--no_progress"]
+    args = [
+        str(tmp_path),
+        "--t5",
+        str(t5_dir),
+        "--batch_size",
+        "2",
+        "--device",
+        "cpu",
+        "--no_progress",
+    ]
     assert t5_embed.main(args) == 0
     assert "wrote 3 embeddings" in capsys.readouterr().out
     for stem, text in PROMPTS.items():
@@ -128,12 +136,23 @@ def test_gr1_download_layout_metas_and_pickles(tmp_path, t5_dir, encoder, monkey
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     data = tmp_path / "benchmark_train" / "gr1"
-    args = ["--dataset_path", str(data), "--download", "--t5", str(t5_dir), "--device", "cpu",
-            "--no_progress"]
+    args = [
+        "--dataset_path",
+        str(data),
+        "--download",
+        "--t5",
+        str(t5_dir),
+        "--device",
+        "cpu",
+        "--no_progress",
+    ]
     assert gr1.main(args) == 0
     assert calls == [("nvidia/GR1-100", "dataset", str(tmp_path / "benchmark_train" / "hf_gr1"))]
     assert sorted(p.name for p in (data / "videos").iterdir()) == [
-        "00001.mp4", "00002.mp4", "00003.mp4"]
+        "00001.mp4",
+        "00002.mp4",
+        "00003.mp4",
+    ]
     assert (data / "metadata.csv").read_text() == CSV
     assert (tmp_path / "benchmark_train" / "hf_gr1" / "gr1" / "00001.mp4").is_file()  # kept
     prefix = "The robot arm is performing a task. "
@@ -145,8 +164,9 @@ def test_gr1_download_layout_metas_and_pickles(tmp_path, t5_dir, encoder, monkey
     for stem, text in want.items():
         assert (data / "metas" / f"{stem}.txt").read_text() == text
         arr = _official(data / "t5_xxl" / f"{stem}.pickle")
-        np.testing.assert_allclose(arr.astype(np.float32),
-                                   _expected(encoder, text).astype(np.float32), atol=2e-3)
+        np.testing.assert_allclose(
+            arr.astype(np.float32), _expected(encoder, text).astype(np.float32), atol=2e-3
+        )
     capsys.readouterr()
 
     assert gr1.main(args) == 0  # re-run: everything skipped
@@ -155,10 +175,24 @@ def test_gr1_download_layout_metas_and_pickles(tmp_path, t5_dir, encoder, monkey
     assert "skipped 3 prompts" in out
 
     # Another prefix: metas rewritten, stale pickles removed and re-embedded.
-    assert gr1.main([*args[:2], "--prompt_prefix", "", "--t5", str(t5_dir), "--device", "cpu",
-                     "--no_progress"]) == 0
+    assert (
+        gr1.main(
+            [
+                *args[:2],
+                "--prompt_prefix",
+                "",
+                "--t5",
+                str(t5_dir),
+                "--device",
+                "cpu",
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert (data / "metas" / "00002.txt").read_text() == (
-        "Use the left hand to open the drawer, slowly")
+        "Use the left hand to open the drawer, slowly"
+    )
     assert "wrote 3 embeddings" in capsys.readouterr().out
 
 
@@ -191,12 +225,21 @@ def test_dreamgen_json_sorted_with_fallback_and_missing(tmp_path, capsys):
     assert "d.jpg" in printed and "1 skipped" in printed
     entries = json.loads(out.read_text())
     assert entries == [
-        {"input_video": os.path.join(str(bench), "a.jpg"), "prompt": "grab the apple",
-         "output_video": "out/gen/a.mp4"},
-        {"input_video": os.path.join(str(bench), "b.png"), "prompt": "fallback prompt",
-         "output_video": "out/gen/b.mp4"},
-        {"input_video": os.path.join(str(bench), "c.png"), "prompt": "put the cup in the sink\n",
-         "output_video": "out/gen/c.mp4"},
+        {
+            "input_video": os.path.join(str(bench), "a.jpg"),
+            "prompt": "grab the apple",
+            "output_video": "out/gen/a.mp4",
+        },
+        {
+            "input_video": os.path.join(str(bench), "b.png"),
+            "prompt": "fallback prompt",
+            "output_video": "out/gen/b.mp4",
+        },
+        {
+            "input_video": os.path.join(str(bench), "c.png"),
+            "prompt": "put the cup in the sink\n",
+            "output_video": "out/gen/c.mp4",
+        },
     ]
     assert out.read_text() == json.dumps(entries, indent=4)
     assert dreamgen.main(args) == 0
@@ -268,8 +311,20 @@ def test_t5_embed_download_fetches_into_the_t5_folder(tmp_path, t5_dir, monkeypa
     (tmp_path / "data" / "metas").mkdir(parents=True)
     (tmp_path / "data" / "metas" / "x.txt").write_text("open")
     target = tmp_path / "ckpt" / "t5"
-    assert t5_embed.main([str(tmp_path / "data"), "--download", "--t5", str(target),
-                          "--device", "cpu", "--no_progress"]) == 0
+    assert (
+        t5_embed.main(
+            [
+                str(tmp_path / "data"),
+                "--download",
+                "--t5",
+                str(target),
+                "--device",
+                "cpu",
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert calls == [("google-t5/t5-11b", str(target))]
     assert _official(tmp_path / "data" / "t5_xxl" / "x.pickle").shape[1] == 1024
     # A hub id as --t5 goes to checkpoints/<id>, as upstream keeps it.

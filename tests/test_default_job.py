@@ -14,14 +14,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_default_job_trains_evaluates_and_generates(tmp_path):
-    env = {**os.environ, "DATASETS": str(tmp_path / "datasets"),
-           "OUTPUT_ROOT": str(tmp_path / "runs")}
-    steps = ["train.max_steps=60", "sched.cycle_lengths=[60]", "checkpoint.save_iter=30",
-             "hooks.sample.every=30", "hooks.eval.num_items=2", "hooks.eval.num_steps=8",
-             "hooks.sample.num_steps=8", "~hooks.progress"]
-    run = subprocess.run([sys.executable, "-m", "launch.train", "tiny_gr1", *steps], cwd=tmp_path,
-                         env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                         timeout=900)
+    env = {
+        **os.environ,
+        "DATASETS": str(tmp_path / "datasets"),
+        "OUTPUT_ROOT": str(tmp_path / "runs"),
+    }
+    steps = [
+        "train.max_steps=60",
+        "sched.cycle_lengths=[60]",
+        "checkpoint.save_iter=30",
+        "hooks.sample.every=30",
+        "hooks.eval.num_items=2",
+        "hooks.eval.num_steps=8",
+        "hooks.sample.num_steps=8",
+        "~hooks.progress",
+    ]
+    run = subprocess.run(
+        [sys.executable, "-m", "launch.train", "tiny_gr1", *steps],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     job = tmp_path / "runs" / "worldtune" / "tiny" / "tiny_gr1"
     latest = (job / "checkpoints" / "latest_checkpoint.txt").read_text().strip()
@@ -40,19 +55,44 @@ def test_default_job_trains_evaluates_and_generates(tmp_path):
 
     # The model rebuilt from the job's config.yaml alone (the job folder next to the checkpoint).
     scored = subprocess.run(
-        [sys.executable, "-m", "framework.eval", "--checkpoint",
-         str(job / "checkpoints" / "model" / "iter_000000030.pt"), "--num_items", "1",
-         "--num_steps", "2", "--guidance", "0", "--output", str(tmp_path / "eval.json")],
-        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "framework.eval",
+            "--checkpoint",
+            str(job / "checkpoints" / "model" / "iter_000000030.pt"),
+            "--num_items",
+            "1",
+            "--num_steps",
+            "2",
+            "--guidance",
+            "0",
+            "--output",
+            str(tmp_path / "eval.json"),
+        ],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert json.loads((tmp_path / "eval.json").read_text())["num_items"] == 1
 
     gen = subprocess.run(
-        [sys.executable, "-m", "framework.inference.video2world", "--guidance", "0",
-         "--num_steps", "8"],
-        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "framework.inference.video2world",
+            "--guidance",
+            "0",
+            "--num_steps",
+            "8",
+        ],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert gen.returncode == 0, gen.stderr[-3000:]

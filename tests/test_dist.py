@@ -31,15 +31,28 @@ def free_port() -> int:
 
 def torchrun(out: Path, name: str, *overrides: str, nproc: int = 2, extra: tuple = ()) -> list:
     """The torchrun command line for the toy experiment."""
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *extra,
-            "--no-python", sys.executable, *ENTRY, f"job.output_root={out}", f"job.name={name}",
-            "data.batch_size=4", *COMMON, *overrides]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        *extra,
+        "--no-python",
+        sys.executable,
+        *ENTRY,
+        f"job.output_root={out}",
+        f"job.name={name}",
+        "data.batch_size=4",
+        *COMMON,
+        *overrides,
+    ]
 
 
 def launch(cmd: list) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def finish(*procs: subprocess.Popen) -> None:
@@ -63,8 +76,10 @@ def model_file(job_dir: Path, step: int = 8) -> dict:
 
 def train_single(out: Path) -> Path:
     """The one-process reference, in this process."""
-    cfg = apply_overrides(get("toy_regression"), [f"job.output_root={out}", "job.name=single",
-                                                  "data.batch_size=8", *COMMON])  # fmt: skip
+    cfg = apply_overrides(
+        get("toy_regression"),
+        [f"job.output_root={out}", "job.name=single", "data.batch_size=8", *COMMON],
+    )
     Trainer(cfg).fit()
     return job(out, "single")
 
@@ -87,16 +102,30 @@ def assert_same_training(run: Path, single: Path) -> None:
 
 
 def test_ddp_two_processes_match_one(tmp_path, single):
-    finish(launch(torchrun(tmp_path, "ddp", "parallel.strategy=ddp",
-                           extra=(f"--master_port={free_port()}",))))
+    finish(
+        launch(
+            torchrun(
+                tmp_path, "ddp", "parallel.strategy=ddp", extra=(f"--master_port={free_port()}",)
+            )
+        )
+    )
     assert_same_training(job(tmp_path, "ddp"), single)
 
 
 def test_fsdp_two_processes_match_one_across_a_resume(tmp_path, single):
     """Stop at step 4, restart to 8: sharded optimizer and EMA state come back from the files."""
     args = ("parallel.strategy=fsdp", "parallel.shard_size=-1")
-    finish(launch(torchrun(tmp_path, "fsdp", *args, "train.max_steps=4",
-                           extra=(f"--master_port={free_port()}",))))  # fmt: skip
+    finish(
+        launch(
+            torchrun(
+                tmp_path,
+                "fsdp",
+                *args,
+                "train.max_steps=4",
+                extra=(f"--master_port={free_port()}",),
+            )
+        )
+    )
     run = job(tmp_path, "fsdp")
     assert (run / "checkpoints/latest_checkpoint.txt").read_text().strip() == "iter_000000004.pt"
     finish(launch(torchrun(tmp_path, "fsdp", *args, extra=(f"--master_port={free_port()}",))))
@@ -105,8 +134,17 @@ def test_fsdp_two_processes_match_one_across_a_resume(tmp_path, single):
 
 def test_hsdp_two_replicas_match_one(tmp_path, single):
     """shard_size=1 on 2 processes: a 2-D (replicate=2, shard=1) mesh."""
-    finish(launch(torchrun(tmp_path, "hsdp", "parallel.strategy=fsdp", "parallel.shard_size=1",
-                           extra=(f"--master_port={free_port()}",))))  # fmt: skip
+    finish(
+        launch(
+            torchrun(
+                tmp_path,
+                "hsdp",
+                "parallel.strategy=fsdp",
+                "parallel.shard_size=1",
+                extra=(f"--master_port={free_port()}",),
+            )
+        )
+    )
     assert_same_training(job(tmp_path, "hsdp"), single)
 
 

@@ -21,9 +21,21 @@ pytestmark = pytest.mark.dist
 def two_nodes(out, *overrides: str) -> None:
     port = free_port()
     procs = [
-        launch(torchrun(out, "two_nodes", "parallel.strategy=ddp", *overrides, nproc=1,
-                        extra=("--nnodes=2", f"--node_rank={rank}", "--master_addr=127.0.0.1",
-                               f"--master_port={port}")))  # fmt: skip
+        launch(
+            torchrun(
+                out,
+                "two_nodes",
+                "parallel.strategy=ddp",
+                *overrides,
+                nproc=1,
+                extra=(
+                    "--nnodes=2",
+                    f"--node_rank={rank}",
+                    "--master_addr=127.0.0.1",
+                    f"--master_port={port}",
+                ),
+            )
+        )
         for rank in (0, 1)
     ]
     finish(*procs)

@@ -64,7 +64,8 @@ def test_evaluate_reports_finite_deterministic_metrics(job, model):
     _, _, data = job
     result = ev.evaluate(model, data, num_items=2, num_steps=2, seed=0)
     assert result["num_items"] == 2 and [r["name"] for r in result["items"]] == [
-        p.stem for p in sorted((data / "val" / "videos").glob("*.mp4"))]
+        p.stem for p in sorted((data / "val" / "videos").glob("*.mp4"))
+    ]
     for key in ev.METRICS:
         assert math.isfinite(result[key])
         assert result[key] == pytest.approx(sum(r[key] for r in result["items"]) / 2)
@@ -115,9 +116,13 @@ def test_eval_hook_writes_before_and_after(job, model, tmp_path):
     before = json.loads((tmp_path / "eval_before.json").read_text())
     after = json.loads((tmp_path / "eval_after.json").read_text())
     assert before["step"] == 0 and after["step"] == 5 and before["num_items"] == 1
-    assert set(trainer.logged[0]) == {"eval_before/psnr", "eval_before/ssim",
-                                      "eval_before/latent_l2", "eval_before/still_psnr",
-                                      "eval_before/still_ssim"}
+    assert set(trainer.logged[0]) == {
+        "eval_before/psnr",
+        "eval_before/ssim",
+        "eval_before/latent_l2",
+        "eval_before/still_psnr",
+        "eval_before/still_ssim",
+    }
     assert set(trainer.logged[1]) == {f"eval_after/{k}" for k in ev.METRICS}
     assert trainer.ema_uses == 2
     trainer.is_main = False  # other ranks neither generate nor write (no FSDP here)
@@ -190,5 +195,5 @@ def test_sample_hook_sends_videos_through_the_trainer_log_when_wandb_runs(job, m
     trainer = FakeTrainer(cfg, model, tmp_path)
     trainer.sink = SimpleNamespace(wandb_run=object())  # a live run, as MetricsSink holds it
     SampleVideos(every=1, num_items=1, num_steps=1).sample(trainer, 1)
-    (key, video), = [(k, v) for k, v in trainer.logged[0].items() if k != "sample_time"]
+    ((key, video),) = [(k, v) for k, v in trainer.logged[0].items() if k != "sample_time"]
     assert key.startswith("samples/val_") and isinstance(video, wandb.Video)

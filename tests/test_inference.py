@@ -55,9 +55,20 @@ def val_video(data):
 def test_single_image_writes_playable_mp4_and_sidecar(job, tmp_path, capsys):
     cfg, ckpt = job
     out = tmp_path / "out" / "video.mp4"
-    rc = v2w.main(["--checkpoint", str(ckpt), "--input_path", str(png(tmp_path / "in.png")),
-                   "--prompt", "pick up the red cube", "--num_steps", "2",
-                   "--save_path", str(out)])
+    rc = v2w.main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--input_path",
+            str(png(tmp_path / "in.png")),
+            "--prompt",
+            "pick up the red cube",
+            "--num_steps",
+            "2",
+            "--save_path",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert decode(out) == (STATE_T, SIZE, SIZE, 8.0)  # experiment fps
     side = media.sidecar_path(out).read_text()
@@ -69,18 +80,37 @@ def test_single_image_writes_playable_mp4_and_sidecar(job, tmp_path, capsys):
 def test_batch_json_reports_and_skips_bad_items(job, data, tmp_path, capsys):
     _, ckpt = job
     items = [
-        {"input_video": str(png(tmp_path / "a.png")), "prompt": "a", "output_video":
-         str(tmp_path / "a.mp4")},
-        {"input_video": str(tmp_path / "missing.png"), "prompt": "b", "output_video":
-         str(tmp_path / "b.mp4")},
-        {"input_video": str(val_video(data)), "prompt": "c", "output_video":
-         str(tmp_path / "c.mp4")},
+        {
+            "input_video": str(png(tmp_path / "a.png")),
+            "prompt": "a",
+            "output_video": str(tmp_path / "a.mp4"),
+        },
+        {
+            "input_video": str(tmp_path / "missing.png"),
+            "prompt": "b",
+            "output_video": str(tmp_path / "b.mp4"),
+        },
+        {
+            "input_video": str(val_video(data)),
+            "prompt": "c",
+            "output_video": str(tmp_path / "c.mp4"),
+        },
         {"prompt": "no input"},
     ]
     batch = tmp_path / "batch.json"
     batch.write_text(json.dumps(items))
-    rc = v2w.main(["--checkpoint", str(ckpt), "--batch_input_json", str(batch),
-                   "--num_steps", "1", "--negative_prompt", ""])
+    rc = v2w.main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--batch_input_json",
+            str(batch),
+            "--num_steps",
+            "1",
+            "--negative_prompt",
+            "",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == v2w.ITEM_FAILED
     assert (tmp_path / "a.mp4").is_file() and (tmp_path / "c.mp4").is_file()
@@ -91,11 +121,22 @@ def test_batch_json_reports_and_skips_bad_items(job, data, tmp_path, capsys):
 
 def test_guidance_on_a_model_trained_without_caption_dropout_warns(job, tmp_path, capsys):
     _, ckpt = job
-    args = ["--checkpoint", str(ckpt), "--input_path", str(png(tmp_path / "in.png")),
-            "--prompt", "p", "--num_steps", "1", "--save_path", str(tmp_path / "v.mp4")]
+    args = [
+        "--checkpoint",
+        str(ckpt),
+        "--input_path",
+        str(png(tmp_path / "in.png")),
+        "--prompt",
+        "p",
+        "--num_steps",
+        "1",
+        "--save_path",
+        str(tmp_path / "v.mp4"),
+    ]
     assert v2w.main([*args, "--guidance", "7", "--", "model.text_dropout=0.0"]) == 0
     assert "warning: --guidance 7 on a model trained with model.text_dropout=0" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
     assert v2w.main([*args, "--guidance", "0", "--", "model.text_dropout=0.0"]) == 0
     assert v2w.main([*args, "--guidance", "7"]) == 0  # trained with dropout: guidance is fine
     assert "warning" not in capsys.readouterr().err
@@ -104,13 +145,25 @@ def test_guidance_on_a_model_trained_without_caption_dropout_warns(job, tmp_path
 def test_ranks_split_a_batch(job, tmp_path, monkeypatch, capsys):
     _, ckpt = job
     image = str(png(tmp_path / "a.png"))
-    items = [{"input_video": image, "prompt": str(i), "output_video": str(tmp_path / f"{i}.mp4")}
-             for i in range(3)]
+    items = [
+        {"input_video": image, "prompt": str(i), "output_video": str(tmp_path / f"{i}.mp4")}
+        for i in range(3)
+    ]
     (tmp_path / "batch.json").write_text(json.dumps(items))
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    rc = v2w.main(["--checkpoint", str(ckpt), "--batch_input_json", str(tmp_path / "batch.json"),
-                   "--num_steps", "1", "--guidance", "0"])
+    rc = v2w.main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--batch_input_json",
+            str(tmp_path / "batch.json"),
+            "--num_steps",
+            "1",
+            "--guidance",
+            "0",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert [p.name for p in sorted(tmp_path.glob("*.mp4"))] == ["1.mp4"]
 
@@ -118,17 +171,39 @@ def test_ranks_split_a_batch(job, tmp_path, monkeypatch, capsys):
 def test_torchrun_ranks_split_a_batch_and_rank0_sums_up_every_rank(job, tmp_path):
     _, ckpt = job
     image = str(png(tmp_path / "a.png"))
-    items = [{"input_video": image if i != 1 else str(tmp_path / "gone.png"), "prompt": str(i),
-              "output_video": str(tmp_path / f"{i}.mp4")} for i in range(4)]
+    items = [
+        {
+            "input_video": image if i != 1 else str(tmp_path / "gone.png"),
+            "prompt": str(i),
+            "output_video": str(tmp_path / f"{i}.mp4"),
+        }
+        for i in range(4)
+    ]
     (tmp_path / "batch.json").write_text(json.dumps(items))
     root = Path(__file__).resolve().parents[1]
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         f"--master_port={free_port()}", "-m", "framework.inference.video2world",
-         "--checkpoint", str(ckpt), "--batch_input_json", str(tmp_path / "batch.json"),
-         "--num_steps", "1", "--guidance", "0"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            "-m",
+            "framework.inference.video2world",
+            "--checkpoint",
+            str(ckpt),
+            "--batch_input_json",
+            str(tmp_path / "batch.json"),
+            "--num_steps",
+            "1",
+            "--guidance",
+            "0",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     # Rank 1 had the missing input, so it exits 1 and torchrun reports the failure.
     assert run.returncode != 0
@@ -190,8 +265,14 @@ def test_generate_item_passes_zero_negative_and_prefix(tmp_path):
             return torch.zeros(1, 3, STATE_T, SIZE, SIZE, dtype=torch.uint8)
 
     enc = CountingEncoder()
-    s = v2w.Settings(size=(SIZE, SIZE), fps=8.0, negative_prompt="", prompt_prefix="pre: ",
-                     num_steps=3, guidance=2.0)
+    s = v2w.Settings(
+        size=(SIZE, SIZE),
+        fps=8.0,
+        negative_prompt="",
+        prompt_prefix="pre: ",
+        num_steps=3,
+        guidance=2.0,
+    )
     item = v2w.Item(str(png(tmp_path / "i.png")), "go", str(tmp_path / "o.mp4"))
     v2w.generate_item(Spy(), prompts.PromptEmbedder(enc), item, s)
     assert not calls["neg"].any() and enc.seen == ["pre: go", "-"]
@@ -228,11 +309,16 @@ def test_ema_lora_and_plain_checkpoints_load(job, tmp_path):
     torch.save({f"net.{k}": v for k, v in lora_model.net.state_dict().items()}, path)
     merged = loading.build_model(lcfg, path, device="cpu")
     x = torch.randn(1, 48, STATE_T, 8, 8)
-    args = (torch.rand(1, STATE_T), torch.randn(1, 5, 1024), torch.zeros(1, 1, STATE_T, 8, 8),
-            torch.zeros(1, 1, 32, 32))
+    args = (
+        torch.rand(1, STATE_T),
+        torch.randn(1, 5, 1024),
+        torch.zeros(1, 1, STATE_T, 8, 8),
+        torch.zeros(1, 1, 32, 32),
+    )
     with torch.no_grad():
-        torch.testing.assert_close(merged.net(x, *args), lora_model.net(x, *args),
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            merged.net(x, *args), lora_model.net(x, *args), rtol=1e-4, atol=1e-4
+        )
     with pytest.raises(ValueError, match="LoRA weights but the config has no model.lora"):
         loading.build_model(cfg, path, device="cpu")
     with pytest.raises(ValueError, match="no 'net_ema.' keys"):
@@ -248,18 +334,36 @@ def test_errors_name_the_file_and_the_fix(job, tmp_path, monkeypatch, capsys):
     assert "pass --experiment NAME" in capsys.readouterr().err
     assert v2w.main(["--gr00t_variant", "gr1"]) == v2w.USER_ERROR
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "huggingface-cli download nvidia/Cosmos-Predict2-14B-" \
-        "Sample-GR00T-Dreams-GR1 --local-dir checkpoints/nvidia/Cosmos-Predict2-14B-Sample-" \
-        "GR00T-Dreams-GR1`" in err
-    assert v2w.main(["--checkpoint", str(ckpt), "--input_path", "x.png", "--",
-                     f"model.text_encoder={tmp_path}/gone/text_encoder"]) == v2w.USER_ERROR
+    assert (
+        err.count("\n") == 1
+        and "huggingface-cli download nvidia/Cosmos-Predict2-14B-"
+        "Sample-GR00T-Dreams-GR1 --local-dir checkpoints/nvidia/Cosmos-Predict2-14B-Sample-"
+        "GR00T-Dreams-GR1`"
+        in err
+    )
+    assert (
+        v2w.main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--input_path",
+                "x.png",
+                "--",
+                f"model.text_encoder={tmp_path}/gone/text_encoder",
+            ]
+        )
+        == v2w.USER_ERROR
+    )
     assert f"python -m data_prep.synthetic {tmp_path}/gone" in capsys.readouterr().err
-    assert "huggingface-cli download google-t5/t5-11b --local-dir checkpoints/google-t5/t5-11b" \
+    assert (
+        "huggingface-cli download google-t5/t5-11b --local-dir checkpoints/google-t5/t5-11b"
         in loading.download_hint("google-t5/t5-11b")
+    )
 
 
 def test_no_arguments_continue_a_heldout_clip_from_the_latest_checkpoint(
-        data, tmp_path, monkeypatch, capsys):
+    data, tmp_path, monkeypatch, capsys
+):
     # What `make generate` runs: the default experiment's job folder and data, found through
     # OUTPUT_ROOT and DATASETS; the tiny_gr1 experiment comes from experiments/tiny.py.
     from framework.config import get, load_all
@@ -274,8 +378,9 @@ def test_no_arguments_continue_a_heldout_clip_from_the_latest_checkpoint(
     cfg = get("tiny_gr1")
     model_dir = loading.job_dir(cfg) / "checkpoints" / "model"
     model_dir.mkdir(parents=True)
-    torch.save({f"net.{k}": v for k, v in random_state(cfg).items()},
-               model_dir / "iter_000000300.pt")
+    torch.save(
+        {f"net.{k}": v for k, v in random_state(cfg).items()}, model_dir / "iter_000000300.pt"
+    )
     (model_dir.parent / "latest_checkpoint.txt").write_text("iter_000000300.pt\n")
     rc = v2w.main(["--num_steps", "1"])
     assert rc == 0, capsys.readouterr().err
@@ -294,11 +399,13 @@ def test_argument_presets_and_upstream_spelling():
     assert args.prompt_prefix == "" and args.checkpoint is None
     args, _ = v2w.parse_args(["--gr00t_variant", "droid"])
     assert args.experiment == prompts.GR00T_EXPERIMENT
-    assert args.checkpoint == ("checkpoints/nvidia/Cosmos-Predict2-14B-Sample-GR00T-Dreams-DROID/"
-                               "model-480p-16fps.pt")
+    assert args.checkpoint == (
+        "checkpoints/nvidia/Cosmos-Predict2-14B-Sample-GR00T-Dreams-DROID/model-480p-16fps.pt"
+    )
     assert args.prompt_prefix == "The robot arm is performing a task. "
-    args, _ = v2w.parse_args(["--gr00t_variant", "gr1", "--prompt_prefix", "",
-                              "--checkpoint", "mine.pt"])
+    args, _ = v2w.parse_args(
+        ["--gr00t_variant", "gr1", "--prompt_prefix", "", "--checkpoint", "mine.pt"]
+    )
     assert args.prompt_prefix == "" and args.checkpoint == "mine.pt"
 
 

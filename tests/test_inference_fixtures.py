@@ -24,8 +24,12 @@ def make_dataset(root: Path) -> Path:
 def tiny_config(data_dir: Path, output_root: Path, name: str = "tiny_test") -> DictConfig:
     channels = 3 * SPATIAL * SPATIAL
     net = L("framework.models.cosmos2.net.MiniTrainDiT")(
-        model_channels=64, num_blocks=2, num_heads=2, in_channels=channels,
-        out_channels=channels, adaln_lora_dim=16,
+        model_channels=64,
+        num_blocks=2,
+        num_heads=2,
+        in_channels=channels,
+        out_channels=channels,
+        adaln_lora_dim=16,
     )
     tok = L("framework.models.tokenizers.PixelTokenizer")(spatial=SPATIAL)
     encoder = str(data_dir / "text_encoder")

@@ -48,15 +48,15 @@ def built(tmp_path):
     root = make_dataset_dir(tmp_path / "ds", {"a": 13, "b": 9, "c": 11}, fps=16)
     ds = VideoDataset(root, **SETTINGS)
     tok = PoolTokenizer()
-    cache = build_latent_cache(ds, tok, tmp_path / "cache", windows_per_video=3, shard_size=2,
-                               progress=False)
+    cache = build_latent_cache(
+        ds, tok, tmp_path / "cache", windows_per_video=3, shard_size=2, progress=False
+    )
     return root, cache, tok
 
 
 def test_cached_latent_equals_on_the_fly_encode(built):
     root, cache_dir, tok = built
-    ds = VideoDataset(root, latent_cache_dir=cache_dir, expected_identity=tok.identity,
-                      **SETTINGS)
+    ds = VideoDataset(root, latent_cache_dir=cache_dir, expected_identity=tok.identity, **SETTINGS)
     assert len(list(Path(cache_dir).glob("latents-*.safetensors"))) >= 2  # several shards
     torch.manual_seed(0)
     for i, entry in enumerate(ds.samples):
@@ -82,8 +82,7 @@ def test_other_tokenizer_identity_refused(built):
     with pytest.raises(ValueError, match="was made by tokenizer .*pool.*rebuild"):
         LatentCache(cache_dir, expected_identity=other.identity)
     with pytest.raises(ValueError, match="was made by tokenizer"):
-        VideoDataset(root, latent_cache_dir=cache_dir, expected_identity=other.identity,
-                     **SETTINGS)
+        VideoDataset(root, latent_cache_dir=cache_dir, expected_identity=other.identity, **SETTINGS)
     # building into the same folder with another tokenizer is refused too
     ds = VideoDataset(root, **SETTINGS)
     with pytest.raises(ValueError, match="holds a cache made with"):
@@ -93,8 +92,13 @@ def test_other_tokenizer_identity_refused(built):
 def test_other_clip_settings_refused(built):
     root, cache_dir, tok = built
     with pytest.raises(ValueError, match="the dataset asks"):
-        VideoDataset(root, num_frames=9, video_size=(32, 32), latent_cache_dir=cache_dir,
-                     expected_identity=tok.identity)
+        VideoDataset(
+            root,
+            num_frames=9,
+            video_size=(32, 32),
+            latent_cache_dir=cache_dir,
+            expected_identity=tok.identity,
+        )
 
 
 def test_rebuild_resumes_without_reencoding(built):
@@ -108,7 +112,6 @@ def test_rebuild_resumes_without_reencoding(built):
             return super().encode(video)
 
     ds = VideoDataset(root, **SETTINGS)
-    build_latent_cache(ds, Counting(), cache_dir, windows_per_video=3, shard_size=2,
-                       progress=False)
+    build_latent_cache(ds, Counting(), cache_dir, windows_per_video=3, shard_size=2, progress=False)
     assert not calls
     assert sorted(p.name for p in Path(cache_dir).glob("latents-*.safetensors")) == shards

@@ -13,8 +13,9 @@ from framework.models.cosmos2.lora import (
     merge_lora_state_dict,
 )
 
-SMALL = dict(model_channels=64, num_blocks=2, num_heads=2, crossattn_emb_channels=32,
-             adaln_lora_dim=16)
+SMALL = dict(
+    model_channels=64, num_blocks=2, num_heads=2, crossattn_emb_channels=32, adaln_lora_dim=16
+)
 
 
 def _small(seed: int) -> MiniTrainDiT:
@@ -28,8 +29,11 @@ def _small(seed: int) -> MiniTrainDiT:
 
 def _inputs():
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(2, 16, 2, 4, 4, generator=g), torch.rand(2, 2, generator=g),
-            torch.randn(2, 10, 32, generator=g))
+    return (
+        torch.randn(2, 16, 2, 4, 4, generator=g),
+        torch.rand(2, 2, generator=g),
+        torch.randn(2, 10, 32, generator=g),
+    )
 
 
 def test_2b_rank16_lora_parameter_count():
@@ -38,10 +42,17 @@ def test_2b_rank16_lora_parameter_count():
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     assert trainable == 22_937_600
     keys = net.state_dict().keys()
-    for path in ("blocks.3.self_attn.q_proj", "blocks.3.cross_attn.v_proj",
-                 "blocks.3.self_attn.output_proj", "blocks.3.mlp.layer2"):
-        assert {f"{path}.base_layer.weight", f"{path}.lora_A.default.weight",
-                f"{path}.lora_B.default.weight"} <= keys
+    for path in (
+        "blocks.3.self_attn.q_proj",
+        "blocks.3.cross_attn.v_proj",
+        "blocks.3.self_attn.output_proj",
+        "blocks.3.mlp.layer2",
+    ):
+        assert {
+            f"{path}.base_layer.weight",
+            f"{path}.lora_A.default.weight",
+            f"{path}.lora_B.default.weight",
+        } <= keys
     assert "blocks.3.adaln_modulation_mlp.1.weight" in keys  # not a target
 
 

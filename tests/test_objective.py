@@ -29,10 +29,17 @@ class RecordingNet(nn.Module):
         self.w = nn.Parameter(torch.tensor(scale))
         self.calls: list[dict] = []
 
-    def forward(self, x, timesteps, crossattn_emb, condition_video_input_mask_B_C_T_H_W=None,
-                padding_mask=None):
-        self.calls.append(dict(x=x, t=timesteps, emb=crossattn_emb,
-                               mask=condition_video_input_mask_B_C_T_H_W))
+    def forward(
+        self,
+        x,
+        timesteps,
+        crossattn_emb,
+        condition_video_input_mask_B_C_T_H_W=None,
+        padding_mask=None,
+    ):
+        self.calls.append(
+            dict(x=x, t=timesteps, emb=crossattn_emb, mask=condition_video_input_mask_B_C_T_H_W)
+        )
         return self.w * x
 
 
@@ -181,8 +188,12 @@ def test_perfect_velocity_gives_zero_loss():
 def test_image_batch_has_no_conditional_frames_and_no_multiplier():
     net = RecordingNet()
     obj = Video2WorldObjective(state_t=24, text_dropout=0.0, high_sigma_ratio=1.0)
-    obj(net, torch.randn(4, 2, 1, 2, 2), torch.ones(4, 5, 8),
-        generator=torch.Generator().manual_seed(0))
+    obj(
+        net,
+        torch.randn(4, 2, 1, 2, 2),
+        torch.ones(4, 5, 8),
+        generator=torch.Generator().manual_seed(0),
+    )
     call = net.calls[-1]
     assert call["mask"].sum().item() == 0
     # high_sigma_ratio is ignored for images, so every t = sigma/(1+sigma) < 200/201

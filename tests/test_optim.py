@@ -13,8 +13,9 @@ from framework.trainer.optim import LambdaLinear, adamw
 
 
 def test_lambda_linear_single_cycle_by_hand():
-    s = LambdaLinear(warm_up_steps=[1000], cycle_lengths=[100000], f_start=[1e-6], f_max=[0.2],
-                     f_min=[0.1])  # fmt: skip
+    s = LambdaLinear(
+        warm_up_steps=[1000], cycle_lengths=[100000], f_start=[1e-6], f_max=[0.2], f_min=[0.1]
+    )
     assert s(0) == pytest.approx(1e-6)
     assert s(500) == pytest.approx(1e-6 + (0.2 - 1e-6) * 0.5)
     assert s(1000) == pytest.approx(0.2)  # end of warm-up: the peak
@@ -27,8 +28,13 @@ def test_lambda_linear_single_cycle_by_hand():
 
 
 def test_lambda_linear_second_cycle_starts_after_boundary():
-    s = LambdaLinear(warm_up_steps=[2, 4], cycle_lengths=[10, 20], f_start=[0.0, 0.5],
-                     f_max=[1.0, 2.0], f_min=[0.2, 1.0])  # fmt: skip
+    s = LambdaLinear(
+        warm_up_steps=[2, 4],
+        cycle_lengths=[10, 20],
+        f_start=[0.0, 0.5],
+        f_max=[1.0, 2.0],
+        f_min=[0.2, 1.0],
+    )
     assert s(10) == pytest.approx(0.2)  # n <= cum_len: step 10 still belongs to cycle 0
     assert s(11) == pytest.approx(0.5 + 1.5 * 1 / 4)  # cycle 1, n = 1, warming up
     assert s(14) == pytest.approx(2.0)
@@ -50,8 +56,11 @@ def test_adamw_groups_skip_decay_for_norms_and_biases():
     opt = adamw(net.parameters(), lr=1e-3, weight_decay=0.1, betas=[0.9, 0.99], eps=1e-8)
     decay, no_decay = opt.param_groups
     assert {id(p) for p in decay["params"]} == {id(net[0].weight), id(net[2].weight)}
-    assert {id(p) for p in no_decay["params"]} == {id(net[0].bias), id(net[1].weight),
-                                                   id(net[1].bias)}  # fmt: skip
+    assert {id(p) for p in no_decay["params"]} == {
+        id(net[0].bias),
+        id(net[1].weight),
+        id(net[1].bias),
+    }
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert decay["betas"] == (0.9, 0.99)
     assert not decay["fused"]  # CPU parameters: the fused kernel is CUDA-only here
@@ -86,8 +95,9 @@ def test_power_ema_update_and_swap():
                 p.add_(1.0)
         ema.update(step)
         beta = power_ema_beta(step, ema.gamma)
-        expected = [beta * e + (1 - beta) * p.detach().float()
-                    for e, p in zip(expected, net.parameters())]  # fmt: skip
+        expected = [
+            beta * e + (1 - beta) * p.detach().float() for e, p in zip(expected, net.parameters())
+        ]
     for s, e in zip(ema.shadow, expected):
         torch.testing.assert_close(s, e)
     trained = [p.detach().clone() for p in net.parameters()]

@@ -74,9 +74,11 @@ def test_duplicate_name_reports_both_locations(clean_registry):
         return _tree()
 
     with pytest.raises(ConfigError) as err:
+
         @experiment(name="twice_exp")
         def other():
             return _tree()
+
     msg = str(err.value)
     assert msg.count("test_registry.py:") == 2 and "defined twice" in msg
 
@@ -104,7 +106,8 @@ def test_wrong_top_level_keys_are_refused(clean_registry):
 
 
 def test_user_module_outside_the_package(tmp_path, monkeypatch, clean_registry):
-    (tmp_path / "my_lab_exps.py").write_text(textwrap.dedent('''
+    (tmp_path / "my_lab_exps.py").write_text(
+        textwrap.dedent('''
         from experiments import blocks
         from framework.config import experiment
         from omegaconf import OmegaConf
@@ -113,7 +116,8 @@ def test_user_module_outside_the_package(tmp_path, monkeypatch, clean_registry):
         def my_lab_run():
             """A user experiment."""
             return blocks.base(OmegaConf.create({"a": 1}), OmegaConf.create({"b": 2}))
-    '''))
+    ''')
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("WORLDTUNE_EXPERIMENTS", "my_lab_exps")
     load_all()
@@ -126,7 +130,8 @@ def test_missing_user_module_is_a_clear_error(clean_registry):
 
 
 def test_user_module_from_command_line(tmp_path):
-    (tmp_path / "cli_lab.py").write_text(textwrap.dedent('''
+    (tmp_path / "cli_lab.py").write_text(
+        textwrap.dedent('''
         from experiments import blocks
         from framework.config import experiment
         from omegaconf import OmegaConf
@@ -135,10 +140,13 @@ def test_user_module_from_command_line(tmp_path):
         def cli_lab_run():
             """Registered from --module."""
             return blocks.base(OmegaConf.create({"a": 1}), OmegaConf.create({"b": 2}))
-    '''))
+    ''')
+    )
     out = subprocess.run(
         [sys.executable, "-m", "launch.train", "--list", "--module", "cli_lab"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )
     assert out.returncode == 0, out.stderr
     assert "cli_lab_run" in out.stdout and "Registered from --module." in out.stdout

@@ -9,9 +9,14 @@ from framework.trainer.report import run_report
 
 def test_report_lists_files_loss_and_eval(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
-        "\n".join(json.dumps(r) for r in [{"step": 0, "eval_before/psnr": 7.0},
-                                           {"step": 10, "loss": 9.0, "edm_loss": 0.9},
-                                           {"step": 20, "loss": 3.0, "edm_loss": 0.3}])
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"step": 0, "eval_before/psnr": 7.0},
+                {"step": 10, "loss": 9.0, "edm_loss": 0.9},
+                {"step": 20, "loss": 3.0, "edm_loss": 0.3},
+            ]
+        )
     )
     ckpt = tmp_path / "checkpoints"
     (ckpt / "model").mkdir(parents=True)

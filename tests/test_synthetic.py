@@ -38,8 +38,15 @@ def test_texture_is_a_static_grain_and_zero_is_plain():
 def test_a_dataset_from_other_parameters_or_renderer_is_not_reused(tmp_path):
     path = tmp_path / "syn"
     path.mkdir()
-    params = {"num_videos": 2, "num_frames": 9, "size": 16, "fps": 16.0, "seed": 0,
-              "num_val": 0, "texture": 0.0}
+    params = {
+        "num_videos": 2,
+        "num_frames": 9,
+        "size": 16,
+        "fps": 16.0,
+        "seed": 0,
+        "num_val": 0,
+        "texture": 0.0,
+    }
     (path / "synthetic.json").write_text(json.dumps({**params, "render_version": 1}))
     with pytest.raises(FileExistsError, match=rf"rm -rf {path}"):
         synthetic.ensure_synthetic_dataset(path, **params)

@@ -17,8 +17,11 @@ from data_prep.small_t5 import make_small_t5
 from framework.models import text
 from framework.models.text import T5TextEncoder, embedding_to_pickle
 
-PROMPTS = ["pick up the red cube and place it on the blue plate", "wave",
-           "The robot arm is performing a task. open the drawer slowly"]
+PROMPTS = [
+    "pick up the red cube and place it on the blue plate",
+    "wave",
+    "The robot arm is performing a task. open the drawer slowly",
+]
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,10 @@ from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from framework.models.meta import building_on_meta
 from framework.models.tokenizers import PixelTokenizer, WanVAETokenizer, to_uint8, to_unit_range
 
-SMALL = dict(base_dim=8, z_dim=4, latents_mean=[0.1, 0.2, -0.3, 0.0],
-             latents_std=[1.5, 2.0, 0.5, 1.0])
+SMALL = dict(
+    base_dim=8, z_dim=4, latents_mean=[0.1, 0.2, -0.3, 0.0], latents_std=[1.5, 2.0, 0.5, 1.0]
+)
 WAN21_MEAN0, WAN21_STD0 = -0.7571, 2.8184  # spec §5, channel 0
-
-
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +35,13 @@ def video() -> torch.Tensor:
 def test_pixel_tokenizer_round_trip_exact(spatial, temporal, video):
     tok = PixelTokenizer(spatial=spatial, temporal=temporal)
     z = tok.encode(video)
-    assert z.shape == (2, 3 * spatial**2 * temporal, tok.latent_frames(9), 16 // spatial,
-                       16 // spatial)
+    assert z.shape == (
+        2,
+        3 * spatial**2 * temporal,
+        tok.latent_frames(9),
+        16 // spatial,
+        16 // spatial,
+    )
     assert tok.latent_frames(9) == (9 if temporal == 1 else 3)
     back = tok.decode(z)
     assert back.shape == (2, 3, tok.pixel_frames(z.shape[2]), 16, 16)
@@ -103,14 +107,19 @@ def test_wan_diffusers_folder_encode_decode(tmp_path, small_vae, video):
         WanVAETokenizer(str(tmp_path), latents_mean=[0.0] * 16, latents_std=[1.0] * 16)
 
 
-_RES = {"norm1.gamma": "residual.0.gamma", "conv1": "residual.2", "norm2.gamma": "residual.3.gamma",
-        "conv2": "residual.6", "conv_shortcut": "shortcut"}
+_RES = {
+    "norm1.gamma": "residual.0.gamma",
+    "conv1": "residual.2",
+    "norm2.gamma": "residual.3.gamma",
+    "conv2": "residual.6",
+    "conv_shortcut": "shortcut",
+}
 
 
 def _res_name(rest: str) -> str:
     for new, old in _RES.items():
         if rest.startswith(new):
-            return old + rest[len(new):]
+            return old + rest[len(new) :]
     raise KeyError(rest)
 
 

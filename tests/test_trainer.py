@@ -31,15 +31,26 @@ def full_mse(trainer: Trainer) -> float:
 
 
 def test_loss_falls_and_run_files_are_written(tmp_path):
-    t = Trainer(toy_cfg(tmp_path, "train.max_steps=40", "optim.lr=0.02", "data.batch_size=8"),
-                overrides=["optim.lr=0.02"])  # fmt: skip
+    t = Trainer(
+        toy_cfg(tmp_path, "train.max_steps=40", "optim.lr=0.02", "data.batch_size=8"),
+        overrides=["optim.lr=0.02"],
+    )
     before = full_mse(t)
     assert t.fit() is True
     assert full_mse(t) < 0.2 * before
     rows = metrics(t)
     assert [r["step"] for r in rows] == list(range(1, 41))
-    for key in ("loss", "lr", "grad_norm", "step_time", "data_wait", "samples_per_s", "mse",
-                "nonfinite_steps", "bad_samples"):  # fmt: skip
+    for key in (
+        "loss",
+        "lr",
+        "grad_norm",
+        "step_time",
+        "data_wait",
+        "samples_per_s",
+        "mse",
+        "nonfinite_steps",
+        "bad_samples",
+    ):
         assert key in rows[-1], key
     assert "mfu" not in rows[-1]  # no known device peak on a CPU
     assert rows[0]["lr"] == pytest.approx(0.02 * 0.1)  # f_start of the toy schedule
@@ -53,8 +64,15 @@ def test_grad_accum_matches_one_big_batch(tmp_path):
     """4 micro-batches of 2 give the same update as one batch of 8 (same samples, fp32)."""
     runs = {}
     for name, bs, k in (("accum", 2, 4), ("big", 8, 1)):
-        t = Trainer(toy_cfg(tmp_path, f"job.name={name}", f"data.batch_size={bs}",
-                            f"train.grad_accum={k}", "train.max_steps=3"))  # fmt: skip
+        t = Trainer(
+            toy_cfg(
+                tmp_path,
+                f"job.name={name}",
+                f"data.batch_size={bs}",
+                f"train.grad_accum={k}",
+                "train.max_steps=3",
+            )
+        )
         t.fit()
         runs[name] = t
     a, b = runs["accum"], runs["big"]
@@ -84,8 +102,13 @@ def test_nonfinite_loss_skips_the_step_and_counts(tmp_path):
 
 
 def test_nonfinite_in_a_row_stops_and_keeps_last_good_checkpoint(tmp_path, caplog):
-    cfg = toy_cfg(tmp_path, "train.max_steps=20", "model.nan_from=5", "checkpoint.save_iter=4",
-                  "train.max_nonfinite_steps=3")  # fmt: skip
+    cfg = toy_cfg(
+        tmp_path,
+        "train.max_steps=20",
+        "model.nan_from=5",
+        "checkpoint.save_iter=4",
+        "train.max_nonfinite_steps=3",
+    )
     with caplog.at_level(logging.ERROR):
         assert run(cfg, []) == EXIT_NONFINITE
     assert "3 steps in a row" in caplog.text and "iter_000000004.pt" in caplog.text
@@ -128,8 +151,15 @@ def test_load_path_initialises_the_net(tmp_path):
     official = tmp_path / "official.pt"
     torch.save(sd, official)
     for name, load_ema, prefix in (("dst", False, "net."), ("dst_ema", True, "net_ema.")):
-        d = Trainer(toy_cfg(tmp_path, f"job.name={name}", f"checkpoint.load_path={official}",
-                            "checkpoint.ignore_keys=[extra_*]", f"checkpoint.load_ema={load_ema}"))
+        d = Trainer(
+            toy_cfg(
+                tmp_path,
+                f"job.name={name}",
+                f"checkpoint.load_path={official}",
+                "checkpoint.ignore_keys=[extra_*]",
+                f"checkpoint.load_ema={load_ema}",
+            )
+        )
         for k, v in d.model.net.state_dict().items():
             assert torch.equal(v, sd[prefix + k]), k
     with pytest.raises(RuntimeError, match="extra_buffer"):  # strict without the pattern
@@ -145,14 +175,18 @@ def test_out_of_memory_names_the_knobs(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(toy.ToyModel, "training_step", oom)
     with caplog.at_level(logging.ERROR):
         assert run(toy_cfg(tmp_path), []) == EXIT_OOM
-    for knob in ("data.batch_size", "parallel.activation_checkpointing=selective",
-                 "parallel.shard_size"):  # fmt: skip
+    for knob in (
+        "data.batch_size",
+        "parallel.activation_checkpointing=selective",
+        "parallel.shard_size",
+    ):
         assert knob in caplog.text
 
 
 def test_keep_last_and_stray_temp_files(tmp_path):
-    t = Trainer(toy_cfg(tmp_path, "train.max_steps=8", "checkpoint.save_iter=2",
-                        "checkpoint.keep_last=2"))  # fmt: skip
+    t = Trainer(
+        toy_cfg(tmp_path, "train.max_steps=8", "checkpoint.save_iter=2", "checkpoint.keep_last=2")
+    )
     (t.checkpointer.root / "model").mkdir(parents=True)
     (t.checkpointer.root / "model" / "iter_000000099.pt.tmp").write_bytes(b"half a file")
     assert run(t.cfg, []) == EXIT_OK
@@ -164,18 +198,32 @@ def test_keep_last_and_stray_temp_files(tmp_path):
 def test_scrub_secrets_masks_credentials_not_settings():
     from framework.trainer.metrics import scrub_secrets
 
-    tree = {"api_key": "k", "hf_token": "t", "password": "p", "model": {"max_text_tokens": 32,
-            "tokenizer": "x", "num_tokens": [1, 2]}, "client_secret": "s", "token": None}
-    assert scrub_secrets(tree) == {"api_key": "***", "hf_token": "***", "password": "***",
-                                   "model": {"max_text_tokens": 32, "tokenizer": "x",
-                                             "num_tokens": [1, 2]},
-                                   "client_secret": "***", "token": None}
+    tree = {
+        "api_key": "k",
+        "hf_token": "t",
+        "password": "p",
+        "model": {"max_text_tokens": 32, "tokenizer": "x", "num_tokens": [1, 2]},
+        "client_secret": "s",
+        "token": None,
+    }
+    assert scrub_secrets(tree) == {
+        "api_key": "***",
+        "hf_token": "***",
+        "password": "***",
+        "model": {"max_text_tokens": 32, "tokenizer": "x", "num_tokens": [1, 2]},
+        "client_secret": "***",
+        "token": None,
+    }
 
 
 def test_wandb_offline_and_secrets_stay_out_of_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = toy_cfg(tmp_path, "train.max_steps=2", "logging.wandb.mode=offline",
-                  "+logging.wandb.api_key=SECRET123")  # fmt: skip
+    cfg = toy_cfg(
+        tmp_path,
+        "train.max_steps=2",
+        "logging.wandb.mode=offline",
+        "+logging.wandb.api_key=SECRET123",
+    )
     assert run(cfg, []) == EXIT_OK
     job = tmp_path / "worldtune_tests/toy/toy_regression"
     assert "SECRET123" not in (job / "config.yaml").read_text()
@@ -196,9 +244,12 @@ def test_wandb_failure_does_not_stop_training(tmp_path, monkeypatch, caplog):
 
 
 def test_profile_and_progress_hooks(tmp_path, capsys):
-    cfg = toy_cfg(tmp_path, "train.max_steps=4",
-                  "+hooks.profile={_target_:framework.trainer.hooks.ProfileHook,start:1,end:3}",
-                  "hooks.progress={_target_:framework.trainer.hooks.ProgressHook}")
+    cfg = toy_cfg(
+        tmp_path,
+        "train.max_steps=4",
+        "+hooks.profile={_target_:framework.trainer.hooks.ProfileHook,start:1,end:3}",
+        "hooks.progress={_target_:framework.trainer.hooks.ProgressHook}",
+    )
     assert run(cfg, []) == EXIT_OK
     assert "4/4" in capsys.readouterr().err  # the tqdm bar reached the end
     traces = list((tmp_path / "worldtune_tests/toy/toy_regression/profile").glob("*.json"))

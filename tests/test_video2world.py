@@ -15,8 +15,6 @@ from framework.models.video2world import Video2WorldModel
 TEXT_LEN, TEXT_DIM = 8, 32
 
 
-
-
 class StandInNet(nn.Module):
     """MiniTrainDiT's forward signature on a 1x1x1 conv; records batch sizes and embeddings."""
 
@@ -26,8 +24,14 @@ class StandInNet(nn.Module):
         self.text = nn.Linear(TEXT_DIM, channels)
         self.calls: list[dict] = []
 
-    def forward(self, x, timesteps_B_T, crossattn_emb, condition_video_input_mask_B_C_T_H_W=None,
-                padding_mask=None):
+    def forward(
+        self,
+        x,
+        timesteps_B_T,
+        crossattn_emb,
+        condition_video_input_mask_B_C_T_H_W=None,
+        padding_mask=None,
+    ):
         self.calls.append(dict(batch=x.shape[0], emb=crossattn_emb.clone(), t=timesteps_B_T))
         h = torch.cat([x, condition_video_input_mask_B_C_T_H_W.to(x.dtype)], dim=1)
         text = self.text(crossattn_emb.mean(1))[:, :, None, None, None]
@@ -35,8 +39,15 @@ class StandInNet(nn.Module):
 
 
 def tiny_dit(channels: int) -> MiniTrainDiT:
-    return MiniTrainDiT(model_channels=64, num_blocks=2, num_heads=2, in_channels=channels,
-                        out_channels=channels, crossattn_emb_channels=TEXT_DIM, adaln_lora_dim=16)
+    return MiniTrainDiT(
+        model_channels=64,
+        num_blocks=2,
+        num_heads=2,
+        in_channels=channels,
+        out_channels=channels,
+        crossattn_emb_channels=TEXT_DIM,
+        adaln_lora_dim=16,
+    )
 
 
 def make_batch(b: int = 2, frames: int = 3, size: int = 16, seed: int = 0) -> dict:
@@ -77,7 +88,8 @@ def test_lora_only_lora_params_train():
     for n, p in model.net.named_parameters():
         assert (p.grad is not None) == p.requires_grad, n
     assert {id(p) for p in model.trainable_parameters()} == {
-        id(p) for p in model.net.parameters() if p.requires_grad}
+        id(p) for p in model.net.parameters() if p.requires_grad
+    }
 
 
 def test_overfits_one_batch():
@@ -143,8 +155,9 @@ def test_load_pretrained_strict_ignores_official_buffers_and_maps_lora():
 def test_flops_and_parallelize_without_mesh():
     model = make_model()
     assert model.flops_per_sample(make_batch()) > 0
-    parallel = OmegaConf.create(dict(strategy="none", activation_checkpointing="full",
-                                     compile=False))
+    parallel = OmegaConf.create(
+        dict(strategy="none", activation_checkpointing="full", compile=False)
+    )
     model.parallelize(None, parallel)
     loss, _ = model.training_step(make_batch(), 0)
     loss.backward()
@@ -176,8 +189,9 @@ def test_generate_guidance_formula_and_video_conditioning():
     model = make_model(net, state_t=3, tokenizer=PixelTokenizer(spatial=2, temporal=4))
     batch = make_batch(b=1, frames=12)
     emb, neg = batch["t5_text_embeddings"], torch.randn(1, TEXT_LEN, TEXT_DIM)
-    out = model.generate(batch["video"], emb, neg, num_conditional_frames=5, guidance=0.0,
-                         num_steps=3)
+    out = model.generate(
+        batch["video"], emb, neg, num_conditional_frames=5, guidance=0.0, num_steps=3
+    )
     assert out.shape == (1, 3, 9, 16, 16)
     # the last 5 input frames condition 2 latent frames and come back unchanged
     assert torch.equal(out[:, :, :5], batch["video"][:, :, -5:])
@@ -249,4 +263,5 @@ def test_cached_latent_prefix_equals_encoding_of_first_frames():
     torch.testing.assert_close(lat, model.tokenizer.encode(video[:, :, :5]))
     with pytest.raises(ValueError, match="rebuild the latent cache"):
         make_model(StandInNet(48), state_t=4, tokenizer=PixelTokenizer(2, 4)).latents(
-            {"latent": lat})
+            {"latent": lat}
+        )

@@ -46,11 +46,18 @@ class ToyModel(nn.Module):
     return a NaN loss (by call, not step: a skipped step is retried at the same step number).
     """
 
-    def __init__(self, dim: int = 8, hidden: int = 16, input_noise: float = 0.0,
-                 nan_calls: tuple[int, ...] = (), nan_from: int = -1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dim: int = 8,
+        hidden: int = 16,
+        input_noise: float = 0.0,
+        nan_calls: tuple[int, ...] = (),
+        nan_from: int = -1,
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.LayerNorm(hidden), nn.GELU(),
-                                 nn.Linear(hidden, 1))  # fmt: skip
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, 1)
+        )
         self.input_noise = input_noise
         self.nan_calls, self.nan_from = set(nan_calls), nan_from
         self.seen: list[Tensor] = []  # sample indices per micro-batch, for data-order tests
@@ -97,26 +104,56 @@ class SignalAtStep(Hook):
 @experiment
 def toy_regression():
     """An 8-d MLP regression on 64 in-memory samples; 8 steps in about a second on a CPU."""
-    return OmegaConf.create({
-        "job": {"project": "worldtune_tests", "group": "toy", "name": None,
-                "output_root": "${oc.env:OUTPUT_ROOT,checkpoints}"},
-        "model": L(ToyModel)(dim=8, hidden=16, input_noise=0.0, nan_calls=[], nan_from=-1),
-        "data": {"dataset": L(ToyDataset)(size=64, dim=8), "batch_size": 4, "num_workers": 0,
-                 "pin_memory": False, "persistent_workers": False, "prefetch_factor": None,
-                 "drop_last": True, "max_bad_fraction": 0.0},
-        "optim": L(adamw)(lr=1e-2, weight_decay=0.01, betas=[0.9, 0.99], eps=1e-8),
-        "sched": L(LambdaLinear)(warm_up_steps=[2], cycle_lengths=[100], f_start=[0.1],
-                                 f_max=[1.0], f_min=[0.5]),
-        "train": {"max_steps": 8, "grad_accum": 1, "grad_clip": 1.0, "precision": "fp32",
-                  "seed": 0, "deterministic": True, "ema": {"enabled": False, "rate": 0.1},
-                  "max_nonfinite_steps": 3},
-        "parallel": {"strategy": "none", "shard_size": -1, "activation_checkpointing": "none",
-                     "compile": False},
-        "checkpoint": {"save_iter": 4, "keep_last": 0, "load_path": "", "ignore_keys": [],
-                       "load_ema": False},
-        "logging": {"every": 1, "wandb": {"mode": "disabled", "project": None, "entity": None}},
-        "hooks": {**default_hooks(), "progress": None},
-    })  # fmt: skip
+    return OmegaConf.create(
+        {
+            "job": {
+                "project": "worldtune_tests",
+                "group": "toy",
+                "name": None,
+                "output_root": "${oc.env:OUTPUT_ROOT,checkpoints}",
+            },
+            "model": L(ToyModel)(dim=8, hidden=16, input_noise=0.0, nan_calls=[], nan_from=-1),
+            "data": {
+                "dataset": L(ToyDataset)(size=64, dim=8),
+                "batch_size": 4,
+                "num_workers": 0,
+                "pin_memory": False,
+                "persistent_workers": False,
+                "prefetch_factor": None,
+                "drop_last": True,
+                "max_bad_fraction": 0.0,
+            },
+            "optim": L(adamw)(lr=1e-2, weight_decay=0.01, betas=[0.9, 0.99], eps=1e-8),
+            "sched": L(LambdaLinear)(
+                warm_up_steps=[2], cycle_lengths=[100], f_start=[0.1], f_max=[1.0], f_min=[0.5]
+            ),
+            "train": {
+                "max_steps": 8,
+                "grad_accum": 1,
+                "grad_clip": 1.0,
+                "precision": "fp32",
+                "seed": 0,
+                "deterministic": True,
+                "ema": {"enabled": False, "rate": 0.1},
+                "max_nonfinite_steps": 3,
+            },
+            "parallel": {
+                "strategy": "none",
+                "shard_size": -1,
+                "activation_checkpointing": "none",
+                "compile": False,
+            },
+            "checkpoint": {
+                "save_iter": 4,
+                "keep_last": 0,
+                "load_path": "",
+                "ignore_keys": [],
+                "load_ema": False,
+            },
+            "logging": {"every": 1, "wandb": {"mode": "disabled", "project": None, "entity": None}},
+            "hooks": {**default_hooks(), "progress": None},
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

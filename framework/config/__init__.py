@@ -5,6 +5,16 @@ from framework.config.overrides import apply_overrides
 from framework.config.registry import experiment, get, load_all, names
 
 __all__ = [
-    "L", "LazyCall", "ConfigError", "instantiate", "locate", "to_yaml", "from_yaml",
-    "apply_overrides", "experiment", "get", "load_all", "names",
-]  # fmt: skip
+    "L",
+    "LazyCall",
+    "ConfigError",
+    "instantiate",
+    "locate",
+    "to_yaml",
+    "from_yaml",
+    "apply_overrides",
+    "experiment",
+    "get",
+    "load_all",
+    "names",
+]

@@ -22,9 +22,17 @@ from framework.config.lazy import ConfigError
 from framework.config.overrides import closest
 
 TOP_LEVEL_KEYS = (
-    "job", "model", "data", "optim", "sched", "train",
-    "parallel", "checkpoint", "logging", "hooks",
-)  # fmt: skip
+    "job",
+    "model",
+    "data",
+    "optim",
+    "sched",
+    "train",
+    "parallel",
+    "checkpoint",
+    "logging",
+    "hooks",
+)
 ENV_MODULES = "WORLDTUNE_EXPERIMENTS"
 
 

@@ -107,8 +107,11 @@ class VideoDataset(Dataset):
         self._decoded: dict[str, tuple[np.ndarray, float]] = {}  # video -> (frames, fps)
         self.cache = None
         if latent_cache_dir is not None and not Path(latent_cache_dir).exists():
-            logger.warning("latent cache %s does not exist; decoding videos instead (build it "
-                           "with python -m data_prep.latent_cache)", latent_cache_dir)
+            logger.warning(
+                "latent cache %s does not exist; decoding videos instead (build it "
+                "with python -m data_prep.latent_cache)",
+                latent_cache_dir,
+            )
         elif latent_cache_dir is not None:
             from framework.data.latent_cache import LatentCache
 
@@ -167,8 +170,9 @@ class VideoDataset(Dataset):
         why = Counter(reason for _, reason in skipped)
         detail = ", ".join(f"{n} {r}" for r, n in sorted(why.items()))
         self.summary = f"{total} videos, {len(skipped)} skipped" + (f" ({detail})" if why else "")
-        logger.log(logging.WARNING if skipped else logging.INFO, "%s: %s", self.dataset_dir,
-                   self.summary)
+        logger.log(
+            logging.WARNING if skipped else logging.INFO, "%s: %s", self.dataset_dir, self.summary
+        )
         for path, reason in skipped[:20]:
             logger.warning("skipped %s: %s", path, reason)
 
@@ -198,8 +202,9 @@ class VideoDataset(Dataset):
         self._bad.add(index)
         warnings.warn(f"skipping bad sample {self.samples[index]['video']}: {err}", stacklevel=3)
         total = len(self.samples) + len(self.skipped)
-        check_bad_fraction(len(self._bad) + len(self.skipped), total, self.max_bad_fraction,
-                           str(self.dataset_dir))
+        check_bad_fraction(
+            len(self._bad) + len(self.skipped), total, self.max_bad_fraction, str(self.dataset_dir)
+        )
 
     def _replacement(self) -> int:
         good = [i for i in range(len(self.samples)) if i not in self._bad]
@@ -229,8 +234,9 @@ class VideoDataset(Dataset):
             start = self._start(entry, len(frames))
             frames = frames[start : start + self.span : self.frame_stride]
         else:
-            with ClipReader(entry["video"], self.video_size, self.resize_mode,
-                            self.decode_threads) as reader:
+            with ClipReader(
+                entry["video"], self.video_size, self.resize_mode, self.decode_threads
+            ) as reader:
                 start = self._start(entry, reader.num_frames)
                 frames = reader.read(start, self.num_frames, self.frame_stride)
                 fps = reader.fps

@@ -39,8 +39,9 @@ def _identity_text(identity: Any) -> str:
 
 
 def _settings(dataset: VideoDataset) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k in SETTINGS
-            for v in [getattr(dataset, k)]}
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k in SETTINGS for v in [getattr(dataset, k)]
+    }
 
 
 def window_starts(num_source_frames: int, span: int, windows: int) -> list[int]:
@@ -58,8 +59,9 @@ class LatentCache:
         self.dir = Path(cache_dir)
         meta_path = self.dir / "cache.json"
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} is missing; build the cache with "
-                                    "python -m data_prep.latent_cache")
+            raise FileNotFoundError(
+                f"{meta_path} is missing; build the cache with python -m data_prep.latent_cache"
+            )
         self.meta = json.loads(meta_path.read_text())
         if expected_identity is not None and (
             _identity_text(expected_identity) != self.meta["identity"]
@@ -79,14 +81,18 @@ class LatentCache:
         """Refuse a cache made with other clip settings than the dataset's."""
         want, have = _settings(dataset), self.meta["settings"]
         if want != have:
-            raise ValueError(f"latent cache {self.dir} was made with {have}, the dataset asks "
-                             f"for {want}; rebuild the cache with the dataset's settings")
+            raise ValueError(
+                f"latent cache {self.dir} was made with {have}, the dataset asks "
+                f"for {want}; rebuild the cache with the dataset's settings"
+            )
 
     def sample(self, stem: str) -> dict[str, Any]:
         choices = self.clips.get(stem)
         if not choices:
-            raise VideoError(f"{stem} is not in the latent cache {self.dir}; "
-                             "re-run python -m data_prep.latent_cache to add it")
+            raise VideoError(
+                f"{stem} is not in the latent cache {self.dir}; "
+                "re-run python -m data_prep.latent_cache to add it"
+            )
         shard, key, fps = choices[int(torch.randint(len(choices), ()).item())]
         with safe_open(str(self.dir / shard), "pt") as f:
             return {"latent": f.get_tensor(key), "fps": float(fps)}
@@ -113,14 +119,19 @@ def build_latent_cache(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"identity": _identity_text(tokenizer.identity), "settings": _settings(dataset),
-            "windows_per_video": windows_per_video}
+    meta = {
+        "identity": _identity_text(tokenizer.identity),
+        "settings": _settings(dataset),
+        "windows_per_video": windows_per_video,
+    }
     meta_path = out / "cache.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         if old != meta:
-            raise ValueError(f"{out} holds a cache made with {old}, not {meta}; "
-                             "choose another output folder or delete it")
+            raise ValueError(
+                f"{out} holds a cache made with {old}, not {meta}; "
+                "choose another output folder or delete it"
+            )
     else:
         meta_path.write_text(json.dumps(meta, indent=2))
     done = LatentCache(out).clips
@@ -144,8 +155,9 @@ def build_latent_cache(
         stem = Path(entry["video"]).stem
         have = {key for _, key, _ in done.get(stem, [])}
         try:
-            reader = ClipReader(entry["video"], dataset.video_size, dataset.resize_mode,
-                                dataset.decode_threads)
+            reader = ClipReader(
+                entry["video"], dataset.video_size, dataset.resize_mode, dataset.decode_threads
+            )
         except VideoError as err:
             print(f"skipping {entry['video']}: {err}")
             continue
@@ -159,8 +171,9 @@ def build_latent_cache(
                 latent = tokenizer.encode(preprocess(video).to(device))[0]
                 latent = latent.to(store_dtype) if store_dtype is not None else latent
                 tensors[key] = latent.detach().cpu().contiguous()
-                clips.append({"stem": stem, "start": start,
-                              "fps": reader.fps / dataset.frame_stride})
+                clips.append(
+                    {"stem": stem, "start": start, "fps": reader.fps / dataset.frame_stride}
+                )
                 if len(tensors) >= shard_size:
                     flush()
     flush()

@@ -171,9 +171,7 @@ class Video2WorldObjective:
         mask = condition_mask(n, x0.shape)
         emb = drop_text(crossattn_emb, self.text_dropout, generator)
         x_sigma = x0 + sigma.view(b, 1, 1, 1, 1) * eps
-        x0_pred = denoise(
-            net, x_sigma, sigma, x0, mask, emb, padding_mask, self.sigma_conditional
-        )
+        x0_pred = denoise(net, x_sigma, sigma, x0, mask, emb, padding_mask, self.sigma_conditional)
         sq_err = (x0 - x0_pred) ** 2
         # Mean over all of B,C,T,H,W: masked frames add zeros to the numerator but count in the
         # denominator, as upstream does (spec §4.1 step 7).

@@ -37,17 +37,23 @@ def val_dir(dataset_dir: str | Path) -> Path:
 def heldout_paths(dataset_dir: str | Path, num_items: int) -> list[Path]:
     """The first `num_items` videos (sorted) of the held-out split that have an embedding."""
     root = val_dir(dataset_dir)
-    videos = [v for v in sorted((root / "videos").glob("*.mp4"))
-              if (root / "t5_xxl" / f"{v.stem}.pickle").is_file()]
+    videos = [
+        v
+        for v in sorted((root / "videos").glob("*.mp4"))
+        if (root / "t5_xxl" / f"{v.stem}.pickle").is_file()
+    ]
     if not videos:
-        raise FileNotFoundError(f"{root} has no videos/*.mp4 with t5_xxl/*.pickle; point "
-                                "dataset_dir at a GR1-layout dataset (python -m data_prep.synthetic"
-                                " DIR makes one with a val/ split).")
+        raise FileNotFoundError(
+            f"{root} has no videos/*.mp4 with t5_xxl/*.pickle; point "
+            "dataset_dir at a GR1-layout dataset (python -m data_prep.synthetic"
+            " DIR makes one with a val/ split)."
+        )
     return videos[:num_items]
 
 
-def load_item(video_path: str | Path, num_frames: int, size: tuple[int, int] | None = None,
-              stride: int = 1) -> HeldOutItem:
+def load_item(
+    video_path: str | Path, num_frames: int, size: tuple[int, int] | None = None, stride: int = 1
+) -> HeldOutItem:
     """Frames 0, stride, ... (`num_frames` of them, resized as in training), the caption and its
     embedding. `stride` is the dataset's frame_stride, so the clip moves as training clips do."""
     video_path = Path(video_path)
@@ -60,9 +66,11 @@ def load_item(video_path: str | Path, num_frames: int, size: tuple[int, int] | N
     except VideoError as err:
         raise FileNotFoundError(str(err)) from None
     if frames.shape[0] < num_frames:
-        raise ValueError(f"{video_path} gives {frames.shape[0]} frames at stride {stride} but "
-                         f"{num_frames} are needed; use longer held-out clips or a smaller "
-                         "state_t.")
+        raise ValueError(
+            f"{video_path} gives {frames.shape[0]} frames at stride {stride} but "
+            f"{num_frames} are needed; use longer held-out clips or a smaller "
+            "state_t."
+        )
     emb = load_t5_pickle(root / "t5_xxl" / f"{video_path.stem}.pickle", dim=None)
     meta = root / "metas" / f"{video_path.stem}.txt"
     return HeldOutItem(
@@ -75,8 +83,13 @@ def load_item(video_path: str | Path, num_frames: int, size: tuple[int, int] | N
     )
 
 
-def heldout_items(dataset_dir: str | Path, num_items: int, num_frames: int,
-                  size: tuple[int, int] | None = None, stride: int = 1) -> list[HeldOutItem]:
+def heldout_items(
+    dataset_dir: str | Path,
+    num_items: int,
+    num_frames: int,
+    size: tuple[int, int] | None = None,
+    stride: int = 1,
+) -> list[HeldOutItem]:
     return [load_item(p, num_frames, size, stride) for p in heldout_paths(dataset_dir, num_items)]
 
 

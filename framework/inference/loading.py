@@ -49,8 +49,12 @@ def latest_checkpoint(job: str | Path) -> Path | None:
     name = marker.read_text().strip()
     model_dir = marker.parent / "model"
     # The marker may hold a file name ("iter_000000100.pt"), a stem or a path.
-    for candidate in (Path(name), model_dir / name, model_dir / f"{name}.pt",
-                      model_dir / f"{Path(name).stem}.pt"):
+    for candidate in (
+        Path(name),
+        model_dir / name,
+        model_dir / f"{name}.pt",
+        model_dir / f"{Path(name).stem}.pt",
+    ):
         if name and candidate.is_file():
             return candidate
     return None
@@ -76,8 +80,10 @@ def resolve(
         cfg = from_yaml(job / "config.yaml")
         OmegaConf.set_struct(cfg, True)  # so a mistyped override fails, as for experiments
     elif checkpoint and experiment is None:
-        raise ConfigError(f"{checkpoint} is not in a job folder with config.yaml, so the model "
-                          "cannot be rebuilt from it; pass --experiment NAME as well.")
+        raise ConfigError(
+            f"{checkpoint} is not in a job folder with config.yaml, so the model "
+            "cannot be rebuilt from it; pass --experiment NAME as well."
+        )
     else:
         load_all(modules)
         cfg = get(experiment or default_experiment)
@@ -90,8 +96,10 @@ def resolve(
     load_path = cfg.checkpoint.get("load_path") if "checkpoint" in cfg else None
     if load_path:
         return cfg, require_file(load_path, "Checkpoint")
-    raise ConfigError(f"experiment {cfg.job.name} has no trained checkpoint in {job_dir(cfg)}; "
-                      f"train it first (make train EXP={cfg.job.name}) or pass --checkpoint.")
+    raise ConfigError(
+        f"experiment {cfg.job.name} has no trained checkpoint in {job_dir(cfg)}; "
+        f"train it first (make train EXP={cfg.job.name}) or pass --checkpoint."
+    )
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -99,14 +107,18 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # anything beyond plain tensors is refused by weights_only
-        raise ValueError(f"Checkpoint {path} cannot be read safely ({str(err).splitlines()[0]});"
-                         " re-save it as a plain state dict.") from None
+        raise ValueError(
+            f"Checkpoint {path} cannot be read safely ({str(err).splitlines()[0]});"
+            " re-save it as a plain state dict."
+        ) from None
     for holder in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(holder), dict):
             obj = obj[holder]
     if not isinstance(obj, dict):
-        raise ValueError(f"Checkpoint {path} holds a {type(obj).__name__}, not a state dict; "
-                         "pass a model/iter_N.pt file.")
+        raise ValueError(
+            f"Checkpoint {path} holds a {type(obj).__name__}, not a state dict; "
+            "pass a model/iter_N.pt file."
+        )
     return obj
 
 
@@ -114,20 +126,27 @@ def is_lora_state(sd: dict[str, Tensor]) -> bool:
     return any(m in k for k in sd for m in _LORA_MARKS)
 
 
-def net_state(sd: dict[str, Tensor], ema: bool, lora: dict | None, path: str | Path = "",
-              ignored: tuple[str, ...] = ()) -> dict[str, Tensor]:
+def net_state(
+    sd: dict[str, Tensor],
+    ema: bool,
+    lora: dict | None,
+    path: str | Path = "",
+    ignored: tuple[str, ...] = (),
+) -> dict[str, Tensor]:
     """Plain net keys: the `net.` (or `net_ema.`) subset, prefix stripped, LoRA folded in."""
     prefix = "net_ema." if ema else "net."
     if any(k.startswith(("net.", "net_ema.")) for k in sd):
         if not any(k.startswith(prefix) for k in sd):
             hint = "EMA was off in that run; drop --load_ema." if ema else "pass a model file."
             raise ValueError(f"Checkpoint {path} has no {prefix!r} keys; {hint}")
-        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     sd = {k: v for k, v in sd.items() if not any(fnmatch.fnmatchcase(k, p) for p in ignored)}
     if is_lora_state(sd):
         if not lora:
-            raise ValueError(f"Checkpoint {path} holds LoRA weights but the config has no "
-                             "model.lora; pass the LoRA experiment or the run's job folder.")
+            raise ValueError(
+                f"Checkpoint {path} holds LoRA weights but the config has no "
+                "model.lora; pass the LoRA experiment or the run's job folder."
+            )
         from framework.models.cosmos2.lora import merge_lora_state_dict
 
         sd = merge_lora_state_dict(sd, alpha=float(lora["alpha"]), rank=int(lora["rank"]))
@@ -140,9 +159,11 @@ def warn_unguidable(cfg: DictConfig, guidance: float) -> None:
     learned the caption-free prediction that classifier-free guidance pushes away from, so the
     result is garbage (tiny_gr1 at the default 7 turns the scene blue)."""
     if guidance != 0 and float(cfg.model.get("text_dropout", 0.2)) == 0:
-        print(f"warning: --guidance {guidance:g} on a model trained with model.text_dropout=0 "
-              "(no caption-free training) gives broken videos; pass --guidance 0.",
-              file=sys.stderr)
+        print(
+            f"warning: --guidance {guidance:g} on a model trained with model.text_dropout=0 "
+            "(no caption-free training) gives broken videos; pass --guidance 0.",
+            file=sys.stderr,
+        )
 
 
 def default_device() -> torch.device:
@@ -153,8 +174,12 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def build_model(cfg: DictConfig, checkpoint: str | Path | None, load_ema: bool = False,
-                device: torch.device | str | None = None) -> torch.nn.Module:
+def build_model(
+    cfg: DictConfig,
+    checkpoint: str | Path | None,
+    load_ema: bool = False,
+    device: torch.device | str | None = None,
+) -> torch.nn.Module:
     """The configured model with the checkpoint's weights, in eval mode on `device`.
 
     The net is built on the meta device and the weights are assigned, so a 14B model never
@@ -181,9 +206,11 @@ def build_model(cfg: DictConfig, checkpoint: str | Path | None, load_ema: bool =
             model.net.load_state_dict(sd, strict=True, assign=True)
         except RuntimeError as err:
             detail = " ".join(str(err).split())[:300]
-            raise ValueError(f"Checkpoint {checkpoint} does not match the configured net "
-                             f"({detail}); use the experiment the checkpoint was trained "
-                             "with.") from None
+            raise ValueError(
+                f"Checkpoint {checkpoint} does not match the configured net "
+                f"({detail}); use the experiment the checkpoint was trained "
+                "with."
+            ) from None
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.net.to(device=device, dtype=dtype)
     return model.eval().requires_grad_(False)

@@ -37,14 +37,17 @@ def load_image(path: str | Path, size: tuple[int, int]) -> Tensor:
     return frames.permute(1, 0, 2, 3)[None].contiguous()
 
 
-def load_video_frames(path: str | Path, size: tuple[int, int], num_frames: int,
-                      last: bool = True) -> Tensor:
+def load_video_frames(
+    path: str | Path, size: tuple[int, int], num_frames: int, last: bool = True
+) -> Tensor:
     """uint8 [1,3,num_frames,H,W]: the last (or first) frames of a video, covered and cropped."""
     try:
         with ClipReader(path, size=size, mode="center_crop") as reader:
             if reader.num_frames < num_frames:
-                raise InputError(f"{path} has {reader.num_frames} frames but "
-                                 f"{num_frames} are needed; pass a longer video.")
+                raise InputError(
+                    f"{path} has {reader.num_frames} frames but "
+                    f"{num_frames} are needed; pass a longer video."
+                )
             start = reader.num_frames - num_frames if last else 0
             frames = reader.read(start, num_frames)
     except VideoError as err:
@@ -52,8 +55,9 @@ def load_video_frames(path: str | Path, size: tuple[int, int], num_frames: int,
     return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].contiguous()
 
 
-def load_conditioning(path: str | Path, size: tuple[int, int],
-                      num_conditional_frames: int) -> Tensor:
+def load_conditioning(
+    path: str | Path, size: tuple[int, int], num_conditional_frames: int
+) -> Tensor:
     """What `Video2WorldModel.generate` conditions on: one frame for an image, the last
     `num_conditional_frames` frames for a video (the model pads to full length, spec §7.1).
 
@@ -63,18 +67,23 @@ def load_conditioning(path: str | Path, size: tuple[int, int],
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"input {path} does not exist; pass an existing image or video with "
-                         "--input_path.")
+        raise InputError(
+            f"input {path} does not exist; pass an existing image or video with --input_path."
+        )
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         if num_conditional_frames != 1:
-            raise InputError(f"{path} is an image, which conditions exactly one frame; use "
-                             "--num_conditional_frames 1 or pass a video.")
+            raise InputError(
+                f"{path} is an image, which conditions exactly one frame; use "
+                "--num_conditional_frames 1 or pass a video."
+            )
         return load_image(path, size)
     if suffix in VIDEO_SUFFIXES:
         return load_video_frames(path, size, num_conditional_frames, last=True)
-    raise InputError(f"input {path} has an unknown type {suffix!r}; pass an image "
-                     f"({', '.join(IMAGE_SUFFIXES)}) or a video ({', '.join(VIDEO_SUFFIXES)}).")
+    raise InputError(
+        f"input {path} has an unknown type {suffix!r}; pass an image "
+        f"({', '.join(IMAGE_SUFFIXES)}) or a video ({', '.join(VIDEO_SUFFIXES)})."
+    )
 
 
 def save_video(path: str | Path, video: Tensor, fps: float) -> Path:
@@ -82,8 +91,9 @@ def save_video(path: str | Path, video: Tensor, fps: float) -> Path:
     if video.ndim == 5:
         video = video[0]
     if video.dtype != torch.uint8 or video.ndim != 4 or video.shape[0] != 3:
-        raise ValueError(f"save_video wants uint8 [3,T,H,W]; got {video.dtype} "
-                         f"{tuple(video.shape)}.")
+        raise ValueError(
+            f"save_video wants uint8 [3,T,H,W]; got {video.dtype} {tuple(video.shape)}."
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = video.permute(1, 2, 3, 0).contiguous().cpu().numpy()

@@ -30,8 +30,10 @@ def _pair(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, float]:
             "compare videos of the same size and length."
         )
     if pred.dtype != target.dtype:
-        raise ValueError(f"Metric inputs differ in dtype: {pred.dtype} vs {target.dtype}; "
-                         "convert both to uint8 or both to float.")
+        raise ValueError(
+            f"Metric inputs differ in dtype: {pred.dtype} vs {target.dtype}; "
+            "convert both to uint8 or both to float."
+        )
     # float64: the sums in SSIM lose digits in float32 on near-identical images.
     return pred.double(), target.double(), data_range(pred)
 
@@ -69,8 +71,9 @@ def _frames(video: Tensor) -> Tensor:
     return video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
 
 
-def ssim_map(pred: Tensor, target: Tensor, range_: float, window: int = 11,
-             sigma: float = 1.5) -> Tensor:
+def ssim_map(
+    pred: Tensor, target: Tensor, range_: float, window: int = 11, sigma: float = 1.5
+) -> Tensor:
     """Per-pixel SSIM of image batches [N,C,H,W] (float64), valid region only."""
     c = pred.shape[1]
     size = min(window, pred.shape[-2], pred.shape[-1])

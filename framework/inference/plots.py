@@ -24,8 +24,9 @@ def read_metrics(job_dir: str | Path) -> list[dict]:
     """The records of metrics.jsonl (a torn last line, from a run killed mid-write, is skipped)."""
     path = Path(job_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass a job folder of a run that logged "
-                                "at least one step.")
+        raise FileNotFoundError(
+            f"{path} does not exist; pass a job folder of a run that logged at least one step."
+        )
     records = []
     for line in path.read_text().splitlines():
         try:
@@ -78,8 +79,10 @@ def plot_loss_curve(job_dir: str | Path) -> Path:
     curves = {k: series(records, k) for k in KEYS}
     curves = {k: v for k, v in curves.items() if v[0]}
     if not curves:
-        raise ValueError(f"{job_dir / 'metrics.jsonl'} has no 'loss' values; train for at least "
-                         "logging.every steps first.")
+        raise ValueError(
+            f"{job_dir / 'metrics.jsonl'} has no 'loss' values; train for at least "
+            "logging.every steps first."
+        )
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for i, (key, (steps, values)) in enumerate(curves.items()):
         color = f"C{i}"

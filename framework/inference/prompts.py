@@ -35,8 +35,9 @@ GR00T_CHECKPOINT = (
 def gr00t_checkpoint(variant: str) -> str:
     """The GR00T-Dreams 14B checkpoint path that the download command creates."""
     if variant not in GR00T_VARIANTS:
-        raise ValueError(f"--gr00t_variant {variant!r} is unknown; use one of "
-                         f"{sorted(GR00T_VARIANTS)}.")
+        raise ValueError(
+            f"--gr00t_variant {variant!r} is unknown; use one of {sorted(GR00T_VARIANTS)}."
+        )
     return GR00T_CHECKPOINT.format(variant=GR00T_VARIANTS[variant])
 
 

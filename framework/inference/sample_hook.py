@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 def runs_here(trainer: Any) -> bool:
     """Rank 0 generates; with FSDP on several processes every rank must run the forward (each
     holds one shard of the weights), and rank 0 alone writes."""
-    sharded = (trainer.cfg.parallel.get("strategy") == "fsdp"
-               and getattr(trainer, "world_size", 1) > 1)
+    sharded = (
+        trainer.cfg.parallel.get("strategy") == "fsdp" and getattr(trainer, "world_size", 1) > 1
+    )
     return bool(trainer.is_main or sharded)
 
 
@@ -57,9 +58,17 @@ class SampleVideos(Hook):
     `num_conditional_frames` counts pixel frames (1 or 5 for the Wan VAE).
     """
 
-    def __init__(self, every: int = 500, num_items: int = 2, num_steps: int = 35,
-                 guidance: float = 7.0, dataset_dir: str | None = None,
-                 num_conditional_frames: int = 1, seed: int = 0, at_end: bool = True) -> None:
+    def __init__(
+        self,
+        every: int = 500,
+        num_items: int = 2,
+        num_steps: int = 35,
+        guidance: float = 7.0,
+        dataset_dir: str | None = None,
+        num_conditional_frames: int = 1,
+        seed: int = 0,
+        at_end: bool = True,
+    ) -> None:
         self.every, self.num_items, self.num_steps = int(every), int(num_items), int(num_steps)
         self.guidance, self.seed, self.at_end = float(guidance), int(seed), at_end
         self.dataset_dir, self.num_conditional_frames = dataset_dir, int(num_conditional_frames)
@@ -69,9 +78,13 @@ class SampleVideos(Hook):
     def _load(self, trainer: Any) -> list[HeldOutItem]:
         if self.items is None:
             data = data_settings(trainer.cfg)
-            self.items = heldout_items(self.dataset_dir or data["dataset_dir"], self.num_items,
-                                       trainer.model.expected_pixel_frames, data["size"],
-                                       data["stride"])
+            self.items = heldout_items(
+                self.dataset_dir or data["dataset_dir"],
+                self.num_items,
+                trainer.model.expected_pixel_frames,
+                data["size"],
+                data["stride"],
+            )
         return self.items
 
     def after_step(self, trainer: Any, step: int, loss: float, metrics: dict) -> None:
@@ -94,9 +107,15 @@ class SampleVideos(Hook):
         paths: dict[str, Path] = {}
         with ema_context(trainer):
             for item in self._load(trainer):
-                video = model.generate(item.video[:, :, :n], item.text_emb, None,
-                                       num_conditional_frames=n, guidance=self.guidance,
-                                       num_steps=self.num_steps, seed=self.seed)
+                video = model.generate(
+                    item.video[:, :, :n],
+                    item.text_emb,
+                    None,
+                    num_conditional_frames=n,
+                    guidance=self.guidance,
+                    num_steps=self.num_steps,
+                    seed=self.seed,
+                )
                 if trainer.is_main:
                     paths[item.name] = save_video(out_dir / f"{item.name}.mp4", video[0], fps)
                     write_sidecar(paths[item.name], item.prompt, "")

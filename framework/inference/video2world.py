@@ -51,30 +51,49 @@ class Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m framework.inference.video2world",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m framework.inference.video2world", description=__doc__.split("\n\n")[0]
+    )
     a = p.add_argument
     a("--experiment", help="registered experiment that defines the model (default tiny_gr1)")
-    a("--checkpoint", "--dit_path", dest="checkpoint",
-      help="model/iter_N.pt of a job (its config.yaml rebuilds the model), a LoRA checkpoint, "
-      "or an official .pt with net. keys (needs --experiment)")
+    a(
+        "--checkpoint",
+        "--dit_path",
+        dest="checkpoint",
+        help="model/iter_N.pt of a job (its config.yaml rebuilds the model), a LoRA checkpoint, "
+        "or an official .pt with net. keys (needs --experiment)",
+    )
     a("--module", action="append", default=[], help="extra experiment module to import")
     a("--load_ema", action="store_true", help="load the net_ema. weights")
     a("--prompt", default=None, help="text prompt (default: the held-out clip's caption)")
     a("--input_path", default=None, help="conditioning image (.png/.jpg/.jpeg/.webp) or video")
-    a("--negative_prompt", default=prompts.DEFAULT_NEGATIVE_PROMPT,
-      help='negative prompt for guidance; "" means the all-zero (no text) embedding')
+    a(
+        "--negative_prompt",
+        default=prompts.DEFAULT_NEGATIVE_PROMPT,
+        help='negative prompt for guidance; "" means the all-zero (no text) embedding',
+    )
     a("--num_conditional_frames", type=int, choices=(1, 5), default=1)
     a("--guidance", type=float, default=7.0)
     a("--seed", type=int, default=0)
     a("--num_steps", type=int, default=35)
     a("--save_path", default="output/generated_video.mp4")
-    a("--batch_input_json", default=None,
-      help="JSON list of {input_video, prompt, output_video} (DreamGen batch)")
-    a("--prompt_prefix", default=None, help='prepended to every prompt (default "", or "'
-      f'{prompts.GR00T_PROMPT_PREFIX}" with --gr00t_variant)')
-    a("--gr00t_variant", choices=sorted(prompts.GR00T_VARIANTS), default=None,
-      help="GR00T-Dreams presets: 14B, 480p, 16 fps, its checkpoint and prompt prefix")
+    a(
+        "--batch_input_json",
+        default=None,
+        help="JSON list of {input_video, prompt, output_video} (DreamGen batch)",
+    )
+    a(
+        "--prompt_prefix",
+        default=None,
+        help='prepended to every prompt (default "", or "'
+        f'{prompts.GR00T_PROMPT_PREFIX}" with --gr00t_variant)',
+    )
+    a(
+        "--gr00t_variant",
+        choices=sorted(prompts.GR00T_VARIANTS),
+        default=None,
+        help="GR00T-Dreams presets: 14B, 480p, 16 fps, its checkpoint and prompt prefix",
+    )
     return p
 
 
@@ -106,11 +125,16 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str
         try:
             clip = heldout_paths(cfg.data.dataset.dataset_dir, 1)[0]
         except FileNotFoundError:
-            raise ConfigError(f"no --input_path given and no held-out clip in "
-                              f"{cfg.data.dataset.dataset_dir}; pass --input_path.") from None
+            raise ConfigError(
+                f"no --input_path given and no held-out clip in "
+                f"{cfg.data.dataset.dataset_dir}; pass --input_path."
+            ) from None
         caption = clip.parent.parent / "metas" / f"{clip.stem}.txt"
-        prompt = args.prompt if args.prompt is not None else (
-            caption.read_text().strip() if caption.is_file() else "")
+        prompt = (
+            args.prompt
+            if args.prompt is not None
+            else (caption.read_text().strip() if caption.is_file() else "")
+        )
         return [Item(str(clip), prompt, args.save_path, first_frames=True)], []
     return [Item(args.input_path, args.prompt or "", args.save_path)], []
 
@@ -120,11 +144,15 @@ def read_batch(path: str | Path, out_dir: Path) -> tuple[list[Item], list[tuple[
     try:
         entries = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"batch JSON {path} cannot be read ({err}); pass a JSON list of "
-                          "{input_video, prompt, output_video}.") from None
+        raise ConfigError(
+            f"batch JSON {path} cannot be read ({err}); pass a JSON list of "
+            "{input_video, prompt, output_video}."
+        ) from None
     if not isinstance(entries, list):
-        raise ConfigError(f"batch JSON {path} must hold a list of {{input_video, prompt, "
-                          "output_video}} objects.")
+        raise ConfigError(
+            f"batch JSON {path} must hold a list of {{input_video, prompt, "
+            "output_video}} objects."
+        )
     items, rejected = [], []
     for i, entry in enumerate(entries):
         entry = entry if isinstance(entry, dict) else {}
@@ -143,22 +171,28 @@ def rank_and_world() -> tuple[int, int]:
 def generate_item(model, embed: prompts.PromptEmbedder, item: Item, s: Settings) -> Path:
     """Generate one video and write it with its prompt sidecar."""
     if item.first_frames:
-        cond = media.load_video_frames(item.input_path, s.size, s.num_conditional_frames,
-                                       last=False)
+        cond = media.load_video_frames(
+            item.input_path, s.size, s.num_conditional_frames, last=False
+        )
     else:
         cond = media.load_conditioning(item.input_path, s.size, s.num_conditional_frames)
     video = model.generate(
-        cond, embed(s.prompt_prefix + item.prompt), embed(s.negative_prompt),
-        num_conditional_frames=s.num_conditional_frames, guidance=s.guidance,
-        num_steps=s.num_steps, seed=s.seed,
+        cond,
+        embed(s.prompt_prefix + item.prompt),
+        embed(s.negative_prompt),
+        num_conditional_frames=s.num_conditional_frames,
+        guidance=s.guidance,
+        num_steps=s.num_steps,
+        seed=s.seed,
     )
     out = media.save_video(item.output, video[0], s.fps)
     media.write_sidecar(out, item.prompt, s.negative_prompt)
     return out
 
 
-def run_items(model, embed: prompts.PromptEmbedder, items: list[Item], s: Settings,
-              log=print) -> list[tuple[str, str]]:
+def run_items(
+    model, embed: prompts.PromptEmbedder, items: list[Item], s: Settings, log=print
+) -> list[tuple[str, str]]:
     """Attempt every item; returns (item, reason) for each that failed."""
     failed = []
     for i, item in enumerate(items, 1):
@@ -174,8 +208,7 @@ def run_items(model, embed: prompts.PromptEmbedder, items: list[Item], s: Settin
     return failed
 
 
-def embed_prompts(text_encoder, items: list[Item], s: Settings,
-                  device) -> prompts.PromptEmbedder:
+def embed_prompts(text_encoder, items: list[Item], s: Settings, device) -> prompts.PromptEmbedder:
     """Embed every prompt up front, then free the encoder (T5-11B need not share the GPU with
     the DiT). `text_encoder` is the config's path or an encoder object."""
     from framework.models.text import T5TextEncoder
@@ -183,8 +216,10 @@ def embed_prompts(text_encoder, items: list[Item], s: Settings,
     path = loading.text_encoder_path(text_encoder)
     encoder = T5TextEncoder(path, device=device) if path else text_encoder
     if encoder is None:
-        raise ConfigError("the model has no text encoder, so prompts cannot be embedded; set "
-                          "model.text_encoder to a T5 folder.")
+        raise ConfigError(
+            "the model has no text encoder, so prompts cannot be embedded; set "
+            "model.text_encoder to a T5 folder."
+        )
     embed = prompts.PromptEmbedder(encoder)
     embed.embed_many([s.prompt_prefix + it.prompt for it in items] + [s.negative_prompt])
     embed(s.negative_prompt)  # the empty negative prompt's zeros need the encoder too
@@ -197,13 +232,19 @@ def embed_prompts(text_encoder, items: list[Item], s: Settings,
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
-    cfg, checkpoint = loading.resolve(args.experiment, overrides, args.checkpoint,
-                                      modules=args.module)
-    s = Settings(size=tuple(int(v) for v in cfg.data.dataset.video_size),
-                 fps=16.0 if args.gr00t_variant else float(cfg.model.get("fps", 16.0)),
-                 negative_prompt=args.negative_prompt, prompt_prefix=args.prompt_prefix,
-                 num_conditional_frames=args.num_conditional_frames, guidance=args.guidance,
-                 num_steps=args.num_steps, seed=args.seed)
+    cfg, checkpoint = loading.resolve(
+        args.experiment, overrides, args.checkpoint, modules=args.module
+    )
+    s = Settings(
+        size=tuple(int(v) for v in cfg.data.dataset.video_size),
+        fps=16.0 if args.gr00t_variant else float(cfg.model.get("fps", 16.0)),
+        negative_prompt=args.negative_prompt,
+        prompt_prefix=args.prompt_prefix,
+        num_conditional_frames=args.num_conditional_frames,
+        guidance=args.guidance,
+        num_steps=args.num_steps,
+        seed=args.seed,
+    )
     loading.warn_unguidable(cfg, s.guidance)
     items, rejected = plan(args, cfg)
     rank, world = rank_and_world()
@@ -216,8 +257,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     # Prompts first, weights second: the text encoder is freed before the DiT is loaded.
     embed = embed_prompts(cfg.model.get("text_encoder"), items, s, device)
     model = loading.build_model(cfg, checkpoint, args.load_ema, device)
-    print(f"model from {checkpoint}{' (EMA)' if args.load_ema else ''}; {len(items)} item(s)"
-          f"{f' on rank {rank}/{world}' if world > 1 else ''}")
+    print(
+        f"model from {checkpoint}{' (EMA)' if args.load_ema else ''}; {len(items)} item(s)"
+        f"{f' on rank {rank}/{world}' if world > 1 else ''}"
+    )
     for name, reason in rejected:
         print(f"FAILED {name}: {reason}")
     failed = rejected + run_items(model, embed, items, s)
@@ -229,7 +272,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def summary_line(title: str, done: int, failed: list[tuple[str, str]]) -> str:
     return f"{title}: {done} written, {len(failed)} failed" + "".join(
-        f"\n  {name}: {reason}" for name, reason in failed)
+        f"\n  {name}: {reason}" for name, reason in failed
+    )
 
 
 def all_ranks_summary(done: int, failed: list[tuple[str, str]], rank: int, world: int) -> None:
@@ -245,8 +289,9 @@ def all_ranks_summary(done: int, failed: list[tuple[str, str]], rank: int, world
 
     # gloo, not the trainer's NCCL on GPUs: no GPU memory and no NCCL watchdog; the long timeout
     # lets ranks with more or slower items finish (a 14B video takes minutes) while rank 0 waits.
-    dist.init_process_group("gloo", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(hours=48))
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(hours=48)
+    )
     try:
         results = D.all_gather_object((done, failed))
     finally:

@@ -78,15 +78,19 @@ class T5TextEncoder:
         # Padding to the longest prompt instead of to 512 (upstream) gives the same outputs at the
         # valid positions (masked attention; tests/test_text.py) at a fraction of the cost.
         tokens = self.tokenizer(
-            list(prompts), padding="longest", truncation=True, max_length=self.max_length,
+            list(prompts),
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
             return_tensors="pt",
         )
         ids = tokens["input_ids"].to(self.device)
         mask = tokens["attention_mask"].to(self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         lengths = mask.sum(dim=1)
-        out = torch.zeros(len(prompts), self.max_length, self.dim, dtype=hidden.dtype,
-                          device=self.device)
+        out = torch.zeros(
+            len(prompts), self.max_length, self.dim, dtype=hidden.dtype, device=self.device
+        )
         out[:, : hidden.shape[1]] = hidden * mask.unsqueeze(-1).to(hidden.dtype)
         return out, lengths
 

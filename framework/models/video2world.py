@@ -282,8 +282,10 @@ class Video2WorldModel(nn.Module):
             return self._fit_text(text.float())
         enc = self.text_encoder
         if enc is None:
-            raise ValueError("Prompts were given as strings but the model has no text_encoder; "
-                             "pass T5 embeddings or configure model.text_encoder.")
+            raise ValueError(
+                "Prompts were given as strings but the model has no text_encoder; "
+                "pass T5 embeddings or configure model.text_encoder."
+            )
         if isinstance(enc, str):
             from framework.models.text import T5TextEncoder
 

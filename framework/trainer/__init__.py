@@ -12,6 +12,14 @@ from framework.trainer.hooks import Hook, default_hooks
 from framework.trainer.trainer import NonFiniteLossError, Trainer
 
 __all__ = [
-    "run", "Trainer", "Hook", "default_hooks", "NonFiniteLossError",
-    "EXIT_OK", "EXIT_USER_ERROR", "EXIT_NONFINITE", "EXIT_OOM", "EXIT_PREEMPTED",
-]  # fmt: skip
+    "run",
+    "Trainer",
+    "Hook",
+    "default_hooks",
+    "NonFiniteLossError",
+    "EXIT_OK",
+    "EXIT_USER_ERROR",
+    "EXIT_NONFINITE",
+    "EXIT_OOM",
+    "EXIT_PREEMPTED",
+]

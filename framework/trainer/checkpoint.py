@@ -103,18 +103,29 @@ class Checkpointer:
             return None
         name = marker.read_text().strip()
         if not _NAME.match(name):
-            raise ConfigError(f"{marker} holds {name!r}, not iter_NNNNNNNNN.pt; fix or delete it "
-                              "to start from scratch.")  # fmt: skip
+            raise ConfigError(
+                f"{marker} holds {name!r}, not iter_NNNNNNNNN.pt; fix or delete it "
+                "to start from scratch."
+            )
         missing = [str(self.path(p, name)) for p in PARTS if not self.path(p, name).is_file()]
         if missing:
-            raise ConfigError(f"{marker} names {name} but {', '.join(missing)} is missing; point "
-                              "it at a complete earlier iteration or delete it.")  # fmt: skip
+            raise ConfigError(
+                f"{marker} names {name} but {', '.join(missing)} is missing; point "
+                "it at a complete earlier iteration or delete it."
+            )
         return name
 
     # ---- save ---------------------------------------------------------------------------------
 
-    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: Any, ema: PowerEMA | None, trainer_state: dict) -> None:  # fmt: skip
+    def save(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        ema: PowerEMA | None,
+        trainer_state: dict,
+    ) -> None:
         """Collective: every rank gathers, rank 0 writes. Returns once the files are durable."""
         net_sd = get_model_state_dict(model.net, options=_GATHER)
         model_sd = {f"net.{k}": v for k, v in net_sd.items()}
@@ -147,8 +158,14 @@ class Checkpointer:
 
     # ---- load ---------------------------------------------------------------------------------
 
-    def load(self, name: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: Any, ema: PowerEMA | None) -> dict:  # fmt: skip
+    def load(
+        self,
+        name: str,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        ema: PowerEMA | None,
+    ) -> dict:
         """Collective: restore everything saved under `name`; returns the trainer state."""
         main = self.env.is_main or not D.is_initialized()
         model_sd = load_file(self.path("model", name)) if main else {}
@@ -156,8 +173,11 @@ class Checkpointer:
         if ema is not None and has_ema:
             # Load the EMA values through the net (which knows how to shard them), copy them
             # into the shadow, then load the net's own weights over them.
-            ema_sd = {k.removeprefix("net_ema."): v for k, v in model_sd.items()
-                      if k.startswith("net_ema.")}  # fmt: skip
+            ema_sd = {
+                k.removeprefix("net_ema."): v
+                for k, v in model_sd.items()
+                if k.startswith("net_ema.")
+            }
             set_model_state_dict(model.net, ema_sd, options=_load_options())
             ema.copy_from_params()
         net_sd = {k.removeprefix("net."): v for k, v in model_sd.items() if k.startswith("net.")}

@@ -25,8 +25,15 @@ log = logging.getLogger(__name__)
 class ResumableSampler(Sampler[int]):
     """DistributedSampler's split (rank r takes every world-th index) that can start mid-epoch."""
 
-    def __init__(self, size: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
         self.size, self.rank, self.world_size = size, rank, world_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.epoch, self.start = 0, 0
@@ -64,22 +71,33 @@ class BatchStream:
         self.batch_size = int(data.batch_size)
         self.world_size, self.rank, self.seed = env.world_size, env.rank, seed
         self.sampler = ResumableSampler(
-            len(self.dataset), env.rank, env.world_size, shuffle=data.get("shuffle", True),
-            seed=seed, drop_last=bool(data.drop_last),
-        )  # fmt: skip
+            len(self.dataset),
+            env.rank,
+            env.world_size,
+            shuffle=data.get("shuffle", True),
+            seed=seed,
+            drop_last=bool(data.drop_last),
+        )
         # Our own generator: DataLoader draws worker seeds from it, which would otherwise consume
         # the global torch RNG at every new epoch and break exact resume.
         self.generator = torch.Generator()
         workers = int(data.num_workers)
         extra: dict[str, Any] = {}
         if workers > 0:
-            extra = {"persistent_workers": bool(data.persistent_workers),
-                     "prefetch_factor": data.get("prefetch_factor") or 2}  # fmt: skip
+            extra = {
+                "persistent_workers": bool(data.persistent_workers),
+                "prefetch_factor": data.get("prefetch_factor") or 2,
+            }
         self.loader = DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=self.sampler, num_workers=workers,
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
             pin_memory=bool(data.pin_memory) and env.device.type == "cuda",
-            drop_last=bool(data.drop_last), generator=self.generator, **extra,
-        )  # fmt: skip
+            drop_last=bool(data.drop_last),
+            generator=self.generator,
+            **extra,
+        )
         self.epoch, self.index = 0, 0
         self._it: Iterator | None = None
 
@@ -110,8 +128,12 @@ class BatchStream:
         return batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index, "batch_size": self.batch_size,
-                "world_size": self.world_size}  # fmt: skip
+        return {
+            "epoch": self.epoch,
+            "index": self.index,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
@@ -122,9 +144,13 @@ class BatchStream:
             samples = self.index * old
             self.index = samples // new
             if samples % new:
-                log.warning("data position: %d samples used in epoch %d do not divide into the "
-                            "new global batch %d; resuming slightly early.",
-                            samples, self.epoch, new)  # fmt: skip
+                log.warning(
+                    "data position: %d samples used in epoch %d do not divide into the "
+                    "new global batch %d; resuming slightly early.",
+                    samples,
+                    self.epoch,
+                    new,
+                )
         self._it = None
 
     @property

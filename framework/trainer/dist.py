@@ -70,13 +70,19 @@ def init_distributed(strategy: str = "none") -> DistEnv:
     wants_group = world > 1 or under_torchrun or strategy != "none"
     if wants_group and not dist.is_initialized():
         if not under_torchrun:
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                              RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")  # fmt: skip
+            os.environ.update(
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(_free_port()),
+                RANK="0",
+                WORLD_SIZE="1",
+                LOCAL_RANK="0",
+            )
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)
     if world > 1 and strategy == "none":
-        raise ConfigError(f"WORLD_SIZE={world} but parallel.strategy=none; set "
-                          "parallel.strategy=ddp or fsdp.")  # fmt: skip
+        raise ConfigError(
+            f"WORLD_SIZE={world} but parallel.strategy=none; set parallel.strategy=ddp or fsdp."
+        )
     return DistEnv(rank, world, local_rank, device)
 
 
@@ -90,8 +96,10 @@ def shard_degree(parallel: DictConfig, world_size: int) -> int:
     shard = parallel.get("shard_size", -1)
     shard = world_size if shard in (None, -1) else int(shard)
     if shard < 1 or world_size % shard:
-        raise ConfigError(f"parallel.shard_size={shard} must divide WORLD_SIZE={world_size}; use "
-                          "a divisor of it or -1 to shard over all processes.")  # fmt: skip
+        raise ConfigError(
+            f"parallel.shard_size={shard} must divide WORLD_SIZE={world_size}; use "
+            "a divisor of it or -1 to shard over all processes."
+        )
     return shard
 
 
@@ -113,8 +121,9 @@ def build_mesh(parallel: DictConfig, env: DistEnv) -> DeviceMesh | None:
     shard = shard_degree(parallel, world)
     if shard == world:
         return init_device_mesh(device_type, (world,), mesh_dim_names=("shard",))
-    return init_device_mesh(device_type, (world // shard, shard),
-                            mesh_dim_names=("replicate", "shard"))  # fmt: skip
+    return init_device_mesh(
+        device_type, (world // shard, shard), mesh_dim_names=("replicate", "shard")
+    )
 
 
 def barrier() -> None:

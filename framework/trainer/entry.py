@@ -44,8 +44,11 @@ OOM_ADVICE = (
 
 def _setup_logging(rank: int) -> None:
     if not logging.getLogger().handlers:
-        logging.basicConfig(format=f"[%(asctime)s rank{rank}] %(levelname)s %(message)s",
-                            datefmt="%H:%M:%S", stream=sys.stderr)  # fmt: skip
+        logging.basicConfig(
+            format=f"[%(asctime)s rank{rank}] %(levelname)s %(message)s",
+            datefmt="%H:%M:%S",
+            stream=sys.stderr,
+        )
     # Other ranks speak only when something is wrong.
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
@@ -63,8 +66,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     except torch.OutOfMemoryError:
         log.error(OOM_ADVICE.format(rank=env.rank))
         return EXIT_OOM
-    except (ConfigError, FileNotFoundError, FileExistsError, UnsafeFileError,
-            BadDataError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, UnsafeFileError, BadDataError) as err:
         # Files the config names (weights, data) are user input: one line, no traceback.
         log.error("error: %s", str(err).splitlines()[0])
         return EXIT_USER_ERROR

@@ -56,8 +56,10 @@ class HookList:
                 continue
             hook = instantiate(node)
             if not isinstance(hook, Hook):
-                raise TypeError(f"hooks.{name} builds a {type(hook).__name__}, not a Hook; "
-                                "subclass framework.trainer.hooks.Hook.")  # fmt: skip
+                raise TypeError(
+                    f"hooks.{name} builds a {type(hook).__name__}, not a Hook; "
+                    "subclass framework.trainer.hooks.Hook."
+                )
             hooks[str(name)] = hook
         return cls(hooks)
 
@@ -122,8 +124,14 @@ class LogHook(Hook):
         if bad is not None:
             record["bad_samples"] = bad
         trainer.log(record)
-        log.info("step %d  loss %.4g  lr %.3g  grad_norm %.3g  %.2fs/step", step,
-                 record["loss"], record["lr"], record["grad_norm"], record["step_time"])
+        log.info(
+            "step %d  loss %.4g  lr %.3g  grad_norm %.3g  %.2fs/step",
+            step,
+            record["loss"],
+            record["lr"],
+            record["grad_norm"],
+            record["step_time"],
+        )
         self.window, self.count = defaultdict(float), 0
 
 
@@ -155,9 +163,14 @@ class ProgressHook(Hook):
         if trainer.is_main:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=trainer.max_steps, initial=trainer.step, unit="step",
-                            desc=str(trainer.cfg.job.name), mininterval=self.mininterval,
-                            dynamic_ncols=True)  # fmt: skip
+            self.bar = tqdm(
+                total=trainer.max_steps,
+                initial=trainer.step,
+                unit="step",
+                desc=str(trainer.cfg.job.name),
+                mininterval=self.mininterval,
+                dynamic_ncols=True,
+            )
 
     def after_step(self, trainer: Trainer, step: int, loss: float, metrics: dict) -> None:
         if self.bar is not None:
@@ -183,8 +196,9 @@ class ProfileHook(Hook):
         activities = [torch.profiler.ProfilerActivity.CPU]
         if trainer.device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        self.prof = torch.profiler.profile(activities=activities, record_shapes=True,
-                                           profile_memory=True, with_stack=False)
+        self.prof = torch.profiler.profile(
+            activities=activities, record_shapes=True, profile_memory=True, with_stack=False
+        )
         self.prof.__enter__()
 
     def before_train(self, trainer: Trainer) -> None:

@@ -37,8 +37,9 @@ def peak_flops(device: torch.device) -> float | None:
 def scrub_secrets(tree: Any) -> Any:
     """A copy of a plain config tree with values of secret-looking keys replaced."""
     if isinstance(tree, dict):
-        return {k: "***" if _SECRET.search(str(k)) and v else scrub_secrets(v)
-                for k, v in tree.items()}  # fmt: skip
+        return {
+            k: "***" if _SECRET.search(str(k)) and v else scrub_secrets(v) for k, v in tree.items()
+        }
     if isinstance(tree, list):
         return [scrub_secrets(v) for v in tree]
     return tree
@@ -72,8 +73,9 @@ class MetricsSink:
             if mode in ("online", "offline"):
                 self.wandb_run = self._start_wandb(Path(job_dir), cfg, wb, mode)
             elif mode != "disabled":
-                raise ValueError(f"logging.wandb.mode={mode!r} is not disabled, online or "
-                                 "offline; fix it.")  # fmt: skip
+                raise ValueError(
+                    f"logging.wandb.mode={mode!r} is not disabled, online or offline; fix it."
+                )
 
     @staticmethod
     def _start_wandb(job_dir: Path, cfg: DictConfig, wb: Any, mode: str) -> Any:
@@ -85,21 +87,31 @@ class MetricsSink:
             run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
             id_file.write_text(run_id + "\n")
             return wandb.init(
-                project=wb.get("project") or cfg.job.project, entity=wb.get("entity") or None,
-                group=cfg.job.group, name=cfg.job.name, id=run_id, resume="allow", mode=mode,
-                dir=str(job_dir), config=plain_config(cfg),
-            )  # fmt: skip
+                project=wb.get("project") or cfg.job.project,
+                entity=wb.get("entity") or None,
+                group=cfg.job.group,
+                name=cfg.job.name,
+                id=run_id,
+                resume="allow",
+                mode=mode,
+                dir=str(job_dir),
+                config=plain_config(cfg),
+            )
         except Exception as err:  # noqa: BLE001 - a logging service must never stop training
-            log.warning("wandb is off for this run (%s: %s); metrics.jsonl still records "
-                        "everything.", type(err).__name__, err)  # fmt: skip
+            log.warning(
+                "wandb is off for this run (%s: %s); metrics.jsonl still records everything.",
+                type(err).__name__,
+                err,
+            )
             return None
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         if not self.is_main:
             return
         record = {"step": step}
-        record.update({k: v for k, v in ((k, _jsonable(v)) for k, v in values.items())
-                       if v is not None})  # fmt: skip
+        record.update(
+            {k: v for k, v in ((k, _jsonable(v)) for k, v in values.items()) if v is not None}
+        )
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:

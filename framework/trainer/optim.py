@@ -42,8 +42,9 @@ def adamw(
         fused = all(p.device.type == "cuda" for p in params)
     # foreach (one kernel per op over all tensors) where not fused: torch's CPU default is a
     # per-tensor loop, 6% of a CPU step of the default job.
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused,
-                             foreach=None if fused else True)
+    return torch.optim.AdamW(
+        groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused, foreach=None if fused else True
+    )
 
 
 class LambdaLinear:
@@ -63,16 +64,25 @@ class LambdaLinear:
         f_max: Sequence[float],
         f_min: Sequence[float],
     ) -> None:
-        lists = {"warm_up_steps": warm_up_steps, "cycle_lengths": cycle_lengths,
-                 "f_start": f_start, "f_max": f_max, "f_min": f_min}  # fmt: skip
+        lists = {
+            "warm_up_steps": warm_up_steps,
+            "cycle_lengths": cycle_lengths,
+            "f_start": f_start,
+            "f_max": f_max,
+            "f_min": f_min,
+        }
         if len({len(v) for v in lists.values()}) != 1:
             lens = ", ".join(f"{k}={len(v)}" for k, v in lists.items())
-            raise ValueError(f"LambdaLinear needs one value per cycle in every list ({lens}); "
-                             "fix the sched block.")  # fmt: skip
+            raise ValueError(
+                f"LambdaLinear needs one value per cycle in every list ({lens}); "
+                "fix the sched block."
+            )
         for w, length in zip(warm_up_steps, cycle_lengths):
             if not 0 <= w < length:
-                raise ValueError(f"LambdaLinear: warm_up_steps={w} must be in [0, cycle length "
-                                 f"{length}); fix sched.warm_up_steps or sched.cycle_lengths.")
+                raise ValueError(
+                    f"LambdaLinear: warm_up_steps={w} must be in [0, cycle length "
+                    f"{length}); fix sched.warm_up_steps or sched.cycle_lengths."
+                )
         self.warm_up_steps = [int(v) for v in warm_up_steps]
         self.cycle_lengths = [int(v) for v in cycle_lengths]
         self.f_start = [float(v) for v in f_start]

@@ -90,15 +90,19 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 @torch.no_grad()
-def zero_nonfinite_grads_(params: Iterable[torch.nn.Parameter],
-                          device: torch.device) -> torch.Tensor:  # fmt: skip
+def zero_nonfinite_grads_(
+    params: Iterable[torch.nn.Parameter], device: torch.device
+) -> torch.Tensor:
     """Set NaN/Inf gradient values to 0 (local shards) and return how many there were.
 
     Upstream uses nan_to_num, which turns Inf into the largest float and lets clipping shrink the
     whole update to nothing; zero drops only the broken values.
     """
-    grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
-             for p in params if p.grad is not None]
+    grads = [
+        p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+        for p in params
+        if p.grad is not None
+    ]
     count = torch.zeros((), dtype=torch.long, device=device)
     # Fast path: one fused norm per tensor; all finite means nothing to zero. The per-element scan
     # below cost ~8% of a CPU step of the default job. A norm that overflows with finite values

@@ -68,8 +68,12 @@ class _StepModule(nn.Module):
 class Trainer:
     """Builds model, data, optimizer, schedule, EMA and hooks from `cfg`, resumes, and fits."""
 
-    def __init__(self, cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (),
-                 env: D.DistEnv | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: DictConfig,
+        overrides: list[str] | tuple[str, ...] = (),
+        env: D.DistEnv | None = None,
+    ) -> None:
         self.cfg = cfg
         self.env = env or D.init_distributed(cfg.parallel.strategy)
         self.device = self.env.device
@@ -90,8 +94,9 @@ class Trainer:
         if cfg.checkpoint.get("load_path"):
             check_load_path(cfg.checkpoint)  # before allocating a multi-billion-parameter net
         self.model: nn.Module = instantiate(cfg.model)
-        self.checkpointer = Checkpointer(self.job_dir / "checkpoints", self.env,
-                                         cfg.checkpoint.keep_last)  # fmt: skip
+        self.checkpointer = Checkpointer(
+            self.job_dir / "checkpoints", self.env, cfg.checkpoint.keep_last
+        )
         resume_from = self.checkpointer.latest()
         if resume_from is None and cfg.checkpoint.get("load_path"):
             load_pretrained(self.model, cfg.checkpoint)
@@ -144,9 +149,14 @@ class Trainer:
         """Train to train.max_steps. Returns False when stopped early by SIGTERM/SIGUSR1."""
         if self.step >= self.max_steps:
             # A second `make train` resumes the finished job; say why nothing happens.
-            log.info("%s is already at step %d (train.max_steps=%d): nothing to train. Raise "
-                     "train.max_steps to go on, or start over with another job.name or after "
-                     "deleting the folder.", self.job_dir, self.step, self.max_steps)
+            log.info(
+                "%s is already at step %d (train.max_steps=%d): nothing to train. Raise "
+                "train.max_steps to go on, or start over with another job.name or after "
+                "deleting the folder.",
+                self.job_dir,
+                self.step,
+                self.max_steps,
+            )
         self.hooks.before_train(self)
         with preemption_signals(self._on_signal):
             while self.step < self.max_steps and not self.stop_requested:
@@ -185,8 +195,14 @@ class Trainer:
                 model_metrics[k] = model_metrics.get(k, 0.0) + v / self.accum
         bad_grads = zero_nonfinite_grads_(self.params, self.device)
         stop = float(self._signal is not None)
-        totals = torch.stack([loss_sum / self.accum, (~loss_sum.isfinite()).float(),
-                              bad_grads.float(), torch.tensor(stop, device=self.device)])
+        totals = torch.stack(
+            [
+                loss_sum / self.accum,
+                (~loss_sum.isfinite()).float(),
+                bad_grads.float(),
+                torch.tensor(stop, device=self.device),
+            ]
+        )
         loss, nonfinite, bad, stop = D.all_reduce_sum(totals).tolist()
         self.stop_requested |= stop > 0
         if nonfinite > 0:
@@ -201,12 +217,19 @@ class Trainer:
             self.ema.update(self.step)
         self.counters["nonfinite_grads"] += int(bad / self.replicas)
         samples = self.batches.batch_size * self.accum * self.world_size
-        return StepResult(loss=loss / self.world_size, metrics={
-            "loss": loss / self.world_size, "lr": lr, "grad_norm": grad_norm,
-            "step_time": time.perf_counter() - start, "data_wait": data_wait,
-            "samples": samples, "flops": flops * self.world_size,
-            **{k: float(v) for k, v in model_metrics.items()},
-        })  # fmt: skip
+        return StepResult(
+            loss=loss / self.world_size,
+            metrics={
+                "loss": loss / self.world_size,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "step_time": time.perf_counter() - start,
+                "data_wait": data_wait,
+                "samples": samples,
+                "flops": flops * self.world_size,
+                **{k: float(v) for k, v in model_metrics.items()},
+            },
+        )
 
     # ---- pieces of a step ---------------------------------------------------------------------
 
@@ -248,8 +271,9 @@ class Trainer:
         self.counters["nonfinite_in_a_row"] += 1
         limit = int(self.cfg.train.get("max_nonfinite_steps") or 0)
         in_a_row = self.counters["nonfinite_in_a_row"]
-        log.warning("non-finite loss after step %d: step skipped (%d in a row)", self.step,
-                    in_a_row)  # fmt: skip
+        log.warning(
+            "non-finite loss after step %d: step skipped (%d in a row)", self.step, in_a_row
+        )
         if limit and in_a_row >= limit:
             last = self.checkpointer.latest() or "none"
             raise NonFiniteLossError(
@@ -275,8 +299,9 @@ class Trainer:
             "hooks": self.hooks.state_dict(),
             "counters": dict(self.counters),
         }
-        self.checkpointer.save(self.step, self.model, self.optimizer, self.scheduler, self.ema,
-                               state)  # fmt: skip
+        self.checkpointer.save(
+            self.step, self.model, self.optimizer, self.scheduler, self.ema, state
+        )
         self.last_saved_step = self.step
 
     def _restore(self, name: str) -> None:
@@ -288,8 +313,11 @@ class Trainer:
         if int(state["world_size"]) == self.world_size:
             set_rng_state(state["rng"][self.rank])
         else:
-            log.warning("resuming on %d processes from a run on %d: random streams restart "
-                        "from the seed.", self.world_size, state["world_size"])  # fmt: skip
+            log.warning(
+                "resuming on %d processes from a run on %d: random streams restart from the seed.",
+                self.world_size,
+                state["world_size"],
+            )
 
     @contextmanager
     def ema_weights(self) -> Iterator[None]:

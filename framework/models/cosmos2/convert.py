@@ -39,13 +39,14 @@ _PAIRS: tuple[tuple[str, str], ...] = (
 _BLOCKS = ("blocks.", "transformer_blocks.")
 
 
-def _rename(state_dict: Mapping[str, Tensor], src: str, dst: str,
-            pairs: tuple[tuple[str, str], ...]) -> dict[str, Tensor]:
+def _rename(
+    state_dict: Mapping[str, Tensor], src: str, dst: str, pairs: tuple[tuple[str, str], ...]
+) -> dict[str, Tensor]:
     out = {}
     for key, value in state_dict.items():
         head = ""
         if key.startswith(src):
-            head, key = dst, key[len(src):]
+            head, key = dst, key[len(src) :]
         for old, new in pairs:
             key = key.replace(old, new)
         out[head + key] = value

@@ -15,21 +15,21 @@ def forward_flops(net: MiniTrainDiT, T: int, H: int, W: int, text_len: int = 512
     lora = net.final_layer.adaln_modulation[1].out_features
 
     per_block = (
-        4 * tokens * d * d                       # self q, k, v, out
-        + 2 * tokens * tokens * d                # self QK^T and PV
-        + 2 * tokens * d * d                     # cross q, out
-        + 2 * text_len * ctx * d                 # cross k, v
-        + 2 * tokens * text_len * d              # cross QK^T and PV
-        + 2 * tokens * d * hidden                # mlp
+        4 * tokens * d * d  # self q, k, v, out
+        + 2 * tokens * tokens * d  # self QK^T and PV
+        + 2 * tokens * d * d  # cross q, out
+        + 2 * text_len * ctx * d  # cross k, v
+        + 2 * tokens * text_len * d  # cross QK^T and PV
+        + 2 * tokens * d * hidden  # mlp
         + 3 * frames * (d * lora + lora * 3 * d)  # adaLN-LoRA per sub-layer, per latent frame
     )
     embed_in = net.x_embedder.proj[1].in_features
     out_features = net.final_layer.linear.out_features
     outer = (
-        tokens * embed_in * d                       # patch embed
-        + frames * (d * d + d * 3 * d)              # t_embedder
-        + frames * (d * lora + lora * 2 * d)        # final adaLN
-        + tokens * d * out_features                 # final linear
+        tokens * embed_in * d  # patch embed
+        + frames * (d * d + d * 3 * d)  # t_embedder
+        + frames * (d * lora + lora * 2 * d)  # final adaLN
+        + tokens * d * out_features  # final linear
     )
     return 2.0 * (len(net.blocks) * per_block + outer)
 

@@ -21,8 +21,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # unpickling of anything beyond tensors is refused by design
-        raise ValueError(f"Checkpoint {os.fspath(path)!r} cannot be read safely "
-                         f"(weights_only=True): {err}. Re-save it as a plain state dict.") from err
+        raise ValueError(
+            f"Checkpoint {os.fspath(path)!r} cannot be read safely "
+            f"(weights_only=True): {err}. Re-save it as a plain state dict."
+        ) from err
     for holder in ("model", "module", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(holder), dict):
             obj = obj[holder]
@@ -39,40 +41,55 @@ def official_state_dict(state_dict: Mapping[str, Tensor], ema: bool = False) -> 
     prefix = "net_ema." if ema else "net."
     has_prefix = any(k.startswith(_PREFIXES) for k in state_dict)
     if has_prefix and not any(k.startswith(prefix) for k in state_dict):
-        raise ValueError(f"The checkpoint has no {prefix!r} keys"
-                         + ("; EMA was off in that run, load without ema." if ema else "."))
+        raise ValueError(
+            f"The checkpoint has no {prefix!r} keys"
+            + ("; EMA was off in that run, load without ema." if ema else ".")
+        )
     out = {}
     for key, value in state_dict.items():
         if has_prefix:
             if not key.startswith(prefix):
                 continue  # the other network (net_ema. vs net.) of a training checkpoint
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
         if not is_ignored(key):
             out[key] = value
     return out
 
 
-def check_state_dict(net: nn.Module, state_dict: Mapping[str, Tensor],
-                     may_miss: Callable[[str], bool] = lambda key: False) -> None:
+def check_state_dict(
+    net: nn.Module,
+    state_dict: Mapping[str, Tensor],
+    may_miss: Callable[[str], bool] = lambda key: False,
+) -> None:
     """Raise one clear error when keys or shapes differ from the net's own state dict."""
     expected = net.state_dict()
     missing = [k for k in expected if k not in state_dict and not may_miss(k)]
     unexpected = [k for k in state_dict if k not in expected]
-    wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-             for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
+
         def few(keys: list[str]) -> str:
             return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        parts = [f"{len(missing)} missing: {few(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected: {few(unexpected)}" if unexpected else "",
-                 f"{len(wrong)} with wrong shape: {few(wrong)}" if wrong else ""]
+
+        parts = [
+            f"{len(missing)} missing: {few(missing)}" if missing else "",
+            f"{len(unexpected)} unexpected: {few(unexpected)}" if unexpected else "",
+            f"{len(wrong)} with wrong shape: {few(wrong)}" if wrong else "",
+        ]
         detail = "; ".join(p for p in parts if p)
-        raise ValueError(f"Checkpoint does not match the network ({detail}); check that the "
-                         "model size in the config matches the checkpoint.")
+        raise ValueError(
+            f"Checkpoint does not match the network ({detail}); check that the "
+            "model size in the config matches the checkpoint."
+        )
 
 
-def load_official(net: nn.Module, state_dict: Mapping[str, Tensor], ema: bool = False,
-                  assign: bool = False) -> None:
+def load_official(
+    net: nn.Module, state_dict: Mapping[str, Tensor], ema: bool = False, assign: bool = False
+) -> None:
     """Load an official (or our own) `net.`-prefixed state dict strictly into `net`."""
     sd = official_state_dict(state_dict, ema=ema)
     check_state_dict(net, sd)

@@ -21,24 +21,34 @@ _BASE = ".base_layer."
 _A, _B = f".lora_A.{ADAPTER}.weight", f".lora_B.{ADAPTER}.weight"
 
 
-def apply_lora(net: nn.Module, rank: int = 16, alpha: float = 16,
-               targets: str = DEFAULT_TARGETS) -> nn.Module:
+def apply_lora(
+    net: nn.Module, rank: int = 16, alpha: float = 16, targets: str = DEFAULT_TARGETS
+) -> nn.Module:
     """Inject LoRA adapters in place, freeze the base, keep LoRA params trainable in fp32.
     A is random and B zero (peft's init_lora_weights=True), so the output starts unchanged."""
     from peft import LoraConfig, inject_adapter_in_model
 
     if rank > 64 or alpha != rank:  # upstream warns on the same conditions (§4.8)
-        warnings.warn(f"LoRA rank={rank}, alpha={alpha}: upstream recipes use rank <= 64 and "
-                      "alpha == rank.", stacklevel=2)
+        warnings.warn(
+            f"LoRA rank={rank}, alpha={alpha}: upstream recipes use rank <= 64 and alpha == rank.",
+            stacklevel=2,
+        )
     target_modules = [t.strip() for t in targets.split(",") if t.strip()]
     names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
-    unmatched = [t for t in target_modules
-                 if not any(n == t or n.endswith("." + t) for n in names)]
+    unmatched = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
     if unmatched:
-        raise ValueError(f"LoRA targets {unmatched} matched no Linear layer; use module names "
-                         f"such as {DEFAULT_TARGETS!r}.")
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules,
-                        lora_dropout=0.0, bias="none", init_lora_weights=True)
+        raise ValueError(
+            f"LoRA targets {unmatched} matched no Linear layer; use module names "
+            f"such as {DEFAULT_TARGETS!r}."
+        )
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=target_modules,
+        lora_dropout=0.0,
+        bias="none",
+        init_lora_weights=True,
+    )
     inject_adapter_in_model(config, net, adapter_name=ADAPTER)
     for name, param in net.named_parameters():
         is_lora = ".lora_A." in name or ".lora_B." in name
@@ -57,8 +67,9 @@ def lora_state_dict(net: nn.Module) -> dict[str, Tensor]:
     return {k: v for k, v in net.state_dict().items() if is_lora_key(k)}
 
 
-def merge_lora_state_dict(state_dict: Mapping[str, Tensor], alpha: float,
-                          rank: int) -> dict[str, Tensor]:
+def merge_lora_state_dict(
+    state_dict: Mapping[str, Tensor], alpha: float, rank: int
+) -> dict[str, Tensor]:
     """Fold LoRA into plain official keys: W + (alpha / rank) B A (computed in fp32, stored in
     W's dtype). Works on prefixed (`net.`) or bare keys; other keys pass through."""
     scale = alpha / rank
@@ -72,15 +83,18 @@ def merge_lora_state_dict(state_dict: Mapping[str, Tensor], alpha: float,
         path = key[: key.index(_BASE)]
         a, b = state_dict.get(path + _A), state_dict.get(path + _B)
         if a is None or b is None:
-            raise ValueError(f"LoRA weights for {path!r} are missing from the state dict; "
-                             "pass the full LoRA-wrapped state dict.")
+            raise ValueError(
+                f"LoRA weights for {path!r} are missing from the state dict; "
+                "pass the full LoRA-wrapped state dict."
+            )
         merged = value.float() + scale * (b.float() @ a.float())
         out[key.replace(_BASE, ".")] = merged.to(value.dtype)
     return out
 
 
-def load_base_into_lora(net: nn.Module, state_dict: Mapping[str, Tensor],
-                        ema: bool = False) -> None:
+def load_base_into_lora(
+    net: nn.Module, state_dict: Mapping[str, Tensor], ema: bool = False
+) -> None:
     """Load an official (plain-name) state dict into a LoRA-wrapped net; LoRA weights keep
     their values. Keys are checked strictly against the net's base weights."""
     lora_paths = {k[: k.index(_BASE)] for k in net.state_dict() if _BASE in k}

@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, default=None)
     args = p.parse_args(argv)
     try:
-        alpha, rank = ((args.alpha, args.rank) if args.rank and args.alpha
-                       else lora_settings(args.checkpoint))
+        alpha, rank = (
+            (args.alpha, args.rank) if args.rank and args.alpha else lora_settings(args.checkpoint)
+        )
         state = safe_torch_load(args.checkpoint)
         merged = merge_lora_state_dict(state, alpha=alpha, rank=rank)
     except (ConfigError, FileNotFoundError, ValueError) as err:

@@ -29,15 +29,30 @@ IGNORED_CHECKPOINT_KEYS: tuple[str, ...] = (
 # Spec §4.4. "0.6B" exists upstream only as Text2Image; its Video2World form here (same sizes,
 # 18 input channels) serves small runs, with the T2I rope ratios.
 SIZES: dict[str, dict] = {
-    "0.6B": dict(model_channels=1280, num_blocks=20, num_heads=20,
-                 rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
-                 rope_t_extrapolation_ratio=1.0),
-    "2B": dict(model_channels=2048, num_blocks=28, num_heads=16,
-               rope_h_extrapolation_ratio=3.0, rope_w_extrapolation_ratio=3.0,
-               rope_t_extrapolation_ratio=1.0),
-    "14B": dict(model_channels=5120, num_blocks=36, num_heads=40,
-                rope_h_extrapolation_ratio=2.0, rope_w_extrapolation_ratio=2.0,
-                rope_t_extrapolation_ratio=20.0 / 24.0),
+    "0.6B": dict(
+        model_channels=1280,
+        num_blocks=20,
+        num_heads=20,
+        rope_h_extrapolation_ratio=4.0,
+        rope_w_extrapolation_ratio=4.0,
+        rope_t_extrapolation_ratio=1.0,
+    ),
+    "2B": dict(
+        model_channels=2048,
+        num_blocks=28,
+        num_heads=16,
+        rope_h_extrapolation_ratio=3.0,
+        rope_w_extrapolation_ratio=3.0,
+        rope_t_extrapolation_ratio=1.0,
+    ),
+    "14B": dict(
+        model_channels=5120,
+        num_blocks=36,
+        num_heads=40,
+        rope_h_extrapolation_ratio=2.0,
+        rope_w_extrapolation_ratio=2.0,
+        rope_t_extrapolation_ratio=20.0 / 24.0,
+    ),
 }
 
 
@@ -80,8 +95,9 @@ class PatchEmbed(nn.Module):
         super().__init__()
         n_in = in_channels * patch_spatial * patch_spatial * patch_temporal
         # Index 0 holds no weights; the Linear must sit at `proj.1` (official key).
-        self.proj = nn.Sequential(Patchify(patch_spatial, patch_temporal),
-                                  nn.Linear(n_in, dim, bias=False))
+        self.proj = nn.Sequential(
+            Patchify(patch_spatial, patch_temporal), nn.Linear(n_in, dim, bias=False)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x)
@@ -119,8 +135,16 @@ class RopePosition3D(nn.Module):
     """3D RoPE angles with NTK-scaled bases (spec §4.5.4); holds no state (official buffers are
     recomputed, see IGNORED_CHECKPOINT_KEYS)."""
 
-    def __init__(self, head_dim: int, h_ratio: float, w_ratio: float, t_ratio: float,
-                 max_h: int, max_w: int, max_t: int) -> None:
+    def __init__(
+        self,
+        head_dim: int,
+        h_ratio: float,
+        w_ratio: float,
+        t_ratio: float,
+        max_h: int,
+        max_w: int,
+        max_t: int,
+    ) -> None:
         super().__init__()
         self.dim_h = self.dim_w = head_dim // 6 * 2
         self.dim_t = head_dim - 2 * self.dim_h
@@ -174,8 +198,9 @@ class Attention(nn.Module):
         self.v_norm = nn.Identity()
         self.output_proj = nn.Linear(inner, query_dim, bias=False)
 
-    def forward(self, x: Tensor, context: Tensor | None = None,
-                rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         context = x if context is None else context
         heads = (self.num_heads, self.head_dim)
         q = self.q_norm(self.q_proj(x).unflatten(-1, heads))
@@ -202,15 +227,17 @@ class MLP(nn.Module):
 
 
 def _adaln(dim: int, lora_dim: int, n: int) -> nn.Sequential:
-    return nn.Sequential(nn.SiLU(), nn.Linear(dim, lora_dim, bias=False),
-                         nn.Linear(lora_dim, n * dim, bias=False))
+    return nn.Sequential(
+        nn.SiLU(), nn.Linear(dim, lora_dim, bias=False), nn.Linear(lora_dim, n * dim, bias=False)
+    )
 
 
 class Block(nn.Module):
     """Self-attention, cross-attention and MLP, each with AdaLN-LoRA modulation per latent frame."""
 
-    def __init__(self, dim: int, context_dim: int, num_heads: int, mlp_ratio: float,
-                 adaln_lora_dim: int) -> None:
+    def __init__(
+        self, dim: int, context_dim: int, num_heads: int, mlp_ratio: float, adaln_lora_dim: int
+    ) -> None:
         super().__init__()
         head_dim = dim // num_heads
         self.self_attn = Attention(dim, dim, num_heads, head_dim)
@@ -226,16 +253,39 @@ class Block(nn.Module):
         # Checkpointing inside forward keeps parameter and state-dict names official.
         self.checkpoint_kwargs: dict | None = None
 
-    def forward(self, x: Tensor, emb: Tensor, adaln_lora: Tensor, context: Tensor,
-                rope_cos: Tensor, rope_sin: Tensor) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        emb: Tensor,
+        adaln_lora: Tensor,
+        context: Tensor,
+        rope_cos: Tensor,
+        rope_sin: Tensor,
+    ) -> Tensor:
         if self.checkpoint_kwargs is not None and torch.is_grad_enabled():
-            return checkpoint(self._forward, x, emb, adaln_lora, context, rope_cos, rope_sin,
-                              use_reentrant=False, preserve_rng_state=False,
-                              **self.checkpoint_kwargs)
+            return checkpoint(
+                self._forward,
+                x,
+                emb,
+                adaln_lora,
+                context,
+                rope_cos,
+                rope_sin,
+                use_reentrant=False,
+                preserve_rng_state=False,
+                **self.checkpoint_kwargs,
+            )
         return self._forward(x, emb, adaln_lora, context, rope_cos, rope_sin)
 
-    def _forward(self, x: Tensor, emb: Tensor, adaln_lora: Tensor, context: Tensor,
-                 rope_cos: Tensor, rope_sin: Tensor) -> Tensor:
+    def _forward(
+        self,
+        x: Tensor,
+        emb: Tensor,
+        adaln_lora: Tensor,
+        context: Tensor,
+        rope_cos: Tensor,
+        rope_sin: Tensor,
+    ) -> Tensor:
         """x [B, T, S, D] (S = tokens per frame); emb/adaln_lora [B, T or 1, D / 3D]."""
         b, t, s, d = x.shape
 
@@ -296,8 +346,10 @@ class MiniTrainDiT(nn.Module):
     ) -> None:
         super().__init__()
         if model_channels % num_heads:
-            raise ValueError(f"model_channels={model_channels} is not divisible by "
-                             f"num_heads={num_heads}; pick sizes from net_config().")
+            raise ValueError(
+                f"model_channels={model_channels} is not divisible by "
+                f"num_heads={num_heads}; pick sizes from net_config()."
+            )
         self.model_channels, self.num_heads = model_channels, num_heads
         self.in_channels, self.out_channels = in_channels, out_channels
         self.patch_spatial, self.patch_temporal = patch_spatial, patch_temporal
@@ -309,8 +361,12 @@ class MiniTrainDiT(nn.Module):
         embed_in = in_channels + 1 + int(concat_padding_mask)
         self.x_embedder = PatchEmbed(embed_in, d, patch_spatial, patch_temporal)
         self.pos_embedder = RopePosition3D(
-            d // num_heads, rope_h_extrapolation_ratio, rope_w_extrapolation_ratio,
-            rope_t_extrapolation_ratio, max_img_h // patch_spatial, max_img_w // patch_spatial,
+            d // num_heads,
+            rope_h_extrapolation_ratio,
+            rope_w_extrapolation_ratio,
+            rope_t_extrapolation_ratio,
+            max_img_h // patch_spatial,
+            max_img_w // patch_spatial,
             max_frames // patch_temporal,
         )
         self.t_embedder = nn.Sequential(Timesteps(d), TimestepEmbedding(d))
@@ -334,13 +390,17 @@ class MiniTrainDiT(nn.Module):
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
         for block in self.blocks:
-            for adaln in (block.adaln_modulation_self_attn, block.adaln_modulation_cross_attn,
-                          block.adaln_modulation_mlp):
+            for adaln in (
+                block.adaln_modulation_self_attn,
+                block.adaln_modulation_cross_attn,
+                block.adaln_modulation_mlp,
+            ):
                 adaln[2].weight.zero_()
         self.final_layer.adaln_modulation[2].weight.zero_()
 
-    def _input_channels(self, x: Tensor, cond_mask: Tensor | None,
-                        padding_mask: Tensor | None) -> Tensor:
+    def _input_channels(
+        self, x: Tensor, cond_mask: Tensor | None, padding_mask: Tensor | None
+    ) -> Tensor:
         b, _, t, h, w = x.shape
         if cond_mask is None:  # image batches: the condition channel is zeros (§4.5.1)
             cond_mask = x.new_zeros(b, 1, t, h, w)
@@ -358,13 +418,16 @@ class MiniTrainDiT(nn.Module):
         _, _, t, h, w = x.shape
         p, pt = self.patch_spatial, self.patch_temporal
         if t % pt or h % p or w % p:
-            raise ValueError(f"Latent size (T={t}, H={h}, W={w}) must be divisible by the patch "
-                             f"({pt}, {p}, {p}); resize the video.")
+            raise ValueError(
+                f"Latent size (T={t}, H={h}, W={w}) must be divisible by the patch "
+                f"({pt}, {p}, {p}); resize the video."
+            )
         if timesteps.ndim == 1:
             timesteps = timesteps[:, None]
         if timesteps.ndim != 2 or timesteps.shape[1] not in (1, t // pt):
-            raise ValueError(f"timesteps must be [B] or [B, {t // pt}]; "
-                             f"got {tuple(timesteps.shape)}.")
+            raise ValueError(
+                f"timesteps must be [B] or [B, {t // pt}]; got {tuple(timesteps.shape)}."
+            )
         return timesteps
 
     def forward(

@@ -44,15 +44,20 @@ def _save_attention_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
 def checkpoint_kwargs(mode: str) -> dict | None:
     """Extra torch.utils.checkpoint kwargs for a mode of CHECKPOINT_MODES (None for "none")."""
     if mode not in CHECKPOINT_MODES:
-        raise ValueError(f"activation_checkpointing={mode!r} is not one of {CHECKPOINT_MODES}; "
-                         "fix parallel.activation_checkpointing.")
+        raise ValueError(
+            f"activation_checkpointing={mode!r} is not one of {CHECKPOINT_MODES}; "
+            "fix parallel.activation_checkpointing."
+        )
     if mode == "none":
         return None
     if mode == "full":
         # No context_fn at all: dynamo (torch 2.11) rejects an explicit noop_context_fn.
         return {}
-    return {"context_fn": functools.partial(create_selective_checkpoint_contexts,
-                                            _save_attention_policy)}
+    return {
+        "context_fn": functools.partial(
+            create_selective_checkpoint_contexts, _save_attention_policy
+        )
+    }
 
 
 def apply_activation_checkpointing(net: MiniTrainDiT, mode: str) -> None:
@@ -94,23 +99,27 @@ def parallelize_net(
     return net
 
 
-def _fully_shard(net: MiniTrainDiT, mesh, mp_param_dtype: torch.dtype,
-                 reshard_after_forward: bool) -> None:
+def _fully_shard(
+    net: MiniTrainDiT, mesh, mp_param_dtype: torch.dtype, reshard_after_forward: bool
+) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError("FSDP needs torch.distributed to be initialized; launch with torchrun "
-                           "or set parallel.strategy=none.")
+        raise RuntimeError(
+            "FSDP needs torch.distributed to be initialized; launch with torchrun "
+            "or set parallel.strategy=none."
+        )
     kwargs = {"mesh": mesh} if mesh is not None else {}
-    device_type = mesh.device_type if mesh is not None else ("cuda" if torch.cuda.is_available()
-                                                             else "cpu")
+    device_type = (
+        mesh.device_type if mesh is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     if device_type == "cuda":
-        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=mp_param_dtype,
-                                                   reduce_dtype=torch.float32)
+        kwargs["mp_policy"] = MixedPrecisionPolicy(
+            param_dtype=mp_param_dtype, reduce_dtype=torch.float32
+        )
     last = len(net.blocks) - 1
     for i, block in enumerate(net.blocks):
         # The last block's backward runs right after forward: keeping it unsharded saves one
         # all-gather per step (upstream does the same, spec §4.5).
         fully_shard(block, reshard_after_forward=reshard_after_forward and i < last, **kwargs)
     fully_shard(net, reshard_after_forward=reshard_after_forward, **kwargs)
-
