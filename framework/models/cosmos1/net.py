@@ -1,0 +1,526 @@
+"""Cosmos-Predict1 Video2World DiT (upstream `GeneralDIT` + `VideoExtendGeneralDIT`).
+
+Every parameter and buffer name equals the official checkpoint key after stripping `net.`
+(docs/upstream/cosmos_predict1.md §4.4), so official files load strictly. Shapes, formulas and
+defaults follow §4.1-§4.3; block config `FA-CA-MLP` with adaLN-LoRA, as in every released model.
+
+Decisions (docs/upstream/cosmos_predict1.md §9 item 1, Appendix B):
+
+- `extra_per_block_abs_pos_emb` defaults to True (learnable, §4.3): the released 7B/14B
+  Video2World checkpoints carry `extra_pos_embedder.pos_emb_{h,w,t}`, and upstream's instruction
+  run dropped them silently through a non-strict load, so its post-trained model differs from the
+  base at step 0. Here the base checkpoint's embedding is loaded and used in training and
+  inference alike. With False, loading a file that has those keys fails with a message naming
+  the two fixes (build with True, or drop them explicitly with `ignore=("extra_pos_embedder.*",)`
+  to reproduce upstream's instruction model); nothing is dropped silently.
+- `pos_embedder.seq` is kept as the persistent buffer official files carry, so our checkpoints
+  keep the official layout; RoPE positions are computed from `arange` (equal values), so a net
+  materialised from the meta device computes the same before its buffers are filled.
+- fps: temporal RoPE positions are t * 24 / fps (§4.3). fps=None means 24, i.e. positions t,
+  which is what diffusers does for None and what upstream does for single images (T = 1). fps may
+  be a float or a per-sample tensor [B] / [B, 1]; upstream takes the batch's first value and
+  asserts it is uniform, which per-sample positions reproduce whenever that assertion holds.
+- Timesteps are per sample ([B] or [B, 1], c_noise = 0.25 ln sigma, §3.4): upstream embeds
+  `timesteps.flatten()` and modulates every token of a sample alike. EDM preconditioning is the
+  objective's; the net returns the raw output F.
+- `in_channels` counts latent channels only (16); the net concatenates the condition mask and
+  the padding mask itself, so the patch embed sees 18 channels (72 features), as upstream's
+  in_channels = 17 plus `concat_padding_mask`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from framework.models.cosmos2.net import (
+    MLP,
+    PatchEmbed,
+    RMSNorm,
+    TimestepEmbedding,
+    Timesteps,
+    apply_rope,
+)
+
+# TransformerEngine adds `_extra_state` entries to official files (§4.4); both official loaders
+# skip them, and they hold no weights.
+IGNORED_CHECKPOINT_KEYS: tuple[str, ...] = ("*_extra_state",)
+
+# §4.1: released base Video2World models. Extra pos-emb ratios are unused by the learnable
+# embedding, so they are not parameters here.
+SIZES: dict[str, dict] = {
+    "7B": dict(
+        model_channels=4096,
+        num_blocks=28,
+        num_heads=32,
+        rope_h_extrapolation_ratio=1.0,
+        rope_w_extrapolation_ratio=1.0,
+        rope_t_extrapolation_ratio=2.0,
+    ),
+    "14B": dict(
+        model_channels=5120,
+        num_blocks=36,
+        num_heads=40,
+        rope_h_extrapolation_ratio=2.0,
+        rope_w_extrapolation_ratio=2.0,
+        rope_t_extrapolation_ratio=2.0,
+    ),
+}
+BASE_FPS = 24.0  # §4.3
+
+
+def net_config(size: str) -> dict:
+    """Constructor kwargs of `GeneralDIT` for an official size ("7B", "14B")."""
+    if size not in SIZES:
+        raise ValueError(f"Unknown Cosmos-Predict1 size {size!r}; use one of {sorted(SIZES)}.")
+    return dict(SIZES[size])
+
+
+class VideoRopePosition3DEmb(nn.Module):
+    """3D RoPE angles with NTK-scaled bases and fps-scaled temporal positions (§4.3)."""
+
+    def __init__(
+        self,
+        head_dim: int,
+        h_ratio: float,
+        w_ratio: float,
+        t_ratio: float,
+        len_h: int,
+        len_w: int,
+        len_t: int,
+    ) -> None:
+        super().__init__()
+        self.dim_h = self.dim_w = head_dim // 6 * 2
+        self.dim_t = head_dim - 2 * self.dim_h
+        self.h_ratio, self.w_ratio, self.t_ratio = h_ratio, w_ratio, t_ratio
+        self.theta_h = 10000.0 * h_ratio ** (self.dim_h / (self.dim_h - 2))
+        self.theta_w = 10000.0 * w_ratio ** (self.dim_w / (self.dim_w - 2))
+        self.theta_t = 10000.0 * t_ratio ** (self.dim_t / (self.dim_t - 2))
+        self.max_h, self.max_w, self.max_t = len_h, len_w, len_t
+        self.register_buffer("seq", self.default_seq(), persistent=True)
+
+    def default_seq(self) -> Tensor:
+        """The value official files hold for `pos_embedder.seq`."""
+        return torch.arange(max(self.max_h, self.max_w, self.max_t), dtype=torch.float32)
+
+    @staticmethod
+    def _freqs(theta: float, dim: int, device: torch.device) -> Tensor:
+        exponents = torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim
+        return 1.0 / (theta**exponents)
+
+    def angles(self, t: int, h: int, w: int, fps: Tensor | None, device: torch.device) -> Tensor:
+        """Angles [F, t*h*w, head_dim/2] fp32 ordered [t-part, h-part, w-part]; F is 1 for one
+        shared fps (or None) and B for per-sample fps [B]."""
+        if h > self.max_h or w > self.max_w or t > self.max_t:
+            raise ValueError(
+                f"Latent grid (T={t}, H={h}, W={w}) after patching exceeds the RoPE limits "
+                f"({self.max_t}, {self.max_h}, {self.max_w}); raise max_frames/max_img_h/max_img_w."
+            )
+        pos_t = torch.arange(t, dtype=torch.float32, device=device)[None]
+        if fps is not None:
+            # Same operation order as upstream and diffusers (t / fps * 24), for bit-parity.
+            pos_t = pos_t / fps.to(device=device, dtype=torch.float32)[:, None] * BASE_FPS
+        at = pos_t[..., None] * self._freqs(self.theta_t, self.dim_t, device)  # [F, t, dt/2]
+        ah = torch.outer(
+            torch.arange(h, dtype=torch.float32, device=device),
+            self._freqs(self.theta_h, self.dim_h, device),
+        )
+        aw = torch.outer(
+            torch.arange(w, dtype=torch.float32, device=device),
+            self._freqs(self.theta_w, self.dim_w, device),
+        )
+        n = at.shape[0]
+        at = at[:, :, None, None, :].expand(n, t, h, w, -1)
+        ah = ah[None, None, :, None, :].expand(n, t, h, w, -1)
+        aw = aw[None, None, None, :, :].expand(n, t, h, w, -1)
+        return torch.cat([at, ah, aw], dim=-1).reshape(n, t * h * w, -1)
+
+
+class LearnablePosEmbAxis(nn.Module):
+    """Extra absolute position embedding: pos_t[t] + pos_h[h] + pos_w[w], RMS-normalised over
+    D as x / (eps + |x| / sqrt(D)) (§4.3); computed in fp32 like diffusers keeps it."""
+
+    def __init__(self, dim: int, len_h: int, len_w: int, len_t: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.pos_emb_h = nn.Parameter(torch.zeros(len_h, dim))
+        self.pos_emb_w = nn.Parameter(torch.zeros(len_w, dim))
+        self.pos_emb_t = nn.Parameter(torch.zeros(len_t, dim))
+
+    def forward(self, t: int, h: int, w: int) -> Tensor:
+        """[1, t*h*w, D] in fp32."""
+        emb = (
+            self.pos_emb_t[:t, None, None, :].float()
+            + self.pos_emb_h[None, :h, None, :].float()
+            + self.pos_emb_w[None, None, :w, :].float()
+        )
+        emb = emb.reshape(1, t * h * w, -1)
+        norm = torch.linalg.vector_norm(emb, dim=-1, keepdim=True)
+        return emb / (self.eps + norm / math.sqrt(emb.shape[-1]))
+
+
+class Attention(nn.Module):
+    """Bias-free attention; per-head RMSNorm on q and k; no mask (§4.2 step 6). Official layout:
+    to_q/to_k = (Linear, RMSNorm), to_v = (Linear, Identity), to_out = (Linear, Dropout)."""
+
+    def __init__(self, query_dim: int, context_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, query_dim // num_heads
+        self.to_q = nn.Sequential(
+            nn.Linear(query_dim, query_dim, bias=False), RMSNorm(self.head_dim, eps=1e-6)
+        )
+        self.to_k = nn.Sequential(
+            nn.Linear(context_dim, query_dim, bias=False), RMSNorm(self.head_dim, eps=1e-6)
+        )
+        self.to_v = nn.Sequential(nn.Linear(context_dim, query_dim, bias=False), nn.Identity())
+        self.to_out = nn.Sequential(nn.Linear(query_dim, query_dim, bias=False), nn.Dropout(0.0))
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        context = x if context is None else context
+        heads = (self.num_heads, self.head_dim)
+        q = self.to_q[1](self.to_q[0](x).unflatten(-1, heads))
+        k = self.to_k[1](self.to_k[0](context).unflatten(-1, heads))
+        v = self.to_v[1](self.to_v[0](context).unflatten(-1, heads))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        # [B, L, heads, d] viewed as [B, heads, L, d]: the unit-stride layout SDPA kernels take.
+        q, k, v = (a.transpose(1, 2) for a in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).flatten(2))
+
+
+class VideoAttn(nn.Module):
+    """Holds the attention under `attn`, the official module path `block.attn.*`."""
+
+    def __init__(self, query_dim: int, context_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.attn = Attention(query_dim, context_dim, num_heads)
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        return self.attn(x, context, rope)
+
+
+def _adaln(dim: int, lora_dim: int, n: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.SiLU(), nn.Linear(dim, lora_dim, bias=False), nn.Linear(lora_dim, n * dim, bias=False)
+    )
+
+
+class DITBuildingBlock(nn.Module):
+    """One sub-block ("fa" self-attention, "ca" cross-attention or "mlp") with its own adaLN-LoRA
+    modulation: x + gate * f(LN(x) * (1 + scale) + shift) (§4.2 step 6).
+
+    It is the unit of activation checkpointing, compile and FSDP2 (upstream FSDP-wraps this
+    class, §4.1), so recompute, compiled graph and all-gather boundaries coincide.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        context_dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        adaln_lora_dim: int,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "fa":
+            self.block: nn.Module = VideoAttn(dim, dim, num_heads)
+        elif kind == "ca":
+            self.block = VideoAttn(dim, context_dim, num_heads)
+        elif kind == "mlp":
+            self.block = MLP(dim, int(dim * mlp_ratio))
+        else:
+            raise ValueError(f"Unknown sub-block kind {kind!r}; use 'fa', 'ca' or 'mlp'.")
+        self.norm_state = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = _adaln(dim, adaln_lora_dim, 3)
+        # Set by parallelize.py: extra torch.utils.checkpoint kwargs (None = no checkpointing).
+        # Checkpointing inside forward keeps parameter and state-dict names official.
+        self.checkpoint_kwargs: dict | None = None
+
+    def forward(
+        self,
+        x: Tensor,
+        emb: Tensor,
+        adaln_lora: Tensor,
+        context: Tensor,
+        rope_cos: Tensor,
+        rope_sin: Tensor,
+    ) -> Tensor:
+        if self.checkpoint_kwargs is not None and torch.is_grad_enabled():
+            return checkpoint(
+                self._forward,
+                x,
+                emb,
+                adaln_lora,
+                context,
+                rope_cos,
+                rope_sin,
+                use_reentrant=False,
+                preserve_rng_state=False,
+                **self.checkpoint_kwargs,
+            )
+        return self._forward(x, emb, adaln_lora, context, rope_cos, rope_sin)
+
+    def _forward(
+        self,
+        x: Tensor,
+        emb: Tensor,
+        adaln_lora: Tensor,
+        context: Tensor,
+        rope_cos: Tensor,
+        rope_sin: Tensor,
+    ) -> Tensor:
+        """x [B, L, D]; emb [B, D]; adaln_lora [B, 3D]; context [B, M, C]."""
+        mod = (self.adaLN_modulation(emb) + adaln_lora).unsqueeze(1)
+        shift, scale, gate = mod.chunk(3, dim=-1)
+        h = self.norm_state(x) * (1 + scale) + shift
+        if self.kind == "fa":
+            h = self.block(h, rope=(rope_cos, rope_sin))
+        elif self.kind == "ca":
+            h = self.block(h, context=context)
+        else:
+            h = self.block(h)
+        return x + gate * h
+
+
+class GeneralDITTransformerBlock(nn.Module):
+    """`blocks.block{i}`: adds the extra position embedding, then FA, CA, MLP (§4.2 step 6)."""
+
+    def __init__(
+        self, dim: int, context_dim: int, num_heads: int, mlp_ratio: float, adaln_lora_dim: int
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            DITBuildingBlock(kind, dim, context_dim, num_heads, mlp_ratio, adaln_lora_dim)
+            for kind in ("fa", "ca", "mlp")
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        emb: Tensor,
+        adaln_lora: Tensor,
+        context: Tensor,
+        rope_cos: Tensor,
+        rope_sin: Tensor,
+        extra_pos: Tensor | None,
+    ) -> Tensor:
+        if extra_pos is not None:
+            x = x + extra_pos
+        for block in self.blocks:
+            x = block(x, emb, adaln_lora, context, rope_cos, rope_sin)
+        return x
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_features: int, adaln_lora_dim: int) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out_features, bias=False)
+        self.adaLN_modulation = _adaln(dim, adaln_lora_dim, 2)
+
+    def forward(self, x: Tensor, emb: Tensor, adaln_lora: Tensor) -> Tensor:
+        d = x.shape[-1]
+        mod = self.adaLN_modulation(emb) + adaln_lora[:, : 2 * d]
+        shift, scale = mod.unsqueeze(1).chunk(2, dim=-1)
+        return self.linear(self.norm_final(x) * (1 + scale) + shift)
+
+
+class GeneralDIT(nn.Module):
+    """Predict1 Video2World DiT. Input channels: latent, condition mask, padding mask (§4.2)."""
+
+    def __init__(
+        self,
+        model_channels: int,
+        num_blocks: int,
+        num_heads: int,
+        in_channels: int = 16,
+        out_channels: int = 16,
+        patch_spatial: int = 2,
+        patch_temporal: int = 1,
+        crossattn_emb_channels: int = 1024,
+        adaln_lora_dim: int = 256,
+        mlp_ratio: float = 4.0,
+        rope_h_extrapolation_ratio: float = 1.0,
+        rope_w_extrapolation_ratio: float = 1.0,
+        rope_t_extrapolation_ratio: float = 1.0,
+        max_img_h: int = 240,
+        max_img_w: int = 240,
+        max_frames: int = 128,
+        concat_padding_mask: bool = True,
+        extra_per_block_abs_pos_emb: bool = True,
+    ) -> None:
+        super().__init__()
+        # The constructor arguments, for export (diffusers config) and for rebuilding the net.
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if model_channels % num_heads:
+            raise ValueError(
+                f"model_channels={model_channels} is not divisible by "
+                f"num_heads={num_heads}; pick sizes from net_config()."
+            )
+        self.model_channels, self.num_heads = model_channels, num_heads
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.patch_spatial, self.patch_temporal = patch_spatial, patch_temporal
+        self.crossattn_emb_channels = crossattn_emb_channels
+        self.concat_padding_mask = concat_padding_mask
+        self.mlp_ratio = mlp_ratio
+        self.adaln_lora_dim = adaln_lora_dim
+        self.extra_per_block_abs_pos_emb = extra_per_block_abs_pos_emb
+        d = model_channels
+        len_h, len_w = max_img_h // patch_spatial, max_img_w // patch_spatial
+        len_t = max_frames // patch_temporal
+        # +1 condition-mask channel (VideoExtendGeneralDIT), +1 padding-mask channel (§4.1).
+        embed_in = in_channels + 1 + int(concat_padding_mask)
+        self.x_embedder = PatchEmbed(embed_in, d, patch_spatial, patch_temporal)
+        self.pos_embedder = VideoRopePosition3DEmb(
+            d // num_heads,
+            rope_h_extrapolation_ratio,
+            rope_w_extrapolation_ratio,
+            rope_t_extrapolation_ratio,
+            len_h,
+            len_w,
+            len_t,
+        )
+        if extra_per_block_abs_pos_emb:
+            self.extra_pos_embedder = LearnablePosEmbAxis(d, len_h, len_w, len_t)
+        self.t_embedder = nn.Sequential(Timesteps(d), TimestepEmbedding(d))
+        self.blocks = nn.ModuleDict(
+            {
+                f"block{i}": GeneralDITTransformerBlock(
+                    d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim
+                )
+                for i in range(num_blocks)
+            }
+        )
+        out_features = patch_spatial * patch_spatial * patch_temporal * out_channels
+        self.final_layer = FinalLayer(d, out_features, adaln_lora_dim)
+        self.affline_norm = RMSNorm(d, eps=1e-6)  # (sic) official name
+        self.init_weights()
+
+    def sub_blocks(self) -> list[DITBuildingBlock]:
+        """Every FA/CA/MLP sub-block in forward order (the checkpoint/compile/FSDP units)."""
+        return [sub for block in self.blocks.values() for sub in block.blocks]
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Upstream GeneralDIT init: Xavier-uniform Linears, t_embedder Linears N(0, 0.02), each
+        sub-block's last adaLN Linear at zero (the final layer's is not), extra position tables
+        trunc-normal std 0.02, norm scales one, `pos_embedder.seq` its official value."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+            elif isinstance(module, RMSNorm):
+                module.weight.fill_(1.0)
+        for linear in (self.t_embedder[1].linear_1, self.t_embedder[1].linear_2):
+            nn.init.normal_(linear.weight, std=0.02)
+        for sub in self.sub_blocks():
+            sub.adaLN_modulation[2].weight.zero_()
+        if self.extra_per_block_abs_pos_emb:
+            for table in (
+                self.extra_pos_embedder.pos_emb_h,
+                self.extra_pos_embedder.pos_emb_w,
+                self.extra_pos_embedder.pos_emb_t,
+            ):
+                nn.init.trunc_normal_(table, std=0.02)
+        self.pos_embedder.seq.copy_(self.pos_embedder.default_seq())
+
+    def _input_channels(
+        self, x: Tensor, cond_mask: Tensor | None, padding_mask: Tensor | None
+    ) -> Tensor:
+        b, _, t, h, w = x.shape
+        if cond_mask is None:  # image batches: upstream pads the condition channel with zeros
+            cond_mask = x.new_zeros(b, 1, t, h, w)
+        parts = [x, cond_mask.to(x.dtype).expand(b, 1, t, h, w)]
+        if self.concat_padding_mask:
+            if padding_mask is None:
+                padding_mask = x.new_zeros(b, 1, h, w)
+            # Nearest resize of the pixel mask to the latent grid, repeated over frames (§4.2).
+            pm = F.interpolate(padding_mask.to(x.dtype), size=(h, w), mode="nearest")
+            parts.append(pm.unsqueeze(2).expand(b, 1, t, h, w))
+        return torch.cat(parts, dim=1)
+
+    def _check_inputs(
+        self, x: Tensor, timesteps: Tensor, fps: float | Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must be [B, {self.in_channels}, T, H, W]; got {tuple(x.shape)}.")
+        b, _, t, h, w = x.shape
+        p, pt = self.patch_spatial, self.patch_temporal
+        if t % pt or h % p or w % p:
+            raise ValueError(
+                f"Latent size (T={t}, H={h}, W={w}) must be divisible by the patch "
+                f"({pt}, {p}, {p}); resize the video."
+            )
+        if timesteps.ndim == 2 and timesteps.shape[1] == 1:
+            timesteps = timesteps[:, 0]
+        if timesteps.ndim != 1 or timesteps.shape[0] != b:
+            raise ValueError(
+                f"timesteps must be [B] or [B, 1] with B={b} (one noise level per "
+                f"sample); got {tuple(timesteps.shape)}."
+            )
+        if fps is None:
+            return timesteps, None
+        fps_t = torch.as_tensor(fps, dtype=torch.float32).reshape(-1)
+        if fps_t.numel() not in (1, b):
+            raise ValueError(
+                f"fps must be a number or have one value per sample (B={b}); "
+                f"got {fps_t.numel()} values."
+            )
+        return timesteps, fps_t
+
+    def forward(
+        self,
+        x_B_C_T_H_W: Tensor,
+        timesteps_B: Tensor,
+        crossattn_emb: Tensor,
+        fps: float | Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        condition_video_input_mask_B_C_T_H_W: Tensor | None = None,
+    ) -> Tensor:
+        """Raw network output F [B, out_channels, T, H, W] in the dtype of x.
+
+        x: c_in-scaled noisy latent [B, 16, T, H, W]; timesteps: c_noise [B] or [B, 1];
+        crossattn_emb: T5 embeddings [B, M, 1024] (M >= 1, zero padding is attended, §9 item 4);
+        fps: float, [B] or None (= 24); padding_mask: [B, 1, H', W'] at any resolution (zeros if
+        None); condition mask: [B, 1, T, H, W] (zeros if None).
+        """
+        timesteps, fps_t = self._check_inputs(x_B_C_T_H_W, timesteps_B, fps)
+        x = self._input_channels(x_B_C_T_H_W, condition_video_input_mask_B_C_T_H_W, padding_mask)
+        x = self.x_embedder(x)
+        b, t, h, w, d = x.shape
+        x = x.reshape(b, t * h * w, d)
+
+        # Sinusoid in fp32, then the compute dtype (bf16 params need bf16 inputs without autocast).
+        sinusoid = self.t_embedder[0](timesteps).to(x.dtype)
+        emb, adaln_lora = self.t_embedder[1](sinusoid)
+        emb = self.affline_norm(emb)
+        angles = self.pos_embedder.angles(t, h, w, fps_t, x.device).unsqueeze(2)
+        if angles.shape[0] == 1:
+            angles = angles[0]  # [L, 1, d/2], shared by the batch
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        extra_pos = None
+        if self.extra_per_block_abs_pos_emb:
+            extra_pos = self.extra_pos_embedder(t, h, w).to(x.dtype)
+        context = crossattn_emb.to(x.dtype)
+
+        for block in self.blocks.values():
+            x = block(x, emb, adaln_lora, context, cos, sin, extra_pos)
+        x = self.final_layer(x, emb, adaln_lora)
+        return self._unpatchify(x.view(b, t, h, w, -1))
+
+    def _unpatchify(self, x: Tensor) -> Tensor:
+        """B T H W (p1 p2 t C) -> B C (T t) (H p1) (W p2): channel innermost (§4.2 step 7)."""
+        b, t, h, w, _ = x.shape
+        p, pt, c = self.patch_spatial, self.patch_temporal, self.out_channels
+        x = x.view(b, t, h, w, p, p, pt, c).permute(0, 7, 1, 6, 2, 4, 3, 5)
+        return x.reshape(b, c, t * pt, h * p, w * p)
