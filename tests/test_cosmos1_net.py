@@ -24,7 +24,7 @@ from framework.models.cosmos1 import (
     net_config,
     parallelize_net,
 )
-from framework.models.cosmos1.net import LearnablePosEmbAxis, VideoRopePosition3DEmb
+from framework.models.cosmos1.position import LearnablePosEmbAxis, VideoRopePosition3DEmb
 from framework.models.parallel import SDPA_OPS
 
 SMALL = dict(
