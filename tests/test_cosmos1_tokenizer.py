@@ -114,7 +114,7 @@ def test_causal_first_frame_and_errors(small_vae):
 
 # ---- the official folder: encoder.jit / decoder.jit / mean_std.pt ----
 
-_INVERSE = (  # diffusers -> official names, the inverse of VAE_RENAMES (peers §b.4)
+_INVERSE = (  # diffusers -> official names, the inverse of VAE_RENAMES
     (r"mid_block\.resnets\.0\.", "mid.block_1."),
     (r"mid_block\.resnets\.1\.", "mid.block_2."),
     (r"mid_block\.attentions\.0\.", "mid.attn_1.0."),

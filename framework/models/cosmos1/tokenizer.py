@@ -12,22 +12,23 @@ bf16 on CUDA, as upstream).
 
 Weights, offline, from `path` (a local folder):
 
-- The official folder `hf download nvidia/Cosmos-Tokenize1-CV8x8x8-720p` (what upstream's
+- The official folder, `hf download nvidia/Cosmos-Tokenize1-CV8x8x8-720p` (what upstream's
   download script fetches): `encoder.jit` + `decoder.jit` (or `autoencoder.jit`) and
-  `mean_std.pt`. The .jit files are TorchScript, i.e. code; they are never run. Their tensors are
-  read from the zip with an unpickler that refuses every global but tensors
-  (framework.models.cosmos1.jit_archive), then renamed with diffusers' converter table
-  (`VAE_RENAMES`, peers §b.4): encoder.jit holds `encoder.*` and `quant_conv.*`, decoder.jit
-  `post_quant_conv.*` and `decoder.*` (upstream's `encoder_jit()` / `decoder_jit()`), together the
-  key set of `autoencoder.jit`; `down.i -> down_blocks.i`, `up.i -> up_blocks.(2-i)`,
-  `.block. -> .resnets.`, mid-block and attention names, `.0.conv3d / .1.conv3d -> .conv_s /
-  .conv_t`, `X.conv3d -> X`; the wavelet buffers (`wavelets`, `_arange`, `patch_size_buffer`) are
-  recomputed by diffusers and dropped. The result loads strictly into
-  `AutoencoderKLCosmos()` (its defaults are the CV8x8x8 config). `mean_std.pt` is read with
-  `torch.load(weights_only=True)`: (mean, std), each viewed [16, -1] (channel, latent frame).
+  `mean_std.pt`. The .jit files are TorchScript, i.e. code, and are never run: their tensors are
+  read from the zip by an unpickler that refuses every global but tensors
+  (framework/models/cosmos1/jit_archive.py). encoder.jit holds `encoder.*` and `quant_conv.*`,
+  decoder.jit `post_quant_conv.*` and `decoder.*` (upstream's `encoder_jit()` and
+  `decoder_jit()`); together they are the key set of `autoencoder.jit`, which diffusers'
+  converter maps with the table of docs/upstream/peers.md §b.4 (`VAE_RENAMES` below):
+  `down.i -> down_blocks.i`, `up.i -> up_blocks.(2-i)`, `.block. -> .resnets.`, mid-block and
+  attention names, `.0.conv3d / .1.conv3d -> .conv_s / .conv_t`, `X.conv3d -> X`. The wavelet
+  buffers (`wavelets`, `_arange`, `patch_size_buffer`) are constants diffusers rebuilds and are
+  dropped. The result loads strictly into `AutoencoderKLCosmos()`, whose defaults are the
+  CV8x8x8 config. `mean_std.pt` is read with `torch.load(weights_only=True)`: (mean, std), each
+  viewed [16, -1] (channel, latent frame).
 - A diffusers folder (`config.json` + safetensors, or one with a `vae/` subfolder), e.g. the
-  `vae/` of `nvidia/Cosmos-1.0-Diffusion-7B-Video2World`; its config's latents_mean/std are the
-  same (channel, frame) table flattened.
+  `vae/` of a converted Cosmos 1.0 pipeline; its config's latents_mean/std are the same
+  (channel, frame) table, flattened.
 - None: random weights (tests, dry runs).
 """
 
@@ -49,8 +50,8 @@ HUB_REPO = "nvidia/Cosmos-Tokenize1-CV8x8x8-720p"
 LOCAL_DIR = "checkpoints/nvidia/Cosmos-Tokenize1-CV8x8x8-720p"
 OFFICIAL_FILES = ("encoder.jit", "decoder.jit", "mean_std.pt")
 
-# diffusers' converter table for the Cosmos tokenizer (peers §b.4), applied in this order as
-# substring replacements to official key names.
+# diffusers' converter table for the Cosmos tokenizer (docs/upstream/peers.md §b.4), applied in
+# this order as substring replacements to official key names.
 VAE_RENAMES: tuple[tuple[str, str], ...] = (
     ("down.0", "down_blocks.0"),
     ("down.1", "down_blocks.1"),
@@ -78,7 +79,7 @@ VAE_RENAMES: tuple[tuple[str, str], ...] = (
     ("quant_conv.conv3d", "quant_conv"),
     ("post_quant_conv.conv3d", "post_quant_conv"),
 )
-# Haar-wavelet buffers of the official patcher: constants diffusers rebuilds (peers §b.4).
+# Haar-wavelet buffers of the official patcher: constants diffusers rebuilds (same table).
 VAE_DROPPED: tuple[str, ...] = ("*wavelets", "*_arange", "*patch_size_buffer")
 
 
@@ -118,9 +119,10 @@ def _stats(values: Sequence[float] | Tensor | None, channels: int, fill: float) 
 class CosmosCV8x8x8Tokenizer(_TokenizerBase):
     """The Predict1 tokenizer, frozen; the same interface as `WanVAETokenizer`.
 
-    `path`: see the module docstring. `config`: `AutoencoderKLCosmos` kwargs (default: the real
-    CV8x8x8 config). `latents_mean/std`: override the file's or config's statistics (flat,
-    channel-major). `dtype` None means bf16 on CUDA (as upstream) and float32 elsewhere.
+    `path`: see the module docstring. `config`: `AutoencoderKLCosmos` kwargs for official files
+    and random weights (default: the real CV8x8x8 config; a diffusers folder carries its own).
+    `latents_mean/std`: override the file's or config's statistics (flat, channel-major).
+    `dtype` None means bf16 on CUDA (as upstream) and float32 elsewhere.
     """
 
     def __init__(
