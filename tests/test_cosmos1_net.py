@@ -439,5 +439,6 @@ def _fsdp_worker(rank: int, store: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.dist
 def test_fsdp2_two_processes_gloo(tmp_path):
     torch.multiprocessing.spawn(_fsdp_worker, args=(str(tmp_path / "store"),), nprocs=2)
