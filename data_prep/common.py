@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,20 +38,6 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def snapshot(repo_id: str, local_dir: str | Path, repo_type: str | None = None, **kw) -> Path:

@@ -20,7 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from data_prep.common import UserError, atomic_write_text, cli, parser, snapshot
+from data_prep.common import UserError, cli, parser, snapshot
+from framework.io import atomic_write_text
 
 REPO_ID = "nvidia/EVAL-175"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -21,8 +21,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from data_prep.common import UserError, atomic_write_text, cli, parser, snapshot
+from data_prep.common import UserError, cli, parser, snapshot
 from data_prep.t5_embed import add_t5_args, run_t5_args
+from framework.io import atomic_write_text
 
 REPO_ID = "nvidia/GR1-100"
 DEFAULT_DATASET = "datasets/benchmark_train/gr1"

@@ -116,7 +116,7 @@ def loader(dataset: DictConfig, batch_size: int = 1, num_workers: int = 8) -> Di
 def hooks() -> dict:
     """The stock hooks (log, checkpoint, progress); experiments add entries or drop them by name
     (`~hooks.progress`)."""
-    from framework.trainer.hooks import default_hooks
+    from framework.hooks import default_hooks
 
     return default_hooks()
 
@@ -165,30 +165,39 @@ def wan_vae(size: str = "2B") -> DictConfig:
     )
 
 
-def video2world(
+def world_model(
     net: DictConfig,
     tokenizer: DictConfig,
+    family: str,
     state_t: int = 24,
     text_encoder: str = f"{CHECKPOINTS}/google-t5/t5-11b",
 ) -> DictConfig:
-    """The Predict2 objective and sampler around a net (spec §4.1-4.3). The text encoder is a
-    path, loaded only by inference: training reads precomputed embeddings (spec §10)."""
-    return L("framework.models.video2world.Video2WorldModel")(
+    """The generic world model around a net, with its family's objective and sampler nodes
+    (every default written out, so `model.objective.text_dropout=0` works on the command line).
+    The text encoder is a path, loaded only by inference: training reads precomputed
+    embeddings."""
+    from framework.models.family import get_family
+
+    fam = get_family(family)
+    return L("framework.models.world_model.WorldModel")(
         # The tokenizer first: a missing weights file then fails before the net is allocated.
         tokenizer=tokenizer,
         net=net,
+        objective=fam.objective(),
+        sampler=fam.sampler(),
         state_t=state_t,
         text_encoder=text_encoder,
-        high_sigma_ratio=0.05,
-        loss_scale=10.0,
-        sigma_conditional=1e-4,
-        min_num_conditional_frames=1,
-        max_num_conditional_frames=2,
-        text_dropout=0.2,
         lora=None,
         fps=16.0,
         max_text_tokens=512,
     )
+
+
+def predict2_model(net: DictConfig, tokenizer: DictConfig, state_t: int = 24, **kw) -> DictConfig:
+    """Predict2 Video2World: rectified flow and the multistep sampler (spec §4.1-4.3)."""
+    import framework.models.cosmos2  # noqa: F401  (registers the family)
+
+    return world_model(net, tokenizer, "cosmos2", state_t, **kw)
 
 
 def gr1_dataset(

@@ -17,7 +17,7 @@ from framework.config import experiment
 @experiment(aliases=["predict2_video2world_training_2b_groot_gr1_480"])
 def groot_gr1_480():
     """Predict2 2B full fine-tune on GR1, 93 frames at 432x768; 1 node x 8 GPUs, FSDP 8."""
-    model = blocks.video2world(blocks.predict2_net("2B"), blocks.wan_vae("2B"))
+    model = blocks.predict2_model(blocks.predict2_net("2B"), blocks.wan_vae("2B"))
     cfg = blocks.base(model, blocks.loader(blocks.gr1_dataset()), "posttraining", "video2world")
     cfg.job.name = "2b_groot_gr1_480"
     cfg.train.max_steps = 100_000  # the schedule's one cycle (upstream runs 400k and crashes)

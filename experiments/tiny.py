@@ -8,7 +8,6 @@ trained with the real objective and trainer.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -28,13 +27,19 @@ def synthetic_dataset(
     texture: float = 0.0,
     **dataset_kw,
 ):
-    """Write the synthetic dataset if missing, then read it like any GR1-layout folder."""
+    """Read `dataset_dir` like any GR1-layout folder; write the synthetic set there first when
+    the folder is missing or holds an earlier synthetic set (synthetic.json). A folder of your
+    own (videos/ without synthetic.json) is used as it is: `data.dataset.dataset_dir=DIR`."""
     from data_prep.synthetic import ensure_synthetic_dataset
     from framework.data.dataset import VideoDataset
+    from framework.trainer.dist import local_rank
 
+    root = Path(dataset_dir)
+    marker = root / "synthetic.json"
+    if (root / "videos").is_dir() and not marker.is_file():
+        return VideoDataset(dataset_dir, **dataset_kw)
     params = dict(num_videos=num_videos, num_frames=source_frames, size=size, texture=texture)
-    marker = Path(dataset_dir) / "synthetic.json"
-    if os.environ.get("LOCAL_RANK", "0") != "0":
+    if local_rank() != 0:
         # One writer per node: two ranks generating at once hung a 2-GPU run (performance.md).
         deadline = time.monotonic() + 900
         while not marker.is_file() and time.monotonic() < deadline:
@@ -59,20 +64,20 @@ def tiny_model(state_t: int, spatial: int = 2, width: int = 128, depth: int = 4)
         out_channels=channels,
     )
     tokenizer = L("framework.models.tokenizers.PixelTokenizer")(spatial=spatial)
-    model = blocks.video2world(
+    model = blocks.predict2_model(
         net, tokenizer, state_t=state_t, text_encoder=f"{SYNTHETIC}/text_encoder"
     )
     model.max_text_tokens = TEXT_TOKENS
     model.fps = 2.0  # 5 frames sampled 8 apart from 16 fps clips
     # Pixel space: the data std is ~0.27, so the sqrt(state_t) noise boost of latent video
     # (tuned for the Wan VAE) leaves too few low-noise draws; 5% high-sigma draws remain.
-    model.adjust_video_noise = False
+    model.objective.adjust_video_noise = False
     # Generation conditions on one frame; train on exactly that case.
-    model.max_num_conditional_frames = 1
+    model.objective.max_num_conditional_frames = 1
     # The job generates and scores with guidance 0, so the 20% caption-free steps upstream spends
     # on classifier-free guidance only slow it down (+1.3 dB PSNR over 3 seeds without them).
-    # Set model.text_dropout=0.2 to train for --guidance > 0.
-    model.text_dropout = 0.0
+    # Set model.objective.text_dropout=0.2 to train for --guidance > 0.
+    model.objective.text_dropout = 0.0
     return model
 
 
@@ -110,9 +115,11 @@ def tiny_gr1():
     cfg.checkpoint.keep_last = 2
     cfg.logging.every = 10
     # The end-to-end story a new user sees: scores before and after, videos, a loss curve.
-    cfg.hooks.eval = L("framework.eval.EvalHook")(num_items=4, num_steps=15, guidance=0.0)
-    cfg.hooks.sample = L("framework.inference.sample_hook.SampleVideos")(
+    cfg.hooks.eval = L("framework.hooks.evaluation.EvalHook")(
+        num_items=4, num_steps=15, guidance=0.0
+    )
+    cfg.hooks.sample = L("framework.hooks.samples.SampleVideos")(
         every=500, num_items=2, num_steps=15, guidance=0.0
     )
-    cfg.hooks.loss_curve = L("framework.inference.plots.LossCurveHook")()
+    cfg.hooks.loss_curve = L("framework.hooks.loss_curve.LossCurveHook")()
     return cfg

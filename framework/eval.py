@@ -9,7 +9,8 @@ with the clip: PSNR and SSIM (framework/inference/metrics.py) over the generated
 latent L2 (mean squared difference) over the generated latent frames, in the model tokenizer's
 space. Conditional frames are excluded: they are given, not predicted. `still_psnr` and
 `still_ssim` score the still baseline (the last conditional frame repeated): a model that beats
-them predicts motion, not just the scene. `EvalHook` runs the same before and after training.
+them predicts motion, not just the scene. `framework.hooks.EvalHook` runs the same before and
+after training.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ import torch
 from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError
+from framework.data.heldout import HeldOutItem, build_dataset, heldout_of
 from framework.inference import loading
-from framework.inference.heldout import data_settings, heldout_items
 from framework.inference.metrics import latent_l2, video_metrics
-from framework.inference.sample_hook import ema_context, runs_here
-from framework.trainer.hooks import Hook
+from framework.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 METRICS = ("psnr", "ssim", "latent_l2", "still_psnr", "still_ssim")
@@ -39,24 +39,16 @@ METRICS = ("psnr", "ssim", "latent_l2", "still_psnr", "still_ssim")
 @torch.no_grad()
 def evaluate(
     model: Any,
-    dataset_dir: str | Path,
-    num_items: int = 4,
+    items: list[HeldOutItem],
     num_steps: int = 35,
     seed: int = 0,
     *,
     guidance: float = 7.0,
     num_conditional_frames: int = 1,
-    video_size: tuple[int, int] | None = None,
-    frame_stride: int = 1,
 ) -> dict:
-    """Metrics per held-out item and their means (see the module docstring).
-
-    `video_size` (H, W) and `frame_stride` should match the training data; None keeps the clips'
-    own size."""
+    """Metrics per held-out item (a dataset's `heldout_items`) and their means (see the module
+    docstring)."""
     n = num_conditional_frames
-    items = heldout_items(
-        dataset_dir, num_items, model.expected_pixel_frames, video_size, frame_stride
-    )
     tok = model.tokenizer
     skip = tok.latent_frames(n)
     rows = []
@@ -70,6 +62,7 @@ def evaluate(
             guidance=guidance,
             num_steps=num_steps,
             seed=seed,
+            fps=item.fps,
         ).cpu()
         dev = model._device()
         z_gen, z_true = tok.encode(video.to(dev)), tok.encode(truth.to(dev))
@@ -125,67 +118,7 @@ def _finite(value: Any) -> Any:
 
 
 def write_json(result: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(result), indent=2, default=str) + "\n")
-    return path
-
-
-class EvalHook(Hook):
-    """`evaluate` before training (fresh runs) into <job_dir>/eval_before.json and after it
-    (EMA weights when on) into eval_after.json; the means are logged as eval_before/* and
-    eval_after/*. `dataset_dir` defaults to the run's training data."""
-
-    def __init__(
-        self,
-        before: bool = True,
-        after: bool = True,
-        num_items: int = 2,
-        num_steps: int = 35,
-        guidance: float = 7.0,
-        seed: int = 0,
-        num_conditional_frames: int = 1,
-        dataset_dir: str | None = None,
-    ) -> None:
-        self.before, self.after = before, after
-        self.kw = dict(
-            num_items=int(num_items),
-            num_steps=int(num_steps),
-            seed=int(seed),
-            guidance=float(guidance),
-            num_conditional_frames=int(num_conditional_frames),
-        )
-        self.dataset_dir = dataset_dir
-
-    def _run(self, trainer: Any, tag: str) -> dict | None:
-        if not runs_here(trainer):
-            return None
-        data = data_settings(trainer.cfg)
-        with ema_context(trainer):
-            result = evaluate(
-                trainer.model,
-                self.dataset_dir or data["dataset_dir"],
-                video_size=data["size"],
-                frame_stride=data["stride"],
-                **self.kw,
-            )
-        if trainer.is_main:
-            result["step"] = int(trainer.step)
-            write_json(result, Path(trainer.job_dir) / f"eval_{tag}.json")
-            trainer.log({f"eval_{tag}/{k}": result[k] for k in METRICS})
-            log.info(
-                "evaluation %s training (step %d):\n%s", tag, trainer.step, format_table(result)
-            )
-        return result
-
-    def before_train(self, trainer: Any) -> None:
-        # A resumed run has already measured its starting point.
-        if self.before and trainer.step == 0:
-            self._run(trainer, "before")
-
-    def after_train(self, trainer: Any) -> None:
-        if self.after:
-            self._run(trainer, "after")
+    return atomic_write_text(path, json.dumps(_finite(result), indent=2, default=str) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--load_ema", action="store_true", help="load the net_ema. weights")
     a(
         "--dataset_dir",
-        help="GR1-layout dataset (its val/ split when present); default: the "
-        "experiment's training data",
+        help="point the experiment's dataset at this folder (its held-out split is used); "
+        "default: the experiment's training data",
     )
     a("--num_items", type=int, default=4)
     a("--num_steps", type=int, default=35)
@@ -221,17 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         loading.warn_unguidable(cfg, args.guidance)
         model = loading.build_model(cfg, checkpoint, args.load_ema)
-        data = data_settings(cfg)
+        dataset = build_dataset(cfg.data.dataset, args.dataset_dir)
+        items = heldout_of(dataset, args.num_items, model.expected_pixel_frames)
         result = evaluate(
             model,
-            args.dataset_dir or data["dataset_dir"],
-            args.num_items,
+            items,
             args.num_steps,
             args.seed,
             guidance=args.guidance,
             num_conditional_frames=args.num_conditional_frames,
-            video_size=data["size"],
-            frame_stride=data["stride"],
         )
     except (ConfigError, OmegaConfBaseException, FileNotFoundError, ValueError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)

@@ -13,12 +13,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from framework.io import UnsafeFileError, read_checkpoint
 from framework.models.cosmos2 import (
     MiniTrainDiT,
     forward_flops,
     load_official,
     net_config,
-    read_checkpoint,
 )
 from framework.models.cosmos2.net import Patchify, RopePosition3D, Timesteps
 from framework.models.cosmos2.parallelize import SDPA_OPS, parallelize_net
@@ -149,7 +149,7 @@ def test_read_checkpoint_refuses_pickled_code(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"net.x": Evil()}, f)
-    with pytest.raises(ValueError, match="cannot be read safely"):
+    with pytest.raises(UnsafeFileError, match="other than tensors"):
         read_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_checkpoint(tmp_path / "nope.pt")

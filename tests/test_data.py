@@ -21,10 +21,10 @@ from framework.data.dataset import BadDataError, VideoDataset
 from framework.data.safe_load import (
     UnsafeFileError,
     load_t5_pickle,
-    safe_torch_load,
     save_t5_pickle,
 )
 from framework.data.video import ClipReader, probe_video, read_clip, resize_video, write_video
+from framework.io import load_torch_file
 
 STEP = 6  # grey level per frame index; 40 frames stay below 255
 FFMPEG = shutil.which("ffmpeg")
@@ -274,9 +274,9 @@ def test_too_many_bad_samples_stop_the_run(tmp_path):
     for stem in ("g0", "g1"):
         (root / "videos" / f"{stem}.mp4").write_bytes(os.urandom(2000))
         shutil.copy(root / "t5_xxl" / "ok0.pickle", root / "t5_xxl" / f"{stem}.pickle")
-    # at indexing time
+    # at indexing time (the first len(): the trainer's start-up)
     with pytest.raises(BadDataError, match=r"2 of 4 samples.*50% > max_bad_fraction 10%"):
-        VideoDataset(root, num_frames=8, video_size=(32, 48), max_bad_fraction=0.1)
+        len(VideoDataset(root, num_frames=8, video_size=(32, 48), max_bad_fraction=0.1))
     # at load time (check="exists" lets them through indexing)
     ds = VideoDataset(root, num_frames=8, video_size=(32, 48), check="exists", max_bad_fraction=0.3)
     bad = [i for i, s in enumerate(ds.samples) if Path(s["video"]).stem.startswith("g")]
@@ -356,16 +356,20 @@ class _NotATensor:
     pass
 
 
-def test_safe_torch_load(tmp_path):
+def test_load_torch_file_refuses_code_and_damage(tmp_path):
     ok = tmp_path / "ok.pt"
     torch.save({"w": torch.ones(2), "step": 3}, ok)
-    assert safe_torch_load(ok)["step"] == 3
+    assert load_torch_file(ok)["step"] == 3
     bad = tmp_path / "bad.pt"
     torch.save({"w": torch.ones(2), "obj": _NotATensor()}, bad)
     with pytest.raises(UnsafeFileError, match="bad.pt"):
-        safe_torch_load(bad)
+        load_torch_file(bad)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(ok.read_bytes()[:40])
+    with pytest.raises(UnsafeFileError, match="damaged"):
+        load_torch_file(cut)
     with pytest.raises(FileNotFoundError):
-        safe_torch_load(tmp_path / "missing.pt")
+        load_torch_file(tmp_path / "missing.pt")
 
 
 @needs_ffmpeg

@@ -249,8 +249,8 @@ def test_dreamgen_json_sorted_with_fallback_and_missing(tmp_path, capsys):
 
 # ---- validate -------------------------------------------------------------------------------
 def _dataset(root: Path, stems: list[str], frames: int = 12) -> Path:
-    from data_prep.common import atomic_write_text
     from framework.data.safe_load import save_t5_pickle
+    from framework.io import atomic_write_text
 
     for i, stem in enumerate(stems):
         _video(root / "videos" / f"{stem}.mp4", frames=frames, seed=i)

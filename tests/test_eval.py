@@ -13,12 +13,14 @@ import pytest
 import torch
 
 from framework import eval as ev
+from framework.data.heldout import build_dataset
+from framework.hooks.evaluation import EvalHook
+from framework.hooks.loss_curve import LossCurveHook
+from framework.hooks.samples import SampleVideos
 from framework.inference import loading
-from framework.inference.heldout import heldout_items
 from framework.inference.metrics import psnr, ssim
-from framework.inference.plots import LossCurveHook, plot_loss_curve, smooth
 from framework.inference.plots import main as plots_main
-from framework.inference.sample_hook import SampleVideos
+from framework.inference.plots import plot_loss_curve, smooth
 from tests.test_inference_fixtures import (
     SIZE,
     STATE_T,
@@ -36,6 +38,10 @@ def job(tmp_path_factory):
     return cfg, write_job(cfg), data
 
 
+def heldout(job, n: int):
+    return build_dataset(job[0].data.dataset).heldout_items(n, STATE_T)
+
+
 @pytest.fixture(scope="module")
 def model(job):
     return loading.build_model(job[0], job[1], device="cpu")
@@ -43,10 +49,11 @@ def model(job):
 
 class FakeTrainer:
     """The trainer surface the hooks use (cfg, model, job_dir, step, is_main, world_size, log,
-    ema_weights)."""
+    ema_weights, batches.dataset)."""
 
     def __init__(self, cfg, model, job_dir: Path):
         self.cfg, self.model, self.job_dir = cfg, model, job_dir
+        self.batches = SimpleNamespace(dataset=build_dataset(cfg.data.dataset))
         self.step, self.is_main, self.world_size = 0, True, 1
         self.logged: list[dict] = []
         self.ema_uses = 0
@@ -62,7 +69,7 @@ class FakeTrainer:
 
 def test_evaluate_reports_finite_deterministic_metrics(job, model):
     _, _, data = job
-    result = ev.evaluate(model, data, num_items=2, num_steps=2, seed=0)
+    result = ev.evaluate(model, heldout(job, 2), num_steps=2, seed=0)
     assert result["num_items"] == 2 and [r["name"] for r in result["items"]] == [
         p.stem for p in sorted((data / "val" / "videos").glob("*.mp4"))
     ]
@@ -70,7 +77,7 @@ def test_evaluate_reports_finite_deterministic_metrics(job, model):
         assert math.isfinite(result[key])
         assert result[key] == pytest.approx(sum(r[key] for r in result["items"]) / 2)
     assert 0 < result["ssim"] < 1 and result["latent_l2"] > 0
-    again = ev.evaluate(model, data, num_items=2, num_steps=2, seed=0)
+    again = ev.evaluate(model, heldout(job, 2), num_steps=2, seed=0)
     assert again["items"] == result["items"]
     table = ev.format_table(result)
     assert "PSNR" in table and "mean" in table.splitlines()[-1]
@@ -79,7 +86,6 @@ def test_evaluate_reports_finite_deterministic_metrics(job, model):
 def test_evaluate_compares_only_generated_frames(job):
     """A model that repeats the conditioning frame: the metrics equal those computed by hand on
     frames 1.. of each clip, and the latent L2 on latent frames 1.."""
-    _, _, data = job
     from framework.models.tokenizers import PixelTokenizer
 
     class Still:
@@ -93,8 +99,9 @@ def test_evaluate_compares_only_generated_frames(job):
             assert cond.shape[2] == num_conditional_frames == 1 and neg is None
             return cond.expand(-1, -1, STATE_T, -1, -1).clone()
 
-    result = ev.evaluate(Still(), data, num_items=1, num_steps=1)
-    truth = heldout_items(data, 1, STATE_T)[0].video
+    items = heldout(job, 1)
+    result = ev.evaluate(Still(), items, num_steps=1)
+    truth = items[0].video
     still = truth[:, :, :1].expand(-1, -1, STATE_T, -1, -1)
     assert result["psnr"] == pytest.approx(psnr(still[:, :, 1:], truth[:, :, 1:]))
     assert result["ssim"] == pytest.approx(ssim(still[:, :, 1:], truth[:, :, 1:]))
@@ -109,7 +116,7 @@ def test_evaluate_compares_only_generated_frames(job):
 def test_eval_hook_writes_before_and_after(job, model, tmp_path):
     cfg, _, _ = job
     trainer = FakeTrainer(cfg, model, tmp_path)
-    hook = ev.EvalHook(num_items=1, num_steps=1)
+    hook = EvalHook(num_items=1, num_steps=1)
     hook.before_train(trainer)
     trainer.step = 5
     hook.after_train(trainer)
@@ -160,7 +167,9 @@ def test_eval_command_writes_json_into_the_job(job, capsys):
     assert result["checkpoint"] == str(ckpt) and result["num_items"] == 1
     assert "mean" in out and str(path) in out
     assert ev.main(["--checkpoint", str(ckpt), "--dataset_dir", "/nonexistent"]) == 2
-    assert "point dataset_dir at a GR1-layout dataset" in capsys.readouterr().err
+    assert "/nonexistent (videos/*.mp4 + t5_xxl/*.pickle) has no readable held-out clip" in (
+        capsys.readouterr().err
+    )
 
 
 def test_loss_curve_png(tmp_path, capsys):

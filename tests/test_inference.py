@@ -133,11 +133,11 @@ def test_guidance_on_a_model_trained_without_caption_dropout_warns(job, tmp_path
         "--save_path",
         str(tmp_path / "v.mp4"),
     ]
-    assert v2w.main([*args, "--guidance", "7", "--", "model.text_dropout=0.0"]) == 0
-    assert "warning: --guidance 7 on a model trained with model.text_dropout=0" in (
+    assert v2w.main([*args, "--guidance", "7", "--", "model.objective.text_dropout=0.0"]) == 0
+    assert "warning: --guidance 7 on a model trained with model.objective.text_dropout=0" in (
         capsys.readouterr().err
     )
-    assert v2w.main([*args, "--guidance", "0", "--", "model.text_dropout=0.0"]) == 0
+    assert v2w.main([*args, "--guidance", "0", "--", "model.objective.text_dropout=0.0"]) == 0
     assert v2w.main([*args, "--guidance", "7"]) == 0  # trained with dropout: guidance is fine
     assert "warning" not in capsys.readouterr().err
 
@@ -227,10 +227,19 @@ def test_image_and_video_conditioning_shapes(data, tmp_path):
         (tmp_path / "x.gif").write_bytes(b"GIF")
         media.load_conditioning(tmp_path / "x.gif", (SIZE, SIZE), 1)
 
+    from framework.diffusion.rectified_flow import RectifiedFlowObjective
+    from framework.diffusion.samplers import MultistepSampler
     from framework.models.tokenizers import PixelTokenizer
-    from framework.models.video2world import Video2WorldModel
+    from framework.models.world_model import WorldModel
 
-    model = Video2WorldModel(torch.nn.Linear(1, 1), PixelTokenizer(spatial=4), state_t=9)
+    model = WorldModel(
+        torch.nn.Linear(1, 1),
+        PixelTokenizer(spatial=4),
+        RectifiedFlowObjective(),
+        MultistepSampler(),
+        state_t=9,
+        family="cosmos2",
+    )
     full = model.condition_video(image, 1)
     assert full.shape == (1, 3, 9, SIZE, SIZE) and bool((full[:, :, 1:] == -1).all())
     padded = model.condition_video(clip, 5)
@@ -321,7 +330,7 @@ def test_ema_lora_and_plain_checkpoints_load(job, tmp_path):
         )
     with pytest.raises(ValueError, match="LoRA weights but the config has no model.lora"):
         loading.build_model(cfg, path, device="cpu")
-    with pytest.raises(ValueError, match="no 'net_ema.' keys"):
+    with pytest.raises(ValueError, match="no net_ema.. keys; EMA was off"):
         loading.build_model(lcfg, path, load_ema=True, device="cpu")
 
 
@@ -413,7 +422,7 @@ def test_no_input_and_no_heldout_data_says_what_to_pass(job, tmp_path, capsys):
     _, ckpt = job
     rc = v2w.main(["--checkpoint", str(ckpt), "--", f"data.dataset.dataset_dir={tmp_path}"])
     assert rc == v2w.USER_ERROR
-    assert "no --input_path given and no held-out clip" in capsys.readouterr().err
+    assert "no --input_path given and no held-out item" in capsys.readouterr().err
 
 
 def test_mistyped_override_on_a_job_config_fails(job, capsys):

@@ -33,7 +33,7 @@ def tiny_config(data_dir: Path, output_root: Path, name: str = "tiny_test") -> D
     )
     tok = L("framework.models.tokenizers.PixelTokenizer")(spatial=SPATIAL)
     encoder = str(data_dir / "text_encoder")
-    model = blocks.video2world(net, tok, state_t=STATE_T, text_encoder=encoder)
+    model = blocks.predict2_model(net, tok, state_t=STATE_T, text_encoder=encoder)
     model.fps = 8.0
     dataset = L("framework.data.dataset.VideoDataset")(
         dataset_dir=str(data_dir), num_frames=STATE_T, video_size=[SIZE, SIZE]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from framework.data.dataset import VideoDataset
-from framework.data.latent_cache import LatentCache, build_latent_cache, to_unit_range
+from framework.data.latent_cache import LatentCache, build_latent_cache, clip_to_unit_range
 from framework.data.video import read_clip
 from tests.test_data import make_dataset_dir
 
@@ -40,7 +40,7 @@ SETTINGS = {"num_frames": 9, "video_size": (32, 48)}
 
 def _encode_window(video_path: str, start: int, tok: PoolTokenizer) -> torch.Tensor:
     frames = read_clip(video_path, start, SETTINGS["num_frames"], size=SETTINGS["video_size"])
-    return tok.encode(to_unit_range(torch.from_numpy(frames).permute(3, 0, 1, 2)))[0]
+    return tok.encode(clip_to_unit_range(torch.from_numpy(frames).permute(3, 0, 1, 2)))[0]
 
 
 @pytest.fixture()

@@ -1,13 +1,17 @@
-"""The end-of-run summary names the files and the before/after numbers."""
+"""The end-of-run summary: generic lines from the trainer, the rest from the model and hooks."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
+from framework.hooks.evaluation import EvalHook
+from framework.hooks.loss_curve import LossCurveHook
+from framework.hooks.samples import SampleVideos
 from framework.trainer.report import run_report
 
 
-def test_report_lists_files_loss_and_eval(tmp_path):
+def test_report_lists_files_loss_and_what_hooks_add(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         "\n".join(
             json.dumps(r)
@@ -18,17 +22,22 @@ def test_report_lists_files_loss_and_eval(tmp_path):
             ]
         )
     )
-    ckpt = tmp_path / "checkpoints"
-    (ckpt / "model").mkdir(parents=True)
-    (ckpt / "latest_checkpoint.txt").write_text("iter_000000020.pt\n")
+    model = str(tmp_path / "checkpoints" / "model" / "iter_000000020.pt")
+    text = "\n".join(run_report(tmp_path, model))
+    assert "(loss 9 at step 10 -> 3 at step 20)" in text
+    assert f"checkpoint   {model}" in text
+    assert "edm_loss" not in text and "eval" not in text  # the trainer knows no model metric
+
+    trainer = SimpleNamespace(job_dir=tmp_path)
+    assert EvalHook().report_lines(trainer) == []  # absent files are not claimed
+    assert SampleVideos().report_lines(trainer) == []
+    assert LossCurveHook().report_lines(trainer) == []
     (tmp_path / "eval_before.json").write_text(json.dumps({"psnr": 7.0, "ssim": 0.1}))
-    after = {"psnr": 20.0, "ssim": 0.5, "still_psnr": 18.0, "still_ssim": 0.4, "guidance": 0.0}
+    after = {"psnr": 20.0, "ssim": 0.5, "still_psnr": 18.0, "still_ssim": 0.4}
     (tmp_path / "eval_after.json").write_text(json.dumps(after))
-    text = run_report(tmp_path)
-    assert "edm_loss 0.9 at step 10 -> 0.3 at step 20" in text
-    assert str(ckpt / "model" / "iter_000000020.pt") in text
-    assert "psnr 7 -> 20, ssim 0.1 -> 0.5" in text
-    assert "holding the first frame still: psnr 18, ssim 0.4" in text
-    # The suggested command generates with the guidance the eval scored with.
-    assert "iter_000000020.pt --guidance 0\n" in text
-    assert "samples" not in text and "loss curve" not in text  # absent files are not claimed
+    lines = "\n".join(EvalHook().report_lines(trainer))
+    assert "psnr 7 -> 20, ssim 0.1 -> 0.5" in lines
+    assert "holding the first frame still: psnr 18, ssim 0.4" in lines
+    (tmp_path / "samples" / "iter_000000020").mkdir(parents=True)
+    (tmp_path / "samples" / "iter_000000020" / "a.mp4").write_bytes(b"")
+    assert SampleVideos().report_lines(trainer)[0].endswith("iter_000000020 (1 videos)")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from framework.diffusion.sampler import (
-    guided_x0,
+from framework.diffusion.conditioning import guided_x0
+from framework.diffusion.samplers import (
     initial_noise,
     karras_sigmas,
     multistep_coefficients,

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from framework.config import L, apply_overrides, experiment, get
-from framework.trainer.hooks import Hook, default_hooks
+from framework.hooks import Hook, default_hooks
 from framework.trainer.optim import LambdaLinear, adamw
 
 

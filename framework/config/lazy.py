@@ -93,6 +93,15 @@ class LazyCall:
             node[key] = _plain(value, f"{self._path}({key}=)")
         return OmegaConf.create(node)
 
+    def full(self, **kwargs: Any) -> DictConfig:
+        """The node with every plain keyword default of the target written out too, so each can
+        be overridden on the command line (struct mode refuses keys that are not there). The
+        defaults stay in the target's signature, their one home."""
+        params = inspect.signature(locate(self._path)).parameters.values()
+        plain = (*_PRIMITIVES, tuple, list)
+        defaults = {p.name: p.default for p in params if isinstance(p.default, plain)}
+        return self(**{**defaults, **kwargs})
+
 
 L = LazyCall
 

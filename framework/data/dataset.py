@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from framework.data.heldout import HeldOutItem, embedding, load_items, read_frames
 from framework.data.safe_load import UnsafeFileError, load_t5_pickle
 from framework.data.video import RESIZE_MODES, ClipReader, VideoError, probe_video
 
@@ -99,7 +100,8 @@ class VideoDataset(Dataset):
         self.max_text_tokens, self.text_dim = max_text_tokens, text_dim
         self.max_bad_fraction, self.max_retries = max_bad_fraction, max_retries
         self.span = (self.num_frames - 1) * self.frame_stride + 1  # source frames one clip covers
-        self.samples, self.skipped = self._index(check)
+        self.check = check
+        self._indexed: tuple[list[dict], list[tuple[str, str]]] | None = None
         self.bad_samples = 0  # load-time replacements in this process (each worker has its own)
         self.loads = 0
         self._bad: set[int] = set()
@@ -119,6 +121,19 @@ class VideoDataset(Dataset):
             self.cache.check_matches(self)
 
     # ---- indexing -------------------------------------------------------------------------
+    # Indexed on first use (the trainer asks for len() at start-up, so a bad training folder
+    # still fails before step one); held-out items do not need the training index.
+    @property
+    def samples(self) -> list[dict]:
+        if self._indexed is None:
+            self._indexed = self._index(self.check)
+        return self._indexed[0]
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        self.samples  # noqa: B018  (indexes on first use)
+        return self._indexed[1]
+
     def _index(self, check: str) -> tuple[list[dict], list[tuple[str, str]]]:
         video_dir, emb_dir = self.dataset_dir / "videos", self.dataset_dir / "t5_xxl"
         if not video_dir.is_dir():
@@ -255,3 +270,29 @@ class VideoDataset(Dataset):
             with ClipReader(path, self.video_size, self.resize_mode, self.decode_threads) as r:
                 self._decoded[path] = (r.read(0, r.num_frames), r.fps)
         return self._decoded[path]
+
+    # ---- held-out items (framework/data/heldout.py) ---------------------------------------
+    def heldout_items(self, num_items: int, num_frames: int) -> list[HeldOutItem]:
+        """The first clips (sorted) of `val/` when it holds videos, else of the dataset folder,
+        resized and strided as in training, with their caption (metas/<stem>.txt)."""
+        root = self.dataset_dir
+        root = root / "val" if (root / "val" / "videos").is_dir() else root
+        videos = [
+            v
+            for v in sorted((root / "videos").glob("*.mp4"))
+            if (root / "t5_xxl" / f"{v.stem}.pickle").is_file()
+        ]
+
+        def load(video: Path) -> HeldOutItem:
+            frames, fps = read_frames(video, num_frames, self.video_size, self.frame_stride)
+            meta = root / "metas" / f"{video.stem}.txt"
+            return HeldOutItem(
+                name=video.stem,
+                video=frames,
+                text_emb=embedding(root / "t5_xxl" / f"{video.stem}.pickle"),
+                prompt=meta.read_text().strip() if meta.is_file() else "",
+                fps=fps,
+                source=str(video),
+            )
+
+        return load_items(videos, num_items, load, f"{root} (videos/*.mp4 + t5_xxl/*.pickle)")

@@ -11,7 +11,6 @@ A shard is written atomically when full, so an interrupted build resumes from th
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from framework.data.video import ClipReader, VideoError
+from framework.io import atomic_write, atomic_write_text
+from framework.models.tokenizers import to_unit_range
 
 if TYPE_CHECKING:
     from framework.data.dataset import VideoDataset
@@ -29,9 +30,9 @@ if TYPE_CHECKING:
 SETTINGS = ("num_frames", "video_size", "frame_stride", "resize_mode")
 
 
-def to_unit_range(video: torch.Tensor) -> torch.Tensor:
-    """uint8 [3,T,H,W] -> float [1,3,T,H,W] in [-1, 1] (x/127.5 - 1, as the model does, §6.2)."""
-    return (video.float() / 127.5 - 1.0).unsqueeze(0)
+def clip_to_unit_range(video: torch.Tensor) -> torch.Tensor:
+    """uint8 [3,T,H,W] -> float [1,3,T,H,W] in [-1, 1], as the model's tokenizer input."""
+    return to_unit_range(video).unsqueeze(0)
 
 
 def _identity_text(identity: Any) -> str:
@@ -107,7 +108,7 @@ def build_latent_cache(
     shard_size: int = 32,
     device: str | torch.device = "cpu",
     store_dtype: torch.dtype | None = None,
-    preprocess: Callable[[torch.Tensor], torch.Tensor] = to_unit_range,
+    preprocess: Callable[[torch.Tensor], torch.Tensor] = clip_to_unit_range,
     progress: bool = True,
 ) -> Path:
     """Encode `windows_per_video` evenly spaced clips of every video with `tokenizer.encode`.
@@ -133,7 +134,7 @@ def build_latent_cache(
                 "choose another output folder or delete it"
             )
     else:
-        meta_path.write_text(json.dumps(meta, indent=2))
+        atomic_write_text(meta_path, json.dumps(meta, indent=2))
     done = LatentCache(out).clips
     shard_id = len(list(out.glob("latents-*.safetensors")))
     tensors: dict[str, torch.Tensor] = {}
@@ -144,9 +145,8 @@ def build_latent_cache(
         if not tensors:
             return
         path = out / f"latents-{shard_id:05d}.safetensors"
-        tmp = path.with_suffix(f".tmp{random.randrange(1 << 30)}")
-        save_file(tensors, str(tmp), metadata={"clips": json.dumps(clips)})
-        tmp.replace(path)
+        meta = {"clips": json.dumps(clips)}
+        atomic_write(path, lambda f: f.write(save(tensors, metadata=meta)))
         shard_id += 1
         tensors.clear()
         clips.clear()

@@ -1,4 +1,4 @@
-"""Loading untrusted files without running code: T5 embedding pickles and torch checkpoints.
+"""Loading untrusted T5 embedding pickles without running code (torch files: framework.io).
 
 A pickle can call any importable function while it loads. The T5 pickles (spec §6.3) only ever
 hold a list of numpy float arrays, so the unpickler here resolves the handful of numpy globals
@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from framework.io import UnsafeFileError, atomic_pickle
 
-class UnsafeFileError(RuntimeError):
-    """A file holds something other than the documented structure; it was not executed."""
+__all__ = ["UnsafeFileError", "load_t5_pickle", "save_t5_pickle"]
 
 
 _FLOAT_KINDS = "f"  # float16/32/64; the official files are float16 (spec §6.3)
@@ -127,23 +126,4 @@ def save_t5_pickle(embedding: np.ndarray, path: str | Path) -> None:
     arr = np.ascontiguousarray(np.asarray(embedding, dtype=np.float16))
     if arr.ndim != 2:
         raise ValueError(f"T5 embedding must be [n_tokens, dim], got shape {arr.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump([arr], f)
-    tmp.replace(path)
-
-
-def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """torch.load with weights_only=True: tensors, containers and plain values, never code."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; check the path")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        lines = [ln for ln in str(err).splitlines() if "Unsupported" in ln] or ["unknown object"]
-        raise UnsafeFileError(
-            f"{path} holds objects other than tensors and plain containers, so it was not loaded "
-            f"({lines[0].strip()}); re-save it as a plain state dict"
-        ) from None
+    atomic_pickle([arr], path)

@@ -3,25 +3,21 @@
 Config: a checkpoint inside a job folder (`<job>/checkpoints/model/iter_N.pt`) brings the job's
 `config.yaml`; otherwise (or when `--experiment` is given explicitly) the registered experiment.
 Overrides apply on top. Checkpoint: the one given; else the experiment job's latest; else the
-experiment's `checkpoint.load_path`. Weights: `net.` keys (or `net_ema.` with load_ema), with
-LoRA weights folded into the base weights, so inference always runs a plain net.
+experiment's `checkpoint.load_path`. Weights: the model's `load_weights` (`net.*` or the EMA
+copy, extra modules, LoRA adapters folded in), so inference always runs a plain net.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import sys
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 
 from framework.config import ConfigError, apply_overrides, from_yaml, get, instantiate, load_all
+from framework.io import read_checkpoint
 from framework.models.hub import download_hint
-
-_LORA_MARKS = (".lora_A.", ".lora_B.")
-_BASE = ".base_layer."
 
 
 def job_dir(cfg: DictConfig) -> Path:
@@ -102,65 +98,15 @@ def resolve(
     )
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a `.pt` file (weights_only, memory-mapped; `model`/`state_dict` unwrapped)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # anything beyond plain tensors is refused by weights_only
-        raise ValueError(
-            f"Checkpoint {path} cannot be read safely ({str(err).splitlines()[0]});"
-            " re-save it as a plain state dict."
-        ) from None
-    for holder in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(holder), dict):
-            obj = obj[holder]
-    if not isinstance(obj, dict):
-        raise ValueError(
-            f"Checkpoint {path} holds a {type(obj).__name__}, not a state dict; "
-            "pass a model/iter_N.pt file."
-        )
-    return obj
-
-
-def is_lora_state(sd: dict[str, Tensor]) -> bool:
-    return any(m in k for k in sd for m in _LORA_MARKS)
-
-
-def net_state(
-    sd: dict[str, Tensor],
-    ema: bool,
-    lora: dict | None,
-    path: str | Path = "",
-    ignored: tuple[str, ...] = (),
-) -> dict[str, Tensor]:
-    """Plain net keys: the `net.` (or `net_ema.`) subset, prefix stripped, LoRA folded in."""
-    prefix = "net_ema." if ema else "net."
-    if any(k.startswith(("net.", "net_ema.")) for k in sd):
-        if not any(k.startswith(prefix) for k in sd):
-            hint = "EMA was off in that run; drop --load_ema." if ema else "pass a model file."
-            raise ValueError(f"Checkpoint {path} has no {prefix!r} keys; {hint}")
-        sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-    sd = {k: v for k, v in sd.items() if not any(fnmatch.fnmatchcase(k, p) for p in ignored)}
-    if is_lora_state(sd):
-        if not lora:
-            raise ValueError(
-                f"Checkpoint {path} holds LoRA weights but the config has no "
-                "model.lora; pass the LoRA experiment or the run's job folder."
-            )
-        from framework.models.cosmos2.lora import merge_lora_state_dict
-
-        sd = merge_lora_state_dict(sd, alpha=float(lora["alpha"]), rank=int(lora["rank"]))
-    # A LoRA net saved without adapters (or a base file) still has base_layer names to undo.
-    return {k.replace(_BASE, "."): v for k, v in sd.items()}
-
-
 def warn_unguidable(cfg: DictConfig, guidance: float) -> None:
     """Warn when guidance > 0 is asked of a model trained without caption dropout: it never
     learned the caption-free prediction that classifier-free guidance pushes away from, so the
     result is garbage (tiny_gr1 at the default 7 turns the scene blue)."""
-    if guidance != 0 and float(cfg.model.get("text_dropout", 0.2)) == 0:
+    objective = cfg.model.get("objective") or {}
+    if guidance != 0 and float(objective.get("text_dropout", 0.2)) == 0:
         print(
-            f"warning: --guidance {guidance:g} on a model trained with model.text_dropout=0 "
+            f"warning: --guidance {guidance:g} on a model trained with "
+            "model.objective.text_dropout=0 "
             "(no caption-free training) gives broken videos; pass --guidance 0.",
             file=sys.stderr,
         )
@@ -168,9 +114,9 @@ def warn_unguidable(cfg: DictConfig, guidance: float) -> None:
 
 def default_device() -> torch.device:
     if torch.cuda.is_available():
-        import os
+        from framework.trainer.dist import local_rank
 
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda", local_rank())
     return torch.device("cpu")
 
 
@@ -183,8 +129,8 @@ def build_model(
     """The configured model with the checkpoint's weights, in eval mode on `device`.
 
     The net is built on the meta device and the weights are assigned, so a 14B model never
-    exists twice in memory. LoRA is folded into the weights, so the built model has none. On CUDA
-    the net runs in bf16 (as upstream inference); on the CPU in float32.
+    exists twice in memory. A LoRA run's adapters are folded into the weights, so the built model
+    has none. On CUDA the net runs in bf16 (as upstream inference); on the CPU in float32.
     """
     device = torch.device(device) if device is not None else default_device()
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
@@ -200,19 +146,17 @@ def build_model(
             net = instantiate(net_cfg)
     model = instantiate(model_cfg, net=net)
     if checkpoint is not None:
-        ignored = tuple(getattr(model, "ignored_checkpoint_keys", ()))
-        sd = net_state(read_state_dict(checkpoint), load_ema, lora, checkpoint, ignored)
         try:
-            model.net.load_state_dict(sd, strict=True, assign=True)
-        except RuntimeError as err:
+            model.load_weights(
+                read_checkpoint(checkpoint), ema=load_ema, merge_lora=lora, assign=True
+            )
+        except (ValueError, RuntimeError) as err:
             detail = " ".join(str(err).split())[:300]
             raise ValueError(
-                f"Checkpoint {checkpoint} does not match the configured net "
-                f"({detail}); use the experiment the checkpoint was trained "
-                "with."
+                f"Checkpoint {checkpoint} does not match the configured model ({detail})"
             ) from None
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model.net.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=dtype)
     return model.eval().requires_grad_(False)
 
 

@@ -58,7 +58,7 @@ def load_video_frames(
 def load_conditioning(
     path: str | Path, size: tuple[int, int], num_conditional_frames: int
 ) -> Tensor:
-    """What `Video2WorldModel.generate` conditions on: one frame for an image, the last
+    """What `WorldModel.generate` conditions on: one frame for an image, the last
     `num_conditional_frames` frames for a video (the model pads to full length, spec §7.1).
 
     A video with one conditional frame gives one frame, which the model pads with black instead

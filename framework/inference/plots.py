@@ -2,38 +2,18 @@
 
     python -m framework.inference.plots JOB_DIR
 
-Plots every logged `loss` (and `edm_loss` when present) against its step, with a smoothed line,
-on a log scale when the values span more than a factor of 10. Lines without the key (e.g. eval or
+Plots every logged `loss` (and each `*_loss` a model logs, e.g. `edm_loss`) against its step,
+with a smoothed line, on a log scale when the values span more than a factor of 10. Lines without the key (e.g. eval or
 sample records) are skipped.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
 
-from framework.trainer.hooks import Hook
-
-KEYS = ("loss", "edm_loss")
-
-
-def read_metrics(job_dir: str | Path) -> list[dict]:
-    """The records of metrics.jsonl (a torn last line, from a run killed mid-write, is skipped)."""
-    path = Path(job_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist; pass a job folder of a run that logged at least one step."
-        )
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+from framework.trainer.metrics import read_metrics
 
 
 def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -76,7 +56,8 @@ def plot_loss_curve(job_dir: str | Path) -> Path:
 
     job_dir = Path(job_dir)
     records = read_metrics(job_dir)
-    curves = {k: series(records, k) for k in KEYS}
+    keys = ["loss", *sorted({k for r in records for k in r if k.endswith("_loss")})]
+    curves = {k: series(records, k) for k in keys}
     curves = {k: v for k, v in curves.items() if v[0]}
     if not curves:
         raise ValueError(
@@ -101,20 +82,6 @@ def plot_loss_curve(job_dir: str | Path) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
-
-
-class LossCurveHook(Hook):
-    """Writes loss_curve.png into the job folder when training ends (rank 0)."""
-
-    def after_train(self, trainer: Any) -> None:
-        if not trainer.is_main:
-            return
-        try:
-            plot_loss_curve(trainer.job_dir)
-        except (FileNotFoundError, ValueError) as err:  # a run with no logged step
-            import logging
-
-            logging.getLogger(__name__).warning("no loss curve: %s", err)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
     python -m framework.inference.video2world [--experiment NAME] [--checkpoint PATH] [options]
         [-- KEY=VALUE ...]
 
-With no arguments it continues the first held-out clip of the default (tiny) experiment's data
+With no arguments it continues the first held-out item of the default (tiny) experiment's data
 with its caption, from that job's latest checkpoint. Upstream's flags and defaults (spec §7.1,
 §7.2) carry over; see docs/inference.md. Under torchrun each rank takes items rank::world of a
 batch JSON. Exit status: 0 when every item was written, 1 when any failed, 2 on a usage error.
@@ -24,8 +24,9 @@ import torch
 from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError
+from framework.data.heldout import build_dataset, heldout_of
 from framework.inference import loading, media, prompts
-from framework.inference.heldout import heldout_paths
+from framework.trainer.dist import env_ranks
 
 USER_ERROR, ITEM_FAILED = 2, 1
 
@@ -35,7 +36,7 @@ class Item:
     input_path: str
     prompt: str
     output: str
-    first_frames: bool = False  # take the clip's first frames (held-out default), not its last
+    frames: torch.Tensor | None = None  # given frames (a held-out item), instead of input_path
 
 
 @dataclass
@@ -121,21 +122,17 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str
     if args.batch_input_json:
         return read_batch(args.batch_input_json, Path(args.save_path).parent)
     if args.input_path is None:
-        # `make generate` with no arguments: a held-out first frame and its caption.
+        # `make generate` with no arguments: the first held-out item of the experiment's data.
         try:
-            clip = heldout_paths(cfg.data.dataset.dataset_dir, 1)[0]
-        except FileNotFoundError:
+            dataset = build_dataset(cfg.data.dataset)
+            item = heldout_of(dataset, 1, args.num_conditional_frames)[0]
+        except (FileNotFoundError, ValueError) as err:
             raise ConfigError(
-                f"no --input_path given and no held-out clip in "
-                f"{cfg.data.dataset.dataset_dir}; pass --input_path."
+                f"no --input_path given and no held-out item in the experiment's data "
+                f"({str(err).splitlines()[0]}); pass --input_path."
             ) from None
-        caption = clip.parent.parent / "metas" / f"{clip.stem}.txt"
-        prompt = (
-            args.prompt
-            if args.prompt is not None
-            else (caption.read_text().strip() if caption.is_file() else "")
-        )
-        return [Item(str(clip), prompt, args.save_path, first_frames=True)], []
+        prompt = args.prompt if args.prompt is not None else item.prompt
+        return [Item(item.source, prompt, args.save_path, frames=item.video)], []
     return [Item(args.input_path, args.prompt or "", args.save_path)], []
 
 
@@ -165,15 +162,14 @@ def read_batch(path: str | Path, out_dir: Path) -> tuple[list[Item], list[tuple[
 
 
 def rank_and_world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world, _ = env_ranks()
+    return rank, world
 
 
 def generate_item(model, embed: prompts.PromptEmbedder, item: Item, s: Settings) -> Path:
     """Generate one video and write it with its prompt sidecar."""
-    if item.first_frames:
-        cond = media.load_video_frames(
-            item.input_path, s.size, s.num_conditional_frames, last=False
-        )
+    if item.frames is not None:
+        cond = item.frames[:, :, : s.num_conditional_frames]
     else:
         cond = media.load_conditioning(item.input_path, s.size, s.num_conditional_frames)
     video = model.generate(

@@ -20,6 +20,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from framework.io import read_checkpoint
+
 # The tokenizer shipped with the Video2World checkpoints (spec §5); the GR00T 14B models use the
 # identical 14B copy.
 WAN21_HUB_FILE = "hf://nvidia/Cosmos-Predict2-2B-Video2World/tokenizer/tokenizer.pth"
@@ -128,8 +130,7 @@ def _load_file(path: str) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    return read_checkpoint(path)
 
 
 class WanVAETokenizer(_TokenizerBase):

@@ -8,14 +8,11 @@ from framework.trainer.entry import (
     EXIT_USER_ERROR,
     run,
 )
-from framework.trainer.hooks import Hook, default_hooks
 from framework.trainer.trainer import NonFiniteLossError, Trainer
 
 __all__ = [
     "run",
     "Trainer",
-    "Hook",
-    "default_hooks",
     "NonFiniteLossError",
     "EXIT_OK",
     "EXIT_USER_ERROR",

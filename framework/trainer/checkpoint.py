@@ -1,6 +1,8 @@
 """Checkpoints in the seeds' layout (DESIGN contract 3), written so a kill never corrupts one.
 
-    <job_dir>/checkpoints/model/iter_{N:09d}.pt       full state dict: `net.` (+ `net_ema.`) keys
+    <job_dir>/checkpoints/model/iter_{N:09d}.pt       the model's whole state dict: `net.*` in the
+                                                      official layout, extra modules such as
+                                                      `logvar.*`, and `<name>_ema.*` with EMA
                           optim/iter_{N:09d}.pt       full optimizer state, keys by parameter name
                           scheduler/iter_{N:09d}.pt   LambdaLR position
                           trainer/iter_{N:09d}.pt     step, data position, per-rank RNG, hooks
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,10 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from framework.config import ConfigError
+from framework.io import atomic_torch_save, atomic_write_text, load_torch_file, read_checkpoint
 from framework.models.hub import download_hint
 from framework.trainer import dist as D
-from framework.trainer.ema import PowerEMA
+from framework.trainer.ema import PowerEMA, ema_key, is_ema_key, plain_key
 
 log = logging.getLogger(__name__)
 
@@ -47,38 +49,8 @@ def iter_name(step: int) -> str:
     return f"iter_{step:09d}.pt"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to `path` via a fsynced temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def load_file(path: Path) -> Any:
-    # mmap keeps a 14B model file out of RAM until its tensors are used.
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return load_torch_file(path)
 
 
 def _load_options() -> StateDictOptions:
@@ -127,20 +99,21 @@ class Checkpointer:
         trainer_state: dict,
     ) -> None:
         """Collective: every rank gathers, rank 0 writes. Returns once the files are durable."""
-        net_sd = get_model_state_dict(model.net, options=_GATHER)
-        model_sd = {f"net.{k}": v for k, v in net_sd.items()}
+        model_sd = get_model_state_dict(model, options=_GATHER)
         if ema is not None:
+            # Every key of a module gets its EMA twin; keys that do not train (buffers, a frozen
+            # LoRA base) repeat the regular value, so `net_ema.*` alone is a complete net.
             ema_sd = dict(ema.full_tensors())
-            model_sd.update({f"net_ema.{k}": ema_sd.get(k, v) for k, v in net_sd.items()})
-        optim_sd = get_optimizer_state_dict(model.net, optimizer, options=_GATHER)
+            model_sd.update({ema_key(k): ema_sd.get(k, v) for k, v in list(model_sd.items())})
+        optim_sd = get_optimizer_state_dict(model, optimizer, options=_GATHER)
         sched_sd = scheduler.state_dict()
         # Our config, not the checkpoint, defines the schedule; only its position is saved.
         sched_sd["lr_lambdas"] = [None] * len(sched_sd.get("lr_lambdas", [None]))
         if self.env.is_main:
             for part, obj in zip(PARTS, (model_sd, optim_sd, sched_sd, trainer_state)):
                 self.path(part, step).parent.mkdir(parents=True, exist_ok=True)
-                atomic_save(obj, self.path(part, step))
-            atomic_write_text(iter_name(step) + "\n", self.root / LATEST)
+                atomic_torch_save(obj, self.path(part, step))
+            atomic_write_text(self.root / LATEST, iter_name(step) + "\n")
             self.prune()
             log.info("saved checkpoint %s", self.path("model", step))
         D.barrier()
@@ -169,24 +142,21 @@ class Checkpointer:
         """Collective: restore everything saved under `name`; returns the trainer state."""
         main = self.env.is_main or not D.is_initialized()
         model_sd = load_file(self.path("model", name)) if main else {}
-        has_ema = D.broadcast_object(any(k.startswith("net_ema.") for k in model_sd))
+        ema_sd = {k: v for k, v in model_sd.items() if is_ema_key(k)}
+        has_ema = D.broadcast_object(bool(ema_sd))
         if ema is not None and has_ema:
-            # Load the EMA values through the net (which knows how to shard them), copy them
-            # into the shadow, then load the net's own weights over them.
-            ema_sd = {
-                k.removeprefix("net_ema."): v
-                for k, v in model_sd.items()
-                if k.startswith("net_ema.")
-            }
-            set_model_state_dict(model.net, ema_sd, options=_load_options())
+            # Load the EMA values through the model (which knows how to shard them), copy them
+            # into the shadow, then load the regular weights over them.
+            ema_sd = {plain_key(k): v for k, v in ema_sd.items()}
+            set_model_state_dict(model, ema_sd, options=_load_options())
             ema.copy_from_params()
-        net_sd = {k.removeprefix("net."): v for k, v in model_sd.items() if k.startswith("net.")}
-        set_model_state_dict(model.net, net_sd, options=_load_options())
+        plain = {k: v for k, v in model_sd.items() if not is_ema_key(k)}
+        set_model_state_dict(model, plain, options=_load_options())
         if ema is not None and not has_ema:
-            log.warning("%s has no net_ema. weights; the EMA starts from the loaded net.", name)
+            log.warning("%s has no EMA weights; the EMA starts from the loaded model.", name)
             ema.copy_from_params()
         optim_sd = load_file(self.path("optim", name)) if main else {}
-        set_optimizer_state_dict(model.net, optimizer, optim_sd, options=_load_options())
+        set_optimizer_state_dict(model, optimizer, optim_sd, options=_load_options())
         scheduler.load_state_dict(load_file(self.path("scheduler", name)))
         log.info("resumed from %s", self.path("model", name))
         return load_file(self.path("trainer", name))
@@ -204,25 +174,48 @@ def check_load_path(checkpoint: DictConfig) -> Path:
 
 
 def load_pretrained(model: nn.Module, checkpoint: DictConfig) -> None:
-    """Initialise `model.net` from `checkpoint.load_path` (an official or our model file).
+    """Initialise `model` from `checkpoint.load_path` (an official file or one of ours).
 
-    Keys under `net.` (or `net_ema.` with `checkpoint.load_ema`) are taken without the prefix;
-    the model's `ignored_checkpoint_keys` and `checkpoint.ignore_keys` patterns are dropped; the
-    rest must match the net exactly.
+    A model with `load_weights` (every family model) takes the file's `net.*` (or, with
+    `checkpoint.load_ema`, the EMA copy) and its extra modules' keys, drops what its family
+    documents and `checkpoint.ignore_keys`, and fails naming anything else that does not match.
+    Any other model loads the chosen copy of its own state dict strictly.
     """
     path = check_load_path(checkpoint)
-    sd = load_file(path)
-    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
-        sd = sd["model"]  # single-file training checkpoints keep the weights under "model"
-    prefix = "net_ema." if checkpoint.get("load_ema", False) else "net."
-    if any(k.startswith(prefix) for k in sd):
-        sd = {k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)}
-    elif prefix == "net_ema.":
-        raise ConfigError(f"{path} has no net_ema.* weights; set checkpoint.load_ema=false.")
-    patterns = [*getattr(model, "ignored_checkpoint_keys", ()), *checkpoint.get("ignore_keys", [])]
-    sd = {k: v for k, v in sd.items() if not any(fnmatch.fnmatchcase(k, p) for p in patterns)}
-    if hasattr(model, "load_pretrained"):
-        model.load_pretrained(sd)
-    else:
-        model.net.load_state_dict(sd, strict=True)
-    log.info("loaded %d tensors from %s (%s*)", len(sd), path, prefix)
+    sd = read_checkpoint(path)
+    ema, ignore = bool(checkpoint.get("load_ema", False)), list(checkpoint.get("ignore_keys", []))
+    try:
+        if hasattr(model, "load_weights"):
+            model.load_weights(sd, ema=ema, ignore=ignore)
+        else:
+            _load_strict(model, _one_copy(sd, ema, ignore))
+    except (ValueError, RuntimeError) as err:
+        raise ConfigError(f"checkpoint.load_path={path}: {str(err).splitlines()[0]}") from None
+    log.info("loaded %d tensors from %s%s", len(sd), path, " (EMA)" if ema else "")
+
+
+def _one_copy(sd: dict, ema: bool, ignore: list[str]) -> dict:
+    """The regular (or EMA) copy of a model-level state dict, `ignore` patterns (matched on the
+    key below its top-level module) dropped."""
+    if ema and not any(is_ema_key(k) for k in sd):
+        raise ValueError("the file has no EMA weights; set checkpoint.load_ema=false.")
+    out = {}
+    for key, value in sd.items():
+        if is_ema_key(key) != ema:
+            continue
+        key = plain_key(key) if ema else key
+        if not any(fnmatch.fnmatchcase(key.partition(".")[2], p) for p in ignore):
+            out[key] = value
+    return out
+
+
+def _load_strict(model: nn.Module, sd: dict) -> None:
+    want = set(model.state_dict())
+    missing, unexpected = sorted(want - set(sd)), sorted(set(sd) - want)
+    if missing or unexpected:
+        raise ValueError(
+            f"the file does not match the model (missing: {', '.join(missing[:5]) or 'none'}; "
+            f"unexpected: {', '.join(unexpected[:5]) or 'none'}); use the matching experiment "
+            "or drop keys with checkpoint.ignore_keys."
+        )
+    model.load_state_dict(sd, strict=True)

@@ -50,6 +50,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def env_ranks() -> tuple[int, int, int]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) as torchrun sets them; (0, 1, 0) outside torchrun."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def local_rank() -> int:
+    return env_ranks()[2]
+
+
 def init_distributed(strategy: str = "none") -> DistEnv:
     """Join torchrun's process group (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
 
@@ -58,11 +68,9 @@ def init_distributed(strategy: str = "none") -> DistEnv:
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"parallel.strategy={strategy!r} is not one of {STRATEGIES}; fix it.")
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local = env_ranks()
     if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
@@ -83,7 +91,7 @@ def init_distributed(strategy: str = "none") -> DistEnv:
         raise ConfigError(
             f"WORLD_SIZE={world} but parallel.strategy=none; set parallel.strategy=ddp or fsdp."
         )
-    return DistEnv(rank, world, local_rank, device)
+    return DistEnv(rank, world, local, device)
 
 
 def shutdown() -> None:
@@ -92,9 +100,10 @@ def shutdown() -> None:
 
 
 def shard_degree(parallel: DictConfig, world_size: int) -> int:
-    """FSDP shard group size; -1 (or null) shards over the whole world."""
+    """FSDP shard group size; -1 (or null) shards over the whole world, and a size larger than
+    the world is clamped to it (so an 8-GPU recipe runs on one GPU unchanged)."""
     shard = parallel.get("shard_size", -1)
-    shard = world_size if shard in (None, -1) else int(shard)
+    shard = world_size if shard in (None, -1) else min(int(shard), world_size)
     if shard < 1 or world_size % shard:
         raise ConfigError(
             f"parallel.shard_size={shard} must divide WORLD_SIZE={world_size}; use "

@@ -20,6 +20,21 @@ def clean_name(name: str) -> str:
     return name
 
 
+def ema_key(key: str) -> str:
+    """`net.x` -> `net_ema.x`: a top-level module's key in the EMA copy (checkpoint layout)."""
+    head, _, rest = key.partition(".")
+    return f"{head}_ema.{rest}"
+
+
+def is_ema_key(key: str) -> bool:
+    return key.partition(".")[0].endswith("_ema")
+
+
+def plain_key(key: str) -> str:
+    head, _, rest = key.partition(".")
+    return f"{head.removesuffix('_ema')}.{rest}"
+
+
 def power_ema_gamma(rate: float) -> float:
     """The power-EMA exponent for relative std `rate`: the largest real root of
     x^3 + 7x^2 + (16 - s^-2) x + (12 - s^-2) (EDM2, Karras et al. 2024); s = 0.1 gives 6.9372."""
@@ -34,12 +49,13 @@ def power_ema_beta(step: int, gamma: float) -> float:
 
 
 class PowerEMA:
-    """fp32 shadow copies of `net`'s trainable parameters (local shards under FSDP2)."""
+    """fp32 shadow copies of a model's trainable parameters (local shards under FSDP2), named as
+    in the model's state dict (`net.x`, `logvar.y`)."""
 
-    def __init__(self, net: nn.Module, rate: float) -> None:
+    def __init__(self, model: nn.Module, rate: float) -> None:
         self.rate = float(rate)
         self.gamma = power_ema_gamma(rate)
-        named = [(clean_name(n), p) for n, p in net.named_parameters() if p.requires_grad]
+        named = [(clean_name(n), p) for n, p in model.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         with torch.no_grad():

@@ -22,9 +22,8 @@ from omegaconf import DictConfig
 
 from framework.config import ConfigError
 from framework.data.dataset import BadDataError
-from framework.data.safe_load import UnsafeFileError
+from framework.io import UnsafeFileError
 from framework.trainer import dist as D
-from framework.trainer.report import run_report
 from framework.trainer.trainer import NonFiniteLossError, Trainer
 
 EXIT_OK = 0
@@ -61,7 +60,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
         trainer = Trainer(cfg, overrides, env)
         finished = trainer.fit()
         if finished and trainer.is_main:
-            print(run_report(trainer.job_dir), flush=True)
+            print(trainer.report(), flush=True)
         return EXIT_OK if finished else EXIT_PREEMPTED
     except torch.OutOfMemoryError:
         log.error(OOM_ADVICE.format(rank=env.rank))

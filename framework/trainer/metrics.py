@@ -128,3 +128,19 @@ class MetricsSink:
             except Exception as err:  # noqa: BLE001
                 log.warning("wandb.finish failed (%s).", err)
             self.wandb_run = None
+
+
+def read_metrics(job_dir: str | Path) -> list[dict]:
+    """The records of metrics.jsonl (a torn last line, from a run killed mid-write, is skipped)."""
+    path = Path(job_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist; pass a job folder of a run that logged at least one step."
+        )
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from framework.io import atomic_write_text
 from framework.trainer.metrics import plain_config
 
 # Signals that mean "finish the step, save, exit": SLURM's --signal=USR1@<secs> warning and the
@@ -34,7 +35,7 @@ def write_run_files(job_dir: Path, cfg: DictConfig, overrides: Iterable[str]) ->
     """config.yaml (resolved, secrets masked) and overrides.txt (appended on each start)."""
     job_dir.mkdir(parents=True, exist_ok=True)
     text = OmegaConf.to_yaml(OmegaConf.create(plain_config(cfg)), sort_keys=False)
-    (job_dir / "config.yaml").write_text(text)
+    atomic_write_text(job_dir / "config.yaml", text)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     with open(job_dir / "overrides.txt", "a") as f:
         f.write(f"# started {stamp}\n" + "".join(f"{o}\n" for o in overrides))

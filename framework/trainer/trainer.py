@@ -20,12 +20,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from framework.config import ConfigError, instantiate
+from framework.hooks.base import HookList
 from framework.trainer import dist as D
 from framework.trainer.checkpoint import Checkpointer, check_load_path, load_pretrained
 from framework.trainer.data import BatchStream
 from framework.trainer.ema import PowerEMA
-from framework.trainer.hooks import HookList
 from framework.trainer.metrics import MetricsSink
+from framework.trainer.report import run_report
 from framework.trainer.state import (
     job_dir_of,
     preemption_signals,
@@ -110,7 +111,7 @@ class Trainer:
         self.optimizer = instantiate(cfg.optim, params=self.params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, instantiate(cfg.sched))
         ema = cfg.train.get("ema") or {}
-        self.ema = PowerEMA(self.model.net, ema.get("rate", 0.1)) if ema.get("enabled") else None
+        self.ema = PowerEMA(self.model, ema.get("rate", 0.1)) if ema.get("enabled") else None
         self.batches = BatchStream(cfg.data, self.env, int(cfg.train.seed))
         self.hooks = HookList.from_config(cfg.get("hooks"))
         self.sink = MetricsSink(self.job_dir, cfg, self.is_main)
@@ -319,8 +320,17 @@ class Trainer:
                 state["world_size"],
             )
 
+    def report(self) -> str:
+        """The end-of-run summary: the generic lines, then the model's and each hook's."""
+        checkpoint = self.checkpointer.latest()
+        path = str(self.checkpointer.path("model", checkpoint)) if checkpoint else None
+        lines = run_report(self.job_dir, path)
+        if path and hasattr(self.model, "report_lines"):
+            lines += self.model.report_lines(path)
+        return "\n".join(lines + self.hooks.report_lines(self))
+
     @contextmanager
     def ema_weights(self) -> Iterator[None]:
-        """The EMA weights in model.net for the block (plain weights when EMA is off)."""
+        """The EMA weights in the model for the block (plain weights when EMA is off)."""
         with self.ema.swapped() if self.ema is not None else nullcontext():
             yield

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Callable, Mapping
 
-import torch
 from torch import Tensor, nn
 
 from framework.models.cosmos2.net import IGNORED_CHECKPOINT_KEYS
 
 _PREFIXES = ("net.", "net_ema.")
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read an official `.pt` file safely (weights_only) and unwrap `model`/`state_dict` holders."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint {os.fspath(path)!r} does not exist; check the path.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # unpickling of anything beyond tensors is refused by design
-        raise ValueError(
-            f"Checkpoint {os.fspath(path)!r} cannot be read safely "
-            f"(weights_only=True): {err}. Re-save it as a plain state dict."
-        ) from err
-    for holder in ("model", "module", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(holder), dict):
-            obj = obj[holder]
-    return obj
 
 
 def is_ignored(key: str) -> bool:

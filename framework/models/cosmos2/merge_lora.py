@@ -11,10 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from framework.config import ConfigError, from_yaml
-from framework.data.safe_load import safe_torch_load
+from framework.io import atomic_torch_save, read_checkpoint
 from framework.models.cosmos2.lora import merge_lora_state_dict
 
 
@@ -40,15 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         alpha, rank = (
             (args.alpha, args.rank) if args.rank and args.alpha else lora_settings(args.checkpoint)
         )
-        state = safe_torch_load(args.checkpoint)
+        state = read_checkpoint(args.checkpoint)
         merged = merge_lora_state_dict(state, alpha=alpha, rank=rank)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(args.output.suffix + ".tmp")
-    torch.save(merged, tmp)
-    tmp.replace(args.output)  # never leave a half-written file under the final name
+    atomic_torch_save(merged, args.output)  # never a half-written file under the final name
     print(f"wrote {args.output} ({len(merged)} tensors, LoRA rank {rank} alpha {alpha} merged)")
     return 0
 

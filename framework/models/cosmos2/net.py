@@ -345,6 +345,8 @@ class MiniTrainDiT(nn.Module):
         concat_padding_mask: bool = True,
     ) -> None:
         super().__init__()
+        # The constructor arguments, for export (diffusers config) and for rebuilding the net.
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if model_channels % num_heads:
             raise ValueError(
                 f"model_channels={model_channels} is not divisible by "

@@ -6,58 +6,15 @@ region, and FSDP2 hooks go outermost so all-gathers stay outside compiled graphs
 
 from __future__ import annotations
 
-import functools
-
 import torch
-import torch.distributed as dist
-from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from framework.models.cosmos2.net import MiniTrainDiT
-
-_aten = torch.ops.aten
-# Every fused SDPA kernel (flash, memory-efficient, cuDNN, CPU flash, out-of-tree). The math
-# fallback decomposes into plain ops and cannot be saved as one output.
-SDPA_OPS = frozenset(
-    getattr(_aten, name).default
-    for name in (
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention",
-        "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_fused_attention_overrideable",
-    )
-    if hasattr(_aten, name)
+from framework.models.parallel import (  # noqa: F401  (re-exported for other families)
+    CHECKPOINT_MODES,
+    SDPA_OPS,
+    checkpoint_kwargs,
+    shard,
 )
-CHECKPOINT_MODES = ("none", "full", "selective")
-
-
-def _save_attention_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
-    # Attention outputs are kept, everything else is recomputed. For 2B at 480p (L = 31,104
-    # tokens, D = 2048) a block does 7.9 TFLOP in attention matmuls (4 L^2 D) vs 3.7 TFLOP in
-    # Linears (28 L D^2), while its two SDPA outputs hold 2 L D values of the ~13 L D that all
-    # matmul outputs hold: saving them skips two thirds of the recompute for 1/6 of that memory.
-    # Measured on one H100 (2B, 480p, batch 1, compiled): 2.23 s/step at 20.2 GB vs 2.58 s at
-    # 18.5 GB with full checkpointing; no checkpointing runs out of 80 GB.
-    return CheckpointPolicy.MUST_SAVE if op in SDPA_OPS else CheckpointPolicy.PREFER_RECOMPUTE
-
-
-def checkpoint_kwargs(mode: str) -> dict | None:
-    """Extra torch.utils.checkpoint kwargs for a mode of CHECKPOINT_MODES (None for "none")."""
-    if mode not in CHECKPOINT_MODES:
-        raise ValueError(
-            f"activation_checkpointing={mode!r} is not one of {CHECKPOINT_MODES}; "
-            "fix parallel.activation_checkpointing."
-        )
-    if mode == "none":
-        return None
-    if mode == "full":
-        # No context_fn at all: dynamo (torch 2.11) rejects an explicit noop_context_fn.
-        return {}
-    return {
-        "context_fn": functools.partial(
-            create_selective_checkpoint_contexts, _save_attention_policy
-        )
-    }
 
 
 def apply_activation_checkpointing(net: MiniTrainDiT, mode: str) -> None:
@@ -95,31 +52,10 @@ def parallelize_net(
 
     # 3. FSDP2, outermost.
     if fsdp:
-        _fully_shard(net, mesh, mp_param_dtype, reshard_after_forward)
+        last = len(net.blocks) - 1
+        for i, block in enumerate(net.blocks):
+            # The last block's backward runs right after forward: keeping it unsharded saves one
+            # all-gather per step (upstream does the same, spec §4.5).
+            shard(block, mesh, reshard_after_forward and i < last, mp_param_dtype)
+        shard(net, mesh, reshard_after_forward, mp_param_dtype)
     return net
-
-
-def _fully_shard(
-    net: MiniTrainDiT, mesh, mp_param_dtype: torch.dtype, reshard_after_forward: bool
-) -> None:
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-    if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError(
-            "FSDP needs torch.distributed to be initialized; launch with torchrun "
-            "or set parallel.strategy=none."
-        )
-    kwargs = {"mesh": mesh} if mesh is not None else {}
-    device_type = (
-        mesh.device_type if mesh is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    if device_type == "cuda":
-        kwargs["mp_policy"] = MixedPrecisionPolicy(
-            param_dtype=mp_param_dtype, reduce_dtype=torch.float32
-        )
-    last = len(net.blocks) - 1
-    for i, block in enumerate(net.blocks):
-        # The last block's backward runs right after forward: keeping it unsharded saves one
-        # all-gather per step (upstream does the same, spec §4.5).
-        fully_shard(block, reshard_after_forward=reshard_after_forward and i < last, **kwargs)
-    fully_shard(net, reshard_after_forward=reshard_after_forward, **kwargs)

@@ -1,8 +1,6 @@
-"""Hooks observe or schedule; they never change the math of a step.
+"""The stock training hooks: logging, checkpointing, a progress bar and the torch profiler.
 
-Three events (`before_train`, `after_step`, `after_train`) plus `state_dict`/`load_state_dict`,
-which the checkpoint carries. Stock hooks: logging, checkpointing, a progress bar and the torch
-profiler. `default_hooks()` is the `hooks` block an experiment starts from.
+`default_hooks()` is the `hooks` block an experiment starts from.
 """
 
 from __future__ import annotations
@@ -14,74 +12,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig
 
-from framework.config import L, instantiate
+from framework.config import L
+from framework.hooks.base import Hook
 from framework.trainer.metrics import peak_flops
 
 if TYPE_CHECKING:
     from framework.trainer.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-
-class Hook:
-    """Base class: override the events you need."""
-
-    def before_train(self, trainer: Trainer) -> None:
-        pass
-
-    def after_step(self, trainer: Trainer, step: int, loss: float, metrics: dict) -> None:
-        pass
-
-    def after_train(self, trainer: Trainer) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class HookList:
-    """Named hooks called in config order; their states travel in the trainer checkpoint."""
-
-    def __init__(self, hooks: dict[str, Hook]) -> None:
-        self.hooks = hooks
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig | None) -> HookList:
-        hooks = {}
-        for name, node in (cfg or {}).items():
-            if node is None:
-                continue
-            hook = instantiate(node)
-            if not isinstance(hook, Hook):
-                raise TypeError(
-                    f"hooks.{name} builds a {type(hook).__name__}, not a Hook; "
-                    "subclass framework.trainer.hooks.Hook."
-                )
-            hooks[str(name)] = hook
-        return cls(hooks)
-
-    def before_train(self, trainer: Trainer) -> None:
-        for hook in self.hooks.values():
-            hook.before_train(trainer)
-
-    def after_step(self, trainer: Trainer, step: int, loss: float, metrics: dict) -> None:
-        for hook in self.hooks.values():
-            hook.after_step(trainer, step, loss, metrics)
-
-    def after_train(self, trainer: Trainer) -> None:
-        for hook in self.hooks.values():
-            hook.after_train(trainer)
-
-    def state_dict(self) -> dict:
-        return {name: hook.state_dict() for name, hook in self.hooks.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, hook in self.hooks.items():
-            if name in state:
-                hook.load_state_dict(state[name])
 
 
 # Per-step values that are totals over the window, not averages.
@@ -92,17 +30,19 @@ class LogHook(Hook):
     """Every `every` steps (default logging.every): window averages to metrics.jsonl and wandb.
 
     Throughput comes from window totals: samples_per_s = samples / step_time, and MFU = FLOPs /
-    (step_time * world * device peak) when the model reports FLOPs and the peak is known.
+    (step_time * world * device peak) when the model reports FLOPs and the peak is known (from
+    `peak_flops`, else the table in framework/trainer/metrics.py).
     """
 
-    def __init__(self, every: int | None = None) -> None:
-        self.every = every
+    def __init__(self, every: int | None = None, peak_flops: float | None = None) -> None:
+        self.every, self.peak = every, peak_flops
         self.window: dict[str, float] = defaultdict(float)
         self.count = 0
 
     def before_train(self, trainer: Trainer) -> None:
         self.every = int(self.every or trainer.cfg.logging.every)
-        self.peak = peak_flops(trainer.device)
+        # `peak_flops` names the device peak where the table does not know it (CPUs, new GPUs).
+        self.peak = float(self.peak) if self.peak else peak_flops(trainer.device)
 
     def after_step(self, trainer: Trainer, step: int, loss: float, metrics: dict) -> None:
         for key, value in metrics.items():

@@ -1,10 +1,15 @@
-"""Inference sampler: Karras sigmas, Euler first step, then a 2nd-order multistep exponential
-integrator in lambda = -log(sigma) (DPM-Solver++(2M)-like), spec §4.3."""
+"""Samplers: config nodes (`model.sampler`) that turn an x0 predictor into a sample.
+
+`MultistepSampler` is Predict2's (spec §4.3) and Predict1's training-side one (RES "2ab"): Karras
+sigmas, an Euler first step, then a 2nd-order multistep exponential integrator in
+lambda = -log(sigma) (DPM-Solver++(2M)-like), a last denoise at sigma_min.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,11 +52,6 @@ def multistep_coefficients(
     return math.exp(-h), h * b1, h * b2
 
 
-def guided_x0(x0_cond: Tensor, x0_uncond: Tensor, guidance: float) -> Tensor:
-    """Upstream CFG: cond + g * (cond - uncond), i.e. classic scale g + 1 (spec §4.3)."""
-    return x0_cond + guidance * (x0_cond - x0_uncond)
-
-
 def sample(
     x0_fn: X0Fn,
     shape: Sequence[int],
@@ -85,3 +85,33 @@ def sample(
             x = decay * x + w_cur * x0 + w_prev * x0_prev
         x0_prev = x0
     return x0_fn(x.float(), sigmas[-1]).float()
+
+
+@dataclass
+class MultistepSampler:
+    """`sample` as a config node; `num_steps` may be overridden per call."""
+
+    num_steps: int = 35
+    sigma_max: float = 80.0
+    sigma_min: float = 0.002
+    rho: float = 7.0
+
+    def __call__(
+        self,
+        x0_fn: X0Fn,
+        shape: Sequence[int],
+        seed: int = 0,
+        *,
+        num_steps: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Tensor:
+        return sample(
+            x0_fn,
+            shape,
+            num_steps or self.num_steps,
+            seed,
+            sigma_max=self.sigma_max,
+            sigma_min=self.sigma_min,
+            rho=self.rho,
+            device=device,
+        )

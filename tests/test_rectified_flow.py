@@ -1,4 +1,4 @@
-"""Video2World objective formulas checked against hand-computed values from spec §4.1."""
+"""Rectified-flow objective formulas checked against hand-computed values from spec §4.1."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from framework.diffusion.objective import (
-    Video2WorldObjective,
-    condition_mask,
+from framework.diffusion.conditioning import Condition, condition_mask, drop_text
+from framework.diffusion.rectified_flow import (
+    RectifiedFlowObjective,
     denoise,
-    drop_text,
     loss_weight,
     rf_scaling,
     sample_num_conditional_frames,
@@ -41,6 +40,12 @@ class RecordingNet(nn.Module):
             dict(x=x, t=timesteps, emb=crossattn_emb, mask=condition_video_input_mask_B_C_T_H_W)
         )
         return self.w * x
+
+
+def text(x0: torch.Tensor) -> Condition:
+    """The condition the model wrapper passes: all-ones text [B,5,8], nothing else given."""
+    b = x0.shape[0]
+    return Condition(x0, torch.zeros(b, dtype=torch.long), torch.ones(b, 5, 8))
 
 
 def test_rf_scaling_hand_values():
@@ -150,10 +155,10 @@ def test_denoise_conditional_frames_get_clean_input_and_small_timestep():
 def test_loss_masked_frames_zero_and_denominator_counts_them():
     torch.manual_seed(0)
     net = RecordingNet(scale=0.1)
-    obj = Video2WorldObjective(state_t=4, text_dropout=0.0, loss_scale=10.0)
+    obj = RectifiedFlowObjective(text_dropout=0.0, loss_scale=10.0)
     x0 = torch.randn(3, 2, 4, 2, 2)
     g = torch.Generator().manual_seed(5)
-    loss, metrics = obj(net, x0, torch.ones(3, 5, 8), num_conditional_frames=2, generator=g)
+    loss, metrics = obj.loss(net, x0, text(x0), num_conditional_frames=2, generator=g)
     # Recompute from the recorded net input: weighted error only on frames 2..3, mean over all.
     call = net.calls[-1]
     t = call["t"][:, -1].view(3, 1, 1, 1, 1)  # t of noisy frames
@@ -169,7 +174,7 @@ def test_loss_masked_frames_zero_and_denominator_counts_them():
 
 def test_perfect_velocity_gives_zero_loss():
     # A net that knows eps: F = eps - x0 exactly -> zero loss (weighted x0-MSE == velocity MSE).
-    obj = Video2WorldObjective(state_t=3, text_dropout=0.0)
+    obj = RectifiedFlowObjective(text_dropout=0.0)
     x0 = torch.randn(2, 2, 3, 2, 2)
     g = torch.Generator().manual_seed(0)
     sigma = sample_sigma(2, multiplier=math.sqrt(3), generator=g)
@@ -179,7 +184,7 @@ def test_perfect_velocity_gives_zero_loss():
     def oracle(x, timesteps, emb, condition_video_input_mask_B_C_T_H_W=None, padding_mask=None):
         return eps - x0
 
-    loss, metrics = obj(oracle, x0, torch.ones(2, 5, 8), generator=g, num_conditional_frames=1)
+    loss, metrics = obj.loss(oracle, x0, text(x0), generator=g, num_conditional_frames=1)
     assert sigma.shape == (2, 1)
     assert metrics["edm_loss"] < 1e-8
     assert loss.item() < 1e-7
@@ -187,13 +192,9 @@ def test_perfect_velocity_gives_zero_loss():
 
 def test_image_batch_has_no_conditional_frames_and_no_multiplier():
     net = RecordingNet()
-    obj = Video2WorldObjective(state_t=24, text_dropout=0.0, high_sigma_ratio=1.0)
-    obj(
-        net,
-        torch.randn(4, 2, 1, 2, 2),
-        torch.ones(4, 5, 8),
-        generator=torch.Generator().manual_seed(0),
-    )
+    obj = RectifiedFlowObjective(text_dropout=0.0, high_sigma_ratio=1.0)
+    x0 = torch.randn(4, 2, 1, 2, 2)
+    obj.loss(net, x0, text(x0), generator=torch.Generator().manual_seed(0))
     call = net.calls[-1]
     assert call["mask"].sum().item() == 0
     # high_sigma_ratio is ignored for images, so every t = sigma/(1+sigma) < 200/201
@@ -202,6 +203,7 @@ def test_image_batch_has_no_conditional_frames_and_no_multiplier():
 
 def test_text_dropout_applied_in_objective():
     net = RecordingNet()
-    obj = Video2WorldObjective(state_t=2, text_dropout=1.0)
-    obj(net, torch.randn(2, 2, 2, 2, 2), torch.ones(2, 5, 8))
+    obj = RectifiedFlowObjective(text_dropout=1.0)
+    x0 = torch.randn(2, 2, 2, 2, 2)
+    obj.loss(net, x0, text(x0))
     assert net.calls[-1]["emb"].abs().sum().item() == 0

@@ -1,9 +1,10 @@
 """SampleVideos: generate videos for fixed held-out clips during training.
 
-Every `every` steps and when training ends, the first frame(s) of the same held-out clips are
-continued with their stored caption embeddings (negative = the all-zero "no text" embedding),
-with the EMA weights when EMA is on, and written to `<job_dir>/samples/iter_{N:09d}/<clip>.mp4`.
-With wandb on, the videos also go to wandb through the trainer's log; without it nothing fails.
+Every `every` steps and when training ends, the first frame(s) of the same held-out items of the
+training dataset (or of `dataset_dir`) are continued with their stored caption embeddings
+(negative = the all-zero "no text" embedding), with the EMA weights when EMA is on, and written
+to `<job_dir>/samples/iter_{N:09d}/<clip>.mp4`. With wandb on, the videos also go to wandb
+through the trainer's log; without it nothing fails.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from framework.inference.heldout import HeldOutItem, data_settings, heldout_items
+from framework.data.heldout import HeldOutItem, build_dataset, heldout_of
+from framework.hooks.base import Hook
 from framework.inference.media import save_video, write_sidecar
-from framework.trainer.hooks import Hook
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,15 @@ def runs_here(trainer: Any) -> bool:
         trainer.cfg.parallel.get("strategy") == "fsdp" and getattr(trainer, "world_size", 1) > 1
     )
     return bool(trainer.is_main or sharded)
+
+
+def heldout_items(trainer: Any, dataset_dir: str | None, num_items: int) -> list[HeldOutItem]:
+    """Held-out items of the run's own dataset, or of the same dataset pointed at `dataset_dir`."""
+    if dataset_dir:
+        dataset = build_dataset(trainer.cfg.data.dataset, dataset_dir)
+    else:
+        dataset = trainer.batches.dataset
+    return heldout_of(dataset, num_items, trainer.model.expected_pixel_frames)
 
 
 def ema_context(trainer: Any):
@@ -54,8 +64,8 @@ def wandb_videos(trainer: Any, paths: dict[str, Path], prefix: str) -> dict:
 class SampleVideos(Hook):
     """Videos of fixed held-out clips every `every` steps and after training (see module doc).
 
-    `dataset_dir` defaults to the run's training data (its `val/` split when present).
-    `num_conditional_frames` counts pixel frames (1 or 5 for the Wan VAE).
+    `dataset_dir` points the run's dataset at another folder (default: the training data's
+    held-out split). `num_conditional_frames` counts pixel frames (1 or 5 for the Wan VAE).
     """
 
     def __init__(
@@ -77,14 +87,7 @@ class SampleVideos(Hook):
 
     def _load(self, trainer: Any) -> list[HeldOutItem]:
         if self.items is None:
-            data = data_settings(trainer.cfg)
-            self.items = heldout_items(
-                self.dataset_dir or data["dataset_dir"],
-                self.num_items,
-                trainer.model.expected_pixel_frames,
-                data["size"],
-                data["stride"],
-            )
+            self.items = heldout_items(trainer, self.dataset_dir, self.num_items)
         return self.items
 
     def after_step(self, trainer: Any, step: int, loss: float, metrics: dict) -> None:
@@ -115,6 +118,7 @@ class SampleVideos(Hook):
                     guidance=self.guidance,
                     num_steps=self.num_steps,
                     seed=self.seed,
+                    fps=item.fps,
                 )
                 if trainer.is_main:
                     paths[item.name] = save_video(out_dir / f"{item.name}.mp4", video[0], fps)
@@ -131,3 +135,10 @@ class SampleVideos(Hook):
 
     def load_state_dict(self, state: dict) -> None:
         self.last_step = int(state.get("last_step", -1))
+
+    def report_lines(self, trainer: Any) -> list[str]:
+        samples = sorted((Path(trainer.job_dir) / "samples").glob("iter_*"))
+        if not samples:
+            return []
+        count = len(list(samples[-1].glob("*.mp4")))
+        return [f"  samples      {samples[-1]} ({count} videos)"]

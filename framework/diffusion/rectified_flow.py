@@ -1,5 +1,5 @@
-"""Video2World training objective: noise levels, RF-in-EDM preconditioning, frame-replace
-conditioning and the weighted x0 loss (spec §4.1).
+"""Rectified flow in EDM coordinates, the objective of Cosmos-Predict2 (spec §4.1): noise
+levels, RF preconditioning, frame-replace conditioning and the weighted x0 loss.
 
 Coordinates are EDM's (x_sigma = x0 + sigma * eps) while the net is a rectified-flow velocity
 model; `rf_scaling` converts between the two. Every random draw takes an optional
@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from framework.diffusion.conditioning import Condition, drop_text
 
 # A net call: (x [B,C,T,H,W], timesteps [B,T], crossattn_emb, condition mask, padding mask) -> F.
 NetFn = Callable[..., Tensor]
@@ -30,9 +32,9 @@ def loss_weight(sigma: Tensor) -> Tensor:
     return (1.0 + sigma) ** 2 / sigma**2
 
 
-def video_noise_multiplier(state_t: int, adjust_video_noise: bool = True) -> float:
-    """sqrt(state_t) (4.899 for 24 latent frames) when enabled, else 1."""
-    return math.sqrt(state_t) if adjust_video_noise else 1.0
+def video_noise_multiplier(latent_frames: int, adjust_video_noise: bool = True) -> float:
+    """sqrt(latent frames) (4.899 for 24, upstream's state_t) when enabled, else 1."""
+    return math.sqrt(latent_frames) if adjust_video_noise else 1.0
 
 
 def sample_sigma(
@@ -73,22 +75,6 @@ def sample_num_conditional_frames(
     )
 
 
-def condition_mask(num_frames: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
-    """Float mask [B,1,T,H,W] that is 1 on the first `num_frames[b]` latent frames."""
-    b, _, t, h, w = shape
-    frame = torch.arange(t, device=num_frames.device)
-    mask = (frame[None, :] < num_frames[:, None]).float()  # [B,T]
-    return mask[:, None, :, None, None].expand(b, 1, t, h, w)
-
-
-def drop_text(emb: Tensor, rate: float, generator: torch.Generator | None = None) -> Tensor:
-    """Zero each sample's whole embedding with probability `rate` (spec §4.1 step 8)."""
-    if rate <= 0:
-        return emb
-    keep = torch.rand(emb.shape[0], generator=generator, device=emb.device) >= rate
-    return emb * keep.view(-1, *([1] * (emb.dim() - 1))).to(emb.dtype)
-
-
 def denoise(
     net: NetFn,
     x_sigma: Tensor,
@@ -123,10 +109,10 @@ def denoise(
 
 
 @dataclass
-class Video2WorldObjective:
-    """The training loss of Video2World (spec §4.1); defaults are the upstream values."""
+class RectifiedFlowObjective:
+    """The Predict2 training loss and x0 prediction (spec §4.1). Defaults are the upstream
+    values, here and nowhere else: experiments change fields of the config node."""
 
-    state_t: int = 24
     high_sigma_ratio: float = 0.05
     loss_scale: float = 10.0
     sigma_conditional: float = 1e-4
@@ -135,22 +121,38 @@ class Video2WorldObjective:
     text_dropout: float = 0.2
     adjust_video_noise: bool = True
 
-    def __call__(
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {}  # all trainable state is in the net
+
+    def x0(self, net: NetFn, x_sigma: Tensor, sigma: Tensor, cond: Condition) -> Tensor:
+        """x0 prediction [B,C,T,H,W] at noise level sigma [B,1], conditioned frames replaced."""
+        return denoise(
+            net,
+            x_sigma,
+            sigma,
+            cond.gt,
+            cond.mask,
+            cond.text,
+            cond.padding_mask,
+            self.sigma_conditional,
+        )
+
+    def loss(
         self,
         net: NetFn,
         x0: Tensor,
-        crossattn_emb: Tensor,
-        padding_mask: Tensor | None = None,
+        cond: Condition,
         num_conditional_frames: int | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
-        """Return (loss * loss_scale, metrics) for clean latents x0 [B,C,T,H,W]."""
+        """Return (loss * loss_scale, metrics) for clean latents x0 [B,C,T,H,W]; `cond.gt` is x0
+        and `cond.num_frames` is drawn here (or fixed by `num_conditional_frames`)."""
         b, t = x0.shape[0], x0.shape[2]
         x0 = x0.float()
         dev = x0.device
         # Image batches (T == 1): no multiplier, no high-sigma tail, no conditional frames.
         is_video = t > 1
-        mult = video_noise_multiplier(self.state_t, self.adjust_video_noise) if is_video else 1.0
+        mult = video_noise_multiplier(t, self.adjust_video_noise) if is_video else 1.0
         ratio = self.high_sigma_ratio if is_video else 0.0
         sigma = sample_sigma(
             b, multiplier=mult, high_sigma_ratio=ratio, generator=generator, device=dev
@@ -168,10 +170,10 @@ class Video2WorldObjective:
                 generator=generator,
                 device=dev,
             )
-        mask = condition_mask(n, x0.shape)
-        emb = drop_text(crossattn_emb, self.text_dropout, generator)
+        text = drop_text(cond.text, self.text_dropout, generator)
+        cond = Condition(x0, n, text, cond.padding_mask, cond.fps)
         x_sigma = x0 + sigma.view(b, 1, 1, 1, 1) * eps
-        x0_pred = denoise(net, x_sigma, sigma, x0, mask, emb, padding_mask, self.sigma_conditional)
+        x0_pred = self.x0(net, x_sigma, sigma, cond)
         sq_err = (x0 - x0_pred) ** 2
         # Mean over all of B,C,T,H,W: masked frames add zeros to the numerator but count in the
         # denominator, as upstream does (spec §4.1 step 7).

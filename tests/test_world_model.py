@@ -1,5 +1,5 @@
-"""Video2WorldModel on tiny nets: training step, LoRA, overfitting, latent cache path,
-checkpoint loading and generation (PixelTokenizer keeps everything exact and fast)."""
+"""WorldModel with the Predict2 family on tiny nets: training step, LoRA, overfitting, latent
+cache path, checkpoint loading and generation (PixelTokenizer keeps everything exact and fast)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from framework.diffusion.rectified_flow import RectifiedFlowObjective
+from framework.diffusion.samplers import MultistepSampler
 from framework.models.cosmos2.net import MiniTrainDiT
 from framework.models.tokenizers import PixelTokenizer
-from framework.models.video2world import Video2WorldModel
+from framework.models.world_model import WorldModel
 
 TEXT_LEN, TEXT_DIM = 8, 32
 
@@ -59,11 +61,15 @@ def make_batch(b: int = 2, frames: int = 3, size: int = 16, seed: int = 0) -> di
     }
 
 
-def make_model(net: nn.Module | None = None, state_t: int = 3, **kw) -> Video2WorldModel:
+def make_model(net: nn.Module | None = None, state_t: int = 3, **kw) -> WorldModel:
+    """A Predict2-family model; objective fields (e.g. text_dropout) may be passed too."""
     tok = kw.pop("tokenizer", PixelTokenizer(spatial=2))
+    fields = RectifiedFlowObjective.__dataclass_fields__
+    objective = RectifiedFlowObjective(**{k: kw.pop(k) for k in list(kw) if k in fields})
     kw.setdefault("max_text_tokens", TEXT_LEN)
     torch.manual_seed(0)
-    return Video2WorldModel(net or tiny_dit(tok.latent_channels), tok, state_t=state_t, **kw)
+    net = net or tiny_dit(tok.latent_channels)
+    return WorldModel(net, tok, objective, MultistepSampler(), state_t, family="cosmos2", **kw)
 
 
 def test_training_step_finite_and_grads_on_trainable_only():
@@ -76,7 +82,8 @@ def test_training_step_finite_and_grads_on_trainable_only():
     params = model.trainable_parameters()
     assert len(params) == len(list(model.net.parameters()))
     assert all(p.grad is not None for p in params)
-    assert all(k.startswith("net.") for k in model.state_dict())  # tokenizer not in checkpoints
+    # Only the net is state: tokenizer, objective and sampler stay out of checkpoints.
+    assert all(k.startswith("net.") for k in model.state_dict())
 
 
 def test_lora_only_lora_params_train():
@@ -131,23 +138,29 @@ def test_temporal_crop_and_too_short_clip():
         model.latents({"video": video[:, :, :2]})
 
 
-def test_load_pretrained_strict_ignores_official_buffers_and_maps_lora():
+def test_load_weights_strict_ignores_official_buffers_and_maps_lora():
     src = make_model()
     sd = {f"net.{k}": v.clone() for k, v in src.net.state_dict().items()}
     sd["net.accum_iteration"] = torch.tensor(5)  # official buffer: dropped by name
+    sd["logvar.1.weight"] = torch.zeros(1, 128)  # a Predict1 head: foreign to this family
     dst = make_model(net=tiny_dit(12))
     with torch.no_grad():
         for p in dst.net.parameters():
             p.zero_()
-    dst.load_pretrained(sd)
+    dst.load_weights(sd)
     for k, v in src.net.state_dict().items():
         assert torch.equal(dst.net.state_dict()[k], v), k
-    assert "accum_iteration" in dst.ignored_checkpoint_keys
-    with pytest.raises(ValueError):
-        dst.load_pretrained({**sd, "net.blocks.9.mlp.layer1.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="missing|unexpected"):
+        dst.load_weights({**sd, "net.blocks.9.mlp.layer1.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="belong to no part"):
+        dst.load_weights({**sd, "conditioner.x": torch.zeros(1)})
+    missing = dict(sd)
+    missing.pop("net.final_layer.linear.weight")
+    with pytest.raises(ValueError, match="final_layer.linear.weight"):
+        dst.load_weights(missing)
 
     lora = make_model(lora=dict(rank=2, alpha=2, targets="q_proj"))
-    lora.load_pretrained(sd)
+    lora.load_weights(sd)
     q = "blocks.0.self_attn.q_proj"
     assert torch.equal(lora.net.state_dict()[f"{q}.base_layer.weight"], sd[f"net.{q}.weight"])
 
@@ -217,8 +230,9 @@ def test_net_sees_text_at_max_text_tokens_in_training_and_generation(length):
 
 
 def test_batched_cfg_equals_two_separate_passes():
-    from framework.diffusion.objective import condition_mask, denoise
-    from framework.diffusion.sampler import sample
+    from framework.diffusion.conditioning import condition_mask
+    from framework.diffusion.rectified_flow import denoise
+    from framework.diffusion.samplers import sample
 
     net = StandInNet(12)
     model = make_model(net)

@@ -1,0 +1,372 @@
+"""The generic world model: tokenizer + net + objective + sampler + conditioning + generate.
+
+Implements the model protocol of docs/architecture.md for any registered model family. The
+trainer sees only `training_step`, `trainable_parameters`, `parallelize`, `load_weights` and
+`flops_per_sample`. Nothing here is specific to a family: the family object
+(framework/models/family.py) says how to parallelize, load and count the net; the objective node
+owns noise levels, preconditioning and the net call; the sampler node owns the noise schedule.
+
+The tokenizer, text encoder, objective and sampler are kept outside the module tree, so
+`state_dict()` holds the net under `net.` (the official layout) plus the objective's trainable
+extras at the top level (e.g. Predict1's `logvar.`), nothing else.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from framework.diffusion.conditioning import Condition, guided_x0
+from framework.models.family import ModelFamily, family_of, get_family
+from framework.models.tokenizers import to_uint8, to_unit_range
+
+log = logging.getLogger(__name__)
+_LORA_MARKS = (".lora_A.", ".lora_B.")
+_BASE = ".base_layer."
+
+
+class WorldModel(nn.Module):
+    """Video-to-world post-training and generation around a `net` of a registered family."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        tokenizer: nn.Module,
+        objective: Any,
+        sampler: Callable[..., Tensor],
+        state_t: int = 24,
+        text_encoder: str | Callable[[Sequence[str]], Tensor] | None = None,
+        lora: dict | None = None,
+        fps: float = 16.0,
+        max_text_tokens: int = 512,
+        family: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.family: ModelFamily = get_family(family) if family else self._family_of(net)
+        self.net = net
+        # Frozen helpers and config objects, deliberately unregistered: not in state_dict, not
+        # sharded by FSDP, not moved by .to() (the tokenizer places itself).
+        for name, value in (
+            ("tokenizer", tokenizer),
+            ("text_encoder", text_encoder),
+            ("objective", objective),
+            ("sampler", sampler),
+        ):
+            object.__setattr__(self, name, value)
+        # Trainable state outside the net (e.g. an EDM logvar head) lives at the top level, so
+        # checkpoints hold it beside `net.` as the official files do.
+        self.extra_names = tuple(objective.extra_modules())
+        for name, module in objective.extra_modules().items():
+            self.add_module(name, module)
+        self.state_t, self.fps = int(state_t), float(fps)
+        # Cross-attention context length: zero-padded slots still take softmax mass, so a net is
+        # run with the length it was trained with.
+        self.max_text_tokens = int(max_text_tokens)
+        self.lora = dict(lora) if lora else None
+        if self.lora:
+            self.family.apply_lora(self.net, **self.lora)  # freezes the base; LoRA params train
+        else:
+            self.net.requires_grad_(True)
+
+    @staticmethod
+    def _family_of(net: nn.Module) -> ModelFamily:
+        family = family_of(net)
+        if family is None:
+            raise ValueError(
+                f"{type(net).__name__} belongs to no registered model family; register one "
+                "(framework/models/family.py) or set model.family."
+            )
+        return family
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    @property
+    def expected_pixel_frames(self) -> int:
+        return self.tokenizer.pixel_frames(self.state_t)
+
+    def _device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def _crop_start(self, length: int, want: int) -> int:
+        if length < want:
+            raise ValueError(
+                f"The video has {length} frames but state_t={self.state_t} needs {want}; "
+                "use longer clips or a smaller state_t."
+            )
+        return int(torch.randint(0, length - want + 1, ()).item()) if length > want else 0
+
+    def latents(self, batch: dict) -> Tensor:
+        """Clean latents [B,C,state_t,H',W']: a prefix of the cached `latent`, else the encoded
+        `video` after a random consecutive crop to the expected length."""
+        dev = self._device()
+        if "latent" in batch:
+            lat = batch["latent"].to(dev, torch.float32)
+            if lat.shape[2] < self.state_t:
+                raise ValueError(
+                    f"The cached latent has {lat.shape[2]} frames but state_t={self.state_t}; "
+                    "rebuild the latent cache with longer clips."
+                )
+            # The tokenizers are causal, so the first state_t latents equal the encoding of the
+            # first pixel_frames(state_t) frames; a later latent window would match no clip.
+            return lat[:, :, : self.state_t]
+        video = batch["video"].to(dev)
+        want = self.expected_pixel_frames
+        start = self._crop_start(video.shape[2], want)
+        with torch.no_grad():
+            return self.tokenizer.encode(video[:, :, start : start + want]).float()
+
+    def _fps(self, batch: dict, b: int, dev: torch.device) -> Tensor:
+        fps = batch.get("fps")
+        if fps is None:
+            return torch.full((b,), self.fps, device=dev)
+        return torch.as_tensor(fps, dtype=torch.float32, device=dev).reshape(-1).expand(b)
+
+    # ---- training protocol ---------------------------------------------------------------
+
+    def training_step(self, batch: dict, step: int) -> tuple[Tensor, dict[str, float]]:
+        """The objective's loss to backpropagate and its metrics."""
+        x0 = self.latents(batch)
+        b, dev = x0.shape[0], x0.device
+        padding_mask = batch.get("padding_mask")
+        cond = Condition(
+            gt=x0,
+            num_frames=torch.zeros(b, dtype=torch.long, device=dev),
+            text=self._fit_text(batch["t5_text_embeddings"].to(dev)),
+            padding_mask=None if padding_mask is None else padding_mask.to(dev),
+            fps=self._fps(batch, b, dev),
+        )
+        n_cond = batch.get("num_conditional_frames")
+        if isinstance(n_cond, Tensor):
+            n_cond = int(n_cond.reshape(-1)[0])
+        return self.objective.loss(self.net, x0, cond, num_conditional_frames=n_cond)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parallelize(self, mesh, parallel) -> None:
+        """The family's checkpointing/compile/FSDP for the net; each extra module is its own FSDP
+        unit (its forward runs inside the objective, so FSDP's hooks see it)."""
+        fsdp = parallel.strategy == "fsdp"
+        if self.family.parallelize is not None:
+            self.family.parallelize(
+                self.net,
+                mesh,
+                activation_checkpointing=parallel.activation_checkpointing,
+                compile=parallel.compile,
+                fsdp=fsdp,
+            )
+        if fsdp:
+            from framework.models.parallel import shard
+
+            for name in self.extra_names:
+                shard(getattr(self, name), mesh)
+
+    def flops_per_sample(self, batch: dict) -> float:
+        """Training FLOPs per sample from the family's formula (0.0 when it has none)."""
+        if self.family.flops_per_sample is None:
+            return 0.0
+        if "latent" in batch:
+            h, w = batch["latent"].shape[-2:]
+        else:
+            s = self.tokenizer.spatial_compression
+            h, w = batch["video"].shape[-2] // s, batch["video"].shape[-1] // s
+        return float(
+            self.family.flops_per_sample(self.net, self.state_t, h, w, self.max_text_tokens)
+        )
+
+    # ---- weights -------------------------------------------------------------------------
+
+    def load_weights(
+        self,
+        state_dict: Mapping[str, Tensor],
+        *,
+        ema: bool = False,
+        ignore: Sequence[str] = (),
+        merge_lora: dict | None = None,
+        assign: bool = False,
+    ) -> None:
+        """Load an official file or one of ours, strictly.
+
+        Keys under `net.` (`net_ema.` with `ema`) go to the net through the family's loader,
+        which drops exactly its documented keys and names missing ones; keys under an extra
+        module's name (`logvar.`) go to it; keys the family declares foreign are dropped; any
+        other key fails. A dict without prefixes is taken as the net's own keys. `ignore`:
+        extra fnmatch patterns (on the net's keys) to drop. With LoRA in this model, base
+        weights go under `base_layer`; `merge_lora` ({rank, alpha}) folds a LoRA file's adapters
+        into a plain net.
+        """
+        parts = self._split(state_dict, ema)
+        net_sd = {
+            k: v
+            for k, v in parts.pop("net").items()
+            if not any(fnmatch.fnmatchcase(k, p) for p in ignore)
+        }
+        if any(m in k for k in net_sd for m in _LORA_MARKS) and not self.lora:
+            if not merge_lora:
+                raise ValueError(
+                    "the checkpoint holds LoRA weights but the config has no model.lora; pass "
+                    "the LoRA experiment or the run's job folder."
+                )
+            net_sd = self.family.merge_lora(
+                net_sd, int(merge_lora["rank"]), float(merge_lora["alpha"])
+            )
+        if self.lora:
+            self.family.load_base_into_lora(self.net, net_sd)
+        else:
+            # A LoRA net saved without adapters still carries base_layer names.
+            net_sd = {k.replace(_BASE, "."): v for k, v in net_sd.items()}
+            if self.family.load_official is not None:
+                self.family.load_official(self.net, net_sd, assign=assign)
+            else:
+                self.net.load_state_dict(net_sd, strict=True, assign=assign)
+        for name in self.extra_names:
+            sub = parts.get(name)
+            if sub:
+                getattr(self, name).load_state_dict(sub, strict=True, assign=assign)
+            else:
+                log.warning(
+                    "the checkpoint has no %s.* weights; %s keeps its initial values", name, name
+                )
+
+    def _split(self, state_dict: Mapping[str, Tensor], ema: bool) -> dict[str, dict[str, Tensor]]:
+        """{top-level module name: its keys without the prefix}; `net` is always present."""
+        tops = ("net", *self.extra_names)
+        heads = {*tops, *(f"{t}_ema" for t in tops)}
+        if not any(k.partition(".")[0] in heads for k in state_dict):
+            return {"net": dict(state_dict)}  # a bare net state dict
+        parts: dict[str, dict[str, Tensor]] = {t: {} for t in tops}
+        unknown = []
+        for key, value in state_dict.items():
+            head, _, rest = key.partition(".")
+            if head in heads:
+                if head.endswith("_ema") == ema:
+                    parts[head.removesuffix("_ema")][rest] = value
+            elif not self.family.is_extra(key):
+                unknown.append(key)
+        if unknown:
+            raise ValueError(
+                f"the checkpoint has keys that belong to no part of this model "
+                f"({', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}); use the "
+                "experiment the checkpoint was made with."
+            )
+        if not parts["net"]:
+            hint = "EMA was off in that run; load without EMA." if ema else "pass a model file."
+            raise ValueError(f"the checkpoint has no {'net_ema' if ema else 'net'}.* keys; {hint}")
+        return parts
+
+    # ---- inference -----------------------------------------------------------------------
+
+    def condition_video(self, video: Tensor, num_conditional_frames: int) -> Tensor:
+        """Full-length [-1,1] conditioning clip as upstream builds it: one frame (an image) is
+        followed by black frames; a clip gives its last `num_conditional_frames` frames, padded
+        with copies of the last one."""
+        x = to_unit_range(video).float()
+        want = self.expected_pixel_frames
+        if x.shape[2] == 1:
+            if num_conditional_frames != 1:
+                raise ValueError(
+                    "An image input conditions exactly one frame; use num_conditional_frames=1 "
+                    "or pass a video."
+                )
+            pad = torch.full_like(x[:, :, :1], -1.0).expand(-1, -1, want - 1, -1, -1)
+            return torch.cat([x, pad], dim=2)
+        if x.shape[2] < num_conditional_frames:
+            raise ValueError(
+                f"The input video has {x.shape[2]} frames, fewer than "
+                f"num_conditional_frames={num_conditional_frames}; pass a longer clip."
+            )
+        x = x[:, :, x.shape[2] - num_conditional_frames :]
+        pad = x[:, :, -1:].expand(-1, -1, want - num_conditional_frames, -1, -1)
+        return torch.cat([x, pad], dim=2)[:, :, :want]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        video: Tensor,
+        text_emb: Tensor | Sequence[str],
+        neg_text_emb: Tensor | Sequence[str] | None = None,
+        num_conditional_frames: int = 1,
+        guidance: float = 7.0,
+        num_steps: int | None = None,
+        seed: int = 0,
+        fps: float | None = None,
+    ) -> Tensor:
+        """uint8 video [B,3,N,H,W] continuing `video` (uint8 or [-1,1]; an image or a clip).
+
+        `num_conditional_frames` counts pixel frames. `neg_text_emb=None` means the all-zero
+        (dropout) embedding, not the positive prompt. With guidance, the conditional and
+        unconditional passes run as one batched net call.
+        """
+        if (num_conditional_frames - 1) % self.tokenizer.temporal_compression:
+            k = self.tokenizer.temporal_compression
+            raise ValueError(
+                f"num_conditional_frames={num_conditional_frames} does not fill whole latent "
+                f"frames; use 1, {1 + k}, {1 + 2 * k}, ... (1 + a multiple of {k})."
+            )
+        dev = self._device()
+        gt = self.tokenizer.encode(self.condition_video(video.to(dev), num_conditional_frames))
+        b = gt.shape[0]
+        emb = self._embed(text_emb).to(dev)
+        n = torch.full((b,), self.tokenizer.latent_frames(num_conditional_frames), device=dev)
+        pad = torch.zeros(b, 1, video.shape[-2], video.shape[-1], device=dev)
+        rate = torch.full((b,), float(fps or self.fps), device=dev)
+        cond = Condition(gt, n.long(), emb, pad, rate)
+        guided = guidance != 0.0  # g = 0 gives cond exactly; skip the unconditional half
+        if guided:
+            neg = torch.zeros_like(emb) if neg_text_emb is None else self._embed(neg_text_emb)
+            cond = cond.doubled(neg.to(dev))
+
+        def x0_fn(x: Tensor, sigma: float) -> Tensor:
+            xx = torch.cat([x, x]) if guided else x
+            s = torch.full((xx.shape[0], 1), sigma, device=dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                x0 = self.objective.x0(self.net, xx, s, cond)
+            return guided_x0(*x0.chunk(2), guidance) if guided else x0
+
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            latent = self.sampler(x0_fn, tuple(gt.shape), seed, num_steps=num_steps, device=dev)
+        finally:
+            self.net.train(was_training)
+        return to_uint8(self.tokenizer.decode(latent))
+
+    def _fit_text(self, emb: Tensor) -> Tensor:
+        """Zero-pad or cut [B,N,D] embeddings to [B,max_text_tokens,D]."""
+        n = self.max_text_tokens
+        if emb.shape[1] >= n:
+            return emb[:, :n]
+        return torch.nn.functional.pad(emb, (0, 0, 0, n - emb.shape[1]))
+
+    def _embed(self, text: Tensor | Sequence[str]) -> Tensor:
+        """Text embeddings [B,max_text_tokens,D]; prompts go through the text encoder, which a
+        config names by path and which is built here on first use (training never needs it)."""
+        if isinstance(text, Tensor):
+            return self._fit_text(text.float())
+        enc = self.text_encoder
+        if enc is None:
+            raise ValueError(
+                "Prompts were given as strings but the model has no text_encoder; "
+                "pass T5 embeddings or configure model.text_encoder."
+            )
+        if isinstance(enc, str):
+            from framework.models.text import T5TextEncoder
+
+            enc = T5TextEncoder(enc, device=self._device(), max_length=self.max_text_tokens)
+            object.__setattr__(self, "text_encoder", enc)
+        out = enc.encode(list(text)) if hasattr(enc, "encode") else enc(list(text))
+        return self._fit_text((out[0] if isinstance(out, tuple) else out).float())
+
+    # ---- what the end-of-run report shows ---------------------------------------------------
+
+    def report_lines(self, checkpoint: str) -> list[str]:
+        """The command that generates from `checkpoint`. A model trained without caption dropout
+        never learned the caption-free prediction guidance pushes away from: suggest none."""
+        unguidable = float(getattr(self.objective, "text_dropout", 0.2)) == 0
+        cmd = f"python -m framework.inference.video2world --checkpoint {checkpoint}"
+        return [f"  generate     {cmd}{' --guidance 0' if unguidable else ''}"]
