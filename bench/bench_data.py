@@ -6,7 +6,8 @@ Compares, on the same synthetic H.264 sources (480p 854x480 and 720p 1280x720, m
 noise, written with PyAV into a temp folder), in one run:
   upstream  decord decode of 93 consecutive frames (num_threads=2, as upstream's dataset), then a
             per-frame antialiased bilinear float resize (torch interpolate, what torchvision's
-            F.resize(antialias=True) runs) and back to uint8 [3,T,H,W] (spec §6.2);
+            F.resize(antialias=True) runs) and back to uint8 [3,T,H,W] (upstream/cosmos_predict2.md
+            §6.2);
   ours      framework.data.video.ClipReader: PyAV decode with the resize inside FFmpeg's scaler.
 Each timed clip opens its file, as a dataset sample does. torch runs with one intra-op thread,
 as in a DataLoader worker. PSNR is ours against the upstream output on the same frames.

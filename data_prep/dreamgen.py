@@ -1,4 +1,5 @@
-"""DreamGen benchmark batch JSON for inference (spec §6.5, seeds §4).
+"""DreamGen benchmark batch JSON for inference (upstream/cosmos_predict2.md §6.5,
+upstream/gr00t_workflow.md §4).
 
     python -m data_prep.dreamgen --download                   # fetch nvidia/EVAL-175 only
     python -m data_prep.dreamgen \\

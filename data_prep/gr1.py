@@ -1,4 +1,5 @@
-"""GR1-100 (DreamGen training set) in the GR1 layout: download, metas/, T5 pickles (spec §6.1/6.4).
+"""GR1-100 (DreamGen training set) in the GR1 layout: download, metas/, T5 pickles
+(upstream/cosmos_predict2.md §6.1/6.4).
 
     python -m data_prep.gr1 --download                        # fetch nvidia/GR1-100 + T5, embed
     python -m data_prep.gr1 --dataset_path datasets/benchmark_train/gr1 --t5 /models/t5-11b
@@ -70,7 +71,8 @@ def download_gr1(dataset_dir: Path, hf_dir: Path | None = None) -> None:
 
 
 def parse_metadata(csv_path: Path) -> list[tuple[str, str]]:
-    """[(video file name, prompt)] from metadata.csv (upstream's parse, spec §6.4)."""
+    """[(video file name, prompt)] from metadata.csv (upstream's parse, upstream/cosmos_predict2.md
+    §6.4)."""
     rows = []
     lines = csv_path.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines[1:], start=2):

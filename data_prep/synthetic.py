@@ -5,7 +5,7 @@ closes, carries it to the plate the caption names, opens and lifts. Each cube co
 start spot and each plate colour its own place, so the caption plus the first frame determine the
 motion (up to a small per-video jitter): a tiny model can learn it.
 
-Layout written to DIR (the GR1 layout of spec §6.1, plus two extras):
+Layout written to DIR (the GR1 layout of upstream/cosmos_predict2.md §6.1, plus two extras):
   videos/*.mp4  metas/*.txt  t5_xxl/*.pickle  metadata.csv       training split
   val/{videos,metas,t5_xxl}/ + val/metadata.csv                   held-out videos for evaluation:
                                   the same tasks as the first training videos, new jitter/texture

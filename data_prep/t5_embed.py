@@ -1,4 +1,5 @@
-"""T5 embeddings for a dataset folder: metas/<stem>.txt -> t5_xxl/<stem>.pickle (spec §6.3, §6.4).
+"""T5 embeddings for a dataset folder: metas/<stem>.txt -> t5_xxl/<stem>.pickle
+(upstream/cosmos_predict2.md §6.3, §6.4).
 
 Each pickle is the official format: a list holding one float16 array [n_tokens, 1024], n_tokens the
 true token count of the prompt including EOS, capped at max_length (512). Prompts are stripped of

@@ -26,7 +26,8 @@ def job(project: str = "worldtune", group: str = "debug", name: str | None = Non
 
 
 def optim(lr: float = 2**-14.5, weight_decay: float = 0.1, betas=(0.9, 0.99), eps: float = 1e-8):
-    """AdamW; the trainer passes the parameters. Defaults: the Predict2 recipes (spec §2.2)."""
+    """AdamW; the trainer passes the parameters. Defaults: the Predict2 recipes
+    (upstream/cosmos_predict2.md §2.2)."""
     return L(ADAMW)(lr=lr, weight_decay=weight_decay, betas=list(betas), eps=eps)
 
 
@@ -37,7 +38,8 @@ def lambda_linear(
     f_max: float = 0.2,
     f_min: float = 0.1,
 ) -> DictConfig:
-    """Linear warm-up to f_max, then linear to f_min at the cycle's end (spec §3.6)."""
+    """Linear warm-up to f_max, then linear to f_min at the cycle's end (upstream/cosmos_predict2.md
+    §3.6)."""
     return L(LAMBDA_LINEAR)(
         warm_up_steps=[warm_up],
         cycle_lengths=[cycle],
@@ -144,7 +146,8 @@ def base(
 # --- Cosmos-Predict2 Video2World -------------------------------------------------------------
 
 PREDICT2_HUB = "nvidia/Cosmos-Predict2-{size}-Video2World"
-LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"  # spec §4.8
+# upstream/cosmos_predict2.md §4.8
+LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
 
 
 def predict2_checkpoint(size: str = "2B", file: str = "model-720p-16fps.pt") -> str:
@@ -159,7 +162,7 @@ def predict2_net(size: str = "2B", **overrides) -> DictConfig:
 
 
 def wan_vae(size: str = "2B") -> DictConfig:
-    """The Wan2.1 VAE shipped beside each Predict2 checkpoint (spec §5)."""
+    """The Wan2.1 VAE shipped beside each Predict2 checkpoint (upstream/cosmos_predict2.md §5)."""
     return L("framework.models.tokenizers.WanVAETokenizer")(
         path=predict2_checkpoint(size, "tokenizer/tokenizer.pth")
     )
@@ -194,7 +197,8 @@ def world_model(
 
 
 def predict2_model(net: DictConfig, tokenizer: DictConfig, state_t: int = 24, **kw) -> DictConfig:
-    """Predict2 Video2World: rectified flow and the multistep sampler (spec §4.1-4.3)."""
+    """Predict2 Video2World: rectified flow and the multistep sampler (upstream/cosmos_predict2.md
+    §4.1-4.3)."""
     import framework.models.cosmos2  # noqa: F401  (registers the family)
 
     return world_model(net, tokenizer, "cosmos2", state_t, **kw)

@@ -5,7 +5,7 @@ nvidia/GR1-100 and writes T5-11B embeddings). Weights: `huggingface-cli download
 nvidia/Cosmos-Predict2-2B-Video2World \
 --local-dir checkpoints/nvidia/Cosmos-Predict2-2B-Video2World`
 (the same for 14B).
-Values are the upstream recipe's (spec §2.2).
+Values are the upstream recipe's (upstream/cosmos_predict2.md §2.2).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def groot_gr1_480():
     cfg.parallel.activation_checkpointing = "selective"
     cfg.parallel.compile = True  # per block: 2.73 -> 2.19 s per step on an H200 (performance.md)
     cfg.checkpoint.save_iter = 200
-    # The 480p recipe starts from the 720p/16fps base checkpoint (spec §10).
+    # The 480p recipe starts from the 720p/16fps base checkpoint (upstream/cosmos_predict2.md §10).
     cfg.checkpoint.load_path = blocks.predict2_checkpoint("2B")
     return cfg
 

@@ -35,7 +35,7 @@ def test_dryrun_prints_yaml_and_parameter_table_and_writes_nothing(tmp_path):
     out = run("groot_gr1_480", "optim.lr=1e-4", "--dryrun", env={"OUTPUT_ROOT": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert "lr: 0.0001" in out.stdout
-    assert "1,956,413,440" in out.stdout  # the 2B net (spec §4.4)
+    assert "1,956,413,440" in out.stdout  # the 2B net (upstream/cosmos_predict2.md §4.4)
     assert list(tmp_path.iterdir()) == []
 
 

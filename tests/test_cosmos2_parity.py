@@ -62,7 +62,8 @@ def models():
                 param.uniform_(0.5, 1.5)
             else:
                 param.normal_(0.0, 1.0 / param.shape[-1] ** 0.5)
-    # Official q/k RMSNorm eps is 1e-6 (spec §4.5); diffusers builds them with its default 1e-5.
+    # Official q/k RMSNorm eps is 1e-6 (upstream/cosmos_predict2.md §4.5); diffusers builds them
+    # with its default 1e-5.
     for module in ref.modules():
         if isinstance(module, transformer_cosmos.Attention):
             module.norm_q.eps = module.norm_k.eps = 1e-6
@@ -87,7 +88,8 @@ def _inputs(n_cond: list[int], per_frame: bool, seed: int = 1):
     mask = torch.zeros(b, 1, t, h, w)
     for i, n in enumerate(n_cond):
         mask[i, :, :n] = 1.0
-        t_frame[i, :n] = 1e-4 / 1.0001  # conditional frames' timestep (spec §4.1.7)
+        # conditional frames' timestep (upstream/cosmos_predict2.md §4.1.7)
+        t_frame[i, :n] = 1e-4 / 1.0001
     if per_frame:
         t_frame = t_frame + 0.05 * torch.rand(b, t, generator=g)
     text = torch.randn(b, 512, TEXT_DIM, generator=g)

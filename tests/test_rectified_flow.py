@@ -1,4 +1,5 @@
-"""Rectified-flow objective formulas checked against hand-computed values from spec §4.1."""
+"""Rectified-flow objective formulas checked against hand-computed values from
+upstream/cosmos_predict2.md §4.1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sampler checks against hand computations from spec §4.3."""
+"""Sampler checks against hand computations from upstream/cosmos_predict2.md §4.3."""
 
 from __future__ import annotations
 

@@ -40,7 +40,8 @@ def test_encode_zero_padded_with_eos_in_length(encoder):
     for i, prompt in enumerate(PROMPTS):
         ids = encoder.tokenizer(prompt)["input_ids"]
         assert ids[-1] == encoder.tokenizer.eos_token_id == 1
-        assert int(lengths[i]) == len(ids)  # the length counts EOS, as upstream (spec §6.3)
+        # the length counts EOS, as upstream (upstream/cosmos_predict2.md §6.3)
+        assert int(lengths[i]) == len(ids)
         assert emb[i, : len(ids)].abs().sum(-1).min() > 0
         assert emb[i, len(ids) :].abs().max() == 0
 

@@ -16,7 +16,7 @@ from framework.models.tokenizers import PixelTokenizer, WanVAETokenizer, to_uint
 SMALL = dict(
     base_dim=8, z_dim=4, latents_mean=[0.1, 0.2, -0.3, 0.0], latents_std=[1.5, 2.0, 0.5, 1.0]
 )
-WAN21_MEAN0, WAN21_STD0 = -0.7571, 2.8184  # spec §5, channel 0
+WAN21_MEAN0, WAN21_STD0 = -0.7571, 2.8184  # upstream/cosmos_predict2.md §5, channel 0
 
 
 @pytest.fixture(scope="module")

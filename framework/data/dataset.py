@@ -1,4 +1,5 @@
-"""GR1-layout video dataset: `videos/*.mp4` + `t5_xxl/<stem>.pickle` -> samples (spec §6.2).
+"""GR1-layout video dataset: `videos/*.mp4` + `t5_xxl/<stem>.pickle` -> samples
+(upstream/cosmos_predict2.md §6.2).
 
 Differences from upstream, each deliberate: the clip start is uniform over every valid start
 including the last (upstream's randint excludes it and crashes on exact-length videos); bad files
@@ -262,7 +263,8 @@ class VideoDataset(Dataset):
         last_start = num_frames - self.span
         if last_start < 0:
             raise VideoError(f"{entry['video']} has {num_frames} frames, needs {self.span}")
-        # +1: the last valid start is included (upstream excludes it, spec §6.2).
+        # +1: the last valid start is included (upstream excludes it, upstream/cosmos_predict2.md
+        # §6.2).
         return int(torch.randint(last_start + 1, ()).item())
 
     def _decoded_video(self, path: str) -> tuple[np.ndarray, float]:

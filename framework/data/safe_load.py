@@ -1,10 +1,9 @@
 """Loading untrusted T5 embedding pickles without running code (torch files: framework.io).
 
-A pickle can call any importable function while it loads. The T5 pickles (spec §6.3) only ever
-hold a list of numpy float arrays, so the unpickler here resolves the handful of numpy globals
-that structure needs (each wrapped to refuse non-float dtypes) and refuses every other global
-before anything is called.
-"""
+A pickle can call any importable function while it loads. The T5 pickles
+(upstream/cosmos_predict2.md §6.3) only ever hold a list of numpy float arrays, so the unpickler
+here resolves the handful of numpy globals that structure needs (each wrapped to refuse non-float
+dtypes) and refuses every other global before anything is called."""
 
 from __future__ import annotations
 
@@ -21,7 +20,8 @@ from framework.io import UnsafeFileError, atomic_pickle
 __all__ = ["UnsafeFileError", "load_t5_pickle", "save_t5_pickle"]
 
 
-_FLOAT_KINDS = "f"  # float16/32/64; the official files are float16 (spec §6.3)
+# float16/32/64; the official files are float16 (upstream/cosmos_predict2.md §6.3)
+_FLOAT_KINDS = "f"
 
 
 def _checked_dtype(dt: Any) -> np.dtype:
@@ -86,7 +86,8 @@ class _ArrayListUnpickler(pickle.Unpickler):
 
 
 def load_t5_pickle(path: str | Path, dim: int | None = 1024) -> np.ndarray:
-    """The [n_tokens, dim] float array of an official T5 embedding pickle (spec §6.3).
+    """The [n_tokens, dim] float array of an official T5 embedding pickle
+    (upstream/cosmos_predict2.md §6.3).
 
     Raises UnsafeFileError naming the file when it holds anything but a list with one 2-D float
     array (with `dim` columns when given); nothing in a refused file is executed.

@@ -55,7 +55,8 @@ def _open(path: str | Path) -> av.container.InputContainer:
 
 def _stream_fps(stream: av.video.stream.VideoStream) -> float:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    return float(rate) if rate else 16.0  # spec §6.2: upstream falls back to 16 fps
+    # upstream/cosmos_predict2.md §6.2: upstream falls back to 16 fps
+    return float(rate) if rate else 16.0
 
 
 def _count_frames(container: av.container.InputContainer) -> int:

@@ -1,5 +1,5 @@
-"""Rectified flow in EDM coordinates, the objective of Cosmos-Predict2 (spec §4.1): noise
-levels, RF preconditioning, frame-replace conditioning and the weighted x0 loss.
+"""Rectified flow in EDM coordinates, the objective of Cosmos-Predict2 (upstream/cosmos_predict2.md
+§4.1): noise levels, RF preconditioning, frame-replace conditioning and the weighted x0 loss.
 
 Coordinates are EDM's (x_sigma = x0 + sigma * eps) while the net is a rectified-flow velocity
 model; `rf_scaling` converts between the two. Every random draw takes an optional
@@ -22,13 +22,15 @@ NetFn = Callable[..., Tensor]
 
 
 def rf_scaling(sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(c_skip, c_out, c_in, c_noise) for sigma_data = 1 (spec §4.1 step 4)."""
+    """(c_skip, c_out, c_in, c_noise) for sigma_data = 1 (upstream/cosmos_predict2.md §4.1 step
+    4)."""
     t = sigma / (1.0 + sigma)
     return 1.0 - t, -t, 1.0 - t, t
 
 
 def loss_weight(sigma: Tensor) -> Tensor:
-    """(1 + sigma)^2 / sigma^2 = 1 / t^2: turns x0-MSE into velocity MSE (spec §4.1 step 5)."""
+    """(1 + sigma)^2 / sigma^2 = 1 / t^2: turns x0-MSE into velocity MSE
+    (upstream/cosmos_predict2.md §4.1 step 5)."""
     return (1.0 + sigma) ** 2 / sigma**2
 
 
@@ -46,8 +48,8 @@ def sample_sigma(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Noise levels [B,1]: exp(N(0,1)) * multiplier, with probability `high_sigma_ratio`
-    replaced by a log-uniform draw on `high_sigma_range` (spec §4.1 step 2)."""
+    """Noise levels [B,1]: exp(N(0,1)) * multiplier, with probability `high_sigma_ratio` replaced by
+    a log-uniform draw on `high_sigma_range` (upstream/cosmos_predict2.md §4.1 step 2)."""
     kw = dict(generator=generator, device=device, dtype=torch.float32)
     sigma = torch.randn(batch_size, 1, **kw).exp() * multiplier
     lo, hi = math.log(high_sigma_range[0]), math.log(high_sigma_range[1])
@@ -85,7 +87,7 @@ def denoise(
     padding_mask: Tensor | None = None,
     sigma_conditional: float = 1e-4,
 ) -> Tensor:
-    """x0 prediction with frame replacement (spec §4.1 step 7).
+    """x0 prediction with frame replacement (upstream/cosmos_predict2.md §4.1 step 7).
 
     sigma is [B,1] (one level per sample). Masked frames enter the net as the clean latent with
     timestep c_noise(sigma_conditional) and leave as gt, so they carry no loss and are never guided.
@@ -110,8 +112,8 @@ def denoise(
 
 @dataclass
 class RectifiedFlowObjective:
-    """The Predict2 training loss and x0 prediction (spec §4.1). Defaults are the upstream
-    values, here and nowhere else: experiments change fields of the config node."""
+    """The Predict2 training loss and x0 prediction (upstream/cosmos_predict2.md §4.1). Defaults are
+    the upstream values, here and nowhere else: experiments change fields of the config node."""
 
     high_sigma_ratio: float = 0.05
     loss_scale: float = 10.0
@@ -176,7 +178,7 @@ class RectifiedFlowObjective:
         x0_pred = self.x0(net, x_sigma, sigma, cond)
         sq_err = (x0 - x0_pred) ** 2
         # Mean over all of B,C,T,H,W: masked frames add zeros to the numerator but count in the
-        # denominator, as upstream does (spec §4.1 step 7).
+        # denominator, as upstream does (upstream/cosmos_predict2.md §4.1 step 7).
         edm_loss = (loss_weight(sigma).view(b, 1, 1, 1, 1) * sq_err).mean()
         metrics = {
             "edm_loss": float(edm_loss.detach()),

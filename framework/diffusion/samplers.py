@@ -1,9 +1,8 @@
 """Samplers: config nodes (`model.sampler`) that turn an x0 predictor into a sample.
 
-`MultistepSampler` is Predict2's (spec §4.3) and Predict1's training-side one (RES "2ab"): Karras
-sigmas, an Euler first step, then a 2nd-order multistep exponential integrator in
-lambda = -log(sigma) (DPM-Solver++(2M)-like), a last denoise at sigma_min.
-"""
+`MultistepSampler` is Predict2's (upstream/cosmos_predict2.md §4.3) and Predict1's training-side one
+(RES "2ab"): Karras sigmas, an Euler first step, then a 2nd-order multistep exponential integrator
+in lambda = -log(sigma) (DPM-Solver++(2M)-like), a last denoise at sigma_min."""
 
 from __future__ import annotations
 
@@ -33,7 +32,8 @@ def karras_sigmas(
 def initial_noise(
     shape: Sequence[int], seed: int, sigma_max: float = 80.0, device: torch.device | str = "cpu"
 ) -> Tensor:
-    """numpy RandomState(seed) normal noise * sigma_max: identical on every device (spec §4.3)."""
+    """numpy RandomState(seed) normal noise * sigma_max: identical on every device
+    (upstream/cosmos_predict2.md §4.3)."""
     noise = np.random.RandomState(seed).standard_normal(tuple(shape))
     return torch.from_numpy(noise).to(device=device, dtype=torch.float64) * sigma_max
 

@@ -1,4 +1,5 @@
-"""Conditioning inputs (image or video files) and outputs (mp4 + prompt sidecar), spec §7.1.
+"""Conditioning inputs (image or video files) and outputs (mp4 + prompt sidecar),
+upstream/cosmos_predict2.md §7.1.
 
 Images and videos are resized to cover the model's size keeping the aspect, then center-cropped
 (upstream inference; training used a plain resize). Tensors are uint8 [1,3,N,H,W].
@@ -59,7 +60,8 @@ def load_conditioning(
     path: str | Path, size: tuple[int, int], num_conditional_frames: int
 ) -> Tensor:
     """What `WorldModel.generate` conditions on: one frame for an image, the last
-    `num_conditional_frames` frames for a video (the model pads to full length, spec §7.1).
+    `num_conditional_frames` frames for a video (the model pads to full length,
+    upstream/cosmos_predict2.md §7.1).
 
     A video with one conditional frame gives one frame, which the model pads with black instead
     of copies of it; only the first latent frame is conditioned and the tokenizer is causal, so

@@ -3,8 +3,8 @@
     python -m framework.inference.plots JOB_DIR
 
 Plots every logged `loss` (and each `*_loss` a model logs, e.g. `edm_loss`) against its step,
-with a smoothed line, on a log scale when the values span more than a factor of 10. Lines without the key (e.g. eval or
-sample records) are skipped.
+with a smoothed line, on a log scale when the values span more than a factor of 10. Lines
+without the key (e.g. eval or sample records) are skipped.
 """
 
 from __future__ import annotations

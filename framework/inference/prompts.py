@@ -1,10 +1,10 @@
 """Prompt texts and prompt embedding for generation.
 
-The default negative prompt lists the artefacts classifier-free guidance should steer away from
-(the upstream default is a long list of the same kind, spec §4.3). An empty negative prompt means
-the all-zero (dropped-text) embedding, which is what the model saw as "no text" in training; it is
-never replaced by the positive prompt (upstream does that, which turns guidance off).
-"""
+The default negative prompt lists the artefacts classifier-free guidance should steer away from (the
+upstream default is a long list of the same kind, upstream/cosmos_predict2.md §4.3). An empty
+negative prompt means the all-zero (dropped-text) embedding, which is what the model saw as "no
+text" in training; it is never replaced by the positive prompt (upstream does that, which turns
+guidance off)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ DEFAULT_NEGATIVE_PROMPT = (
 
 GR00T_PROMPT_PREFIX = "The robot arm is performing a task. "
 GR00T_VARIANTS = {"gr1": "GR1", "droid": "DROID"}
-GR00T_EXPERIMENT = "groot_gr1_480_14b"  # 14B at 480p (432x768), 93 frames, 16 fps (spec §7.2)
+# 14B at 480p (432x768), 93 frames, 16 fps (upstream/cosmos_predict2.md §7.2)
+GR00T_EXPERIMENT = "groot_gr1_480_14b"
 GR00T_CHECKPOINT = (
     "checkpoints/nvidia/Cosmos-Predict2-14B-Sample-GR00T-Dreams-{variant}/model-480p-16fps.pt"
 )

@@ -3,11 +3,11 @@
     python -m framework.inference.video2world [--experiment NAME] [--checkpoint PATH] [options]
         [-- KEY=VALUE ...]
 
-With no arguments it continues the first held-out item of the default (tiny) experiment's data
-with its caption, from that job's latest checkpoint. Upstream's flags and defaults (spec §7.1,
-§7.2) carry over; see docs/inference.md. Under torchrun each rank takes items rank::world of a
-batch JSON. Exit status: 0 when every item was written, 1 when any failed, 2 on a usage error.
-"""
+With no arguments it continues the first held-out item of the default (tiny) experiment's data with
+its caption, from that job's latest checkpoint. Upstream's flags and defaults
+(upstream/cosmos_predict2.md §7.1, §7.2) carry over; see docs/inference.md. Under torchrun each rank
+takes items rank::world of a batch JSON. Exit status: 0 when every item was written, 1 when any
+failed, 2 on a usage error."""
 
 from __future__ import annotations
 

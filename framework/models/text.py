@@ -1,4 +1,5 @@
-"""T5 text encoder (transformers) and the official embedding pickle format (spec §6.3).
+"""T5 text encoder (transformers) and the official embedding pickle format
+(upstream/cosmos_predict2.md §6.3).
 
 Upstream embeds captions with the encoder of `google-t5/t5-11b` ("T5-XXL", d_model 1024) padded to
 512 tokens, zeroing every position past the true length (EOS included in the length).
@@ -14,7 +15,7 @@ import torch
 from framework.data.safe_load import save_t5_pickle
 
 DEFAULT_HUB_ID = "google-t5/t5-11b"
-MAX_LENGTH = 512  # NUM_EMBEDDING_PADDING_TOKENS, spec §6.3
+MAX_LENGTH = 512  # NUM_EMBEDDING_PADDING_TOKENS, upstream/cosmos_predict2.md §6.3
 DOWNLOAD_HINT = "python -m data_prep.t5_embed --download"
 
 

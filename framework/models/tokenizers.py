@@ -1,5 +1,6 @@
 """Video tokenizers: the Wan2.1 VAE of Cosmos-Predict2 (through diffusers) and an exact
-space-to-depth pixel tokenizer for tiny CPU runs. Both share one interface (spec §5):
+space-to-depth pixel tokenizer for tiny CPU runs. Both share one interface
+(upstream/cosmos_predict2.md §5):
 
     latent_channels, spatial_compression, temporal_compression, identity,
     latent_frames(n), pixel_frames(t), encode(video) -> latent, decode(latent) -> [-1, 1] video,
@@ -22,14 +23,15 @@ from torch import Tensor, nn
 
 from framework.io import read_checkpoint
 
-# The tokenizer shipped with the Video2World checkpoints (spec §5); the GR00T 14B models use the
-# identical 14B copy.
+# The tokenizer shipped with the Video2World checkpoints (upstream/cosmos_predict2.md §5); the GR00T
+# 14B models use the identical 14B copy.
 WAN21_HUB_FILE = "hf://nvidia/Cosmos-Predict2-2B-Video2World/tokenizer/tokenizer.pth"
 WAN21_LOCAL_FILE = "checkpoints/nvidia/Cosmos-Predict2-2B-Video2World/tokenizer/tokenizer.pth"
 
 
 def to_unit_range(video: Tensor) -> Tensor:
-    """uint8 [0,255] -> float32 x/127.5 - 1 (spec §4.1 step 1); float input is passed through."""
+    """uint8 [0,255] -> float32 x/127.5 - 1 (upstream/cosmos_predict2.md §4.1 step 1); float input
+    is passed through."""
     if video.dtype == torch.uint8:
         return video.float() / 127.5 - 1.0
     if not video.is_floating_point():
@@ -38,7 +40,8 @@ def to_unit_range(video: Tensor) -> Tensor:
 
 
 def to_uint8(video: Tensor) -> Tensor:
-    """[-1,1] float -> uint8 with round-half-up, as the upstream export does (spec §7.1)."""
+    """[-1,1] float -> uint8 with round-half-up, as the upstream export does
+    (upstream/cosmos_predict2.md §7.1)."""
     return ((video.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255).to(torch.uint8)
 
 
@@ -140,9 +143,8 @@ class WanVAETokenizer(_TokenizerBase):
     single-file mapping), a diffusers folder (config.json + safetensors, or one with a `vae/`
     subfolder), a `.safetensors` file in either naming, `hf://owner/repo/file`, or None for random
     weights. `config` overrides the default (= Wan2.1) `AutoencoderKLWan` kwargs for `.pth` files.
-    `latents_mean/std` default to the config's (Wan2.1 constants, spec §5). `dtype` None means
-    bf16 on CUDA (as upstream) and float32 elsewhere.
-    """
+    `latents_mean/std` default to the config's (Wan2.1 constants, upstream/cosmos_predict2.md §5).
+    `dtype` None means bf16 on CUDA (as upstream) and float32 elsewhere."""
 
     def __init__(
         self,
@@ -236,7 +238,7 @@ class WanVAETokenizer(_TokenizerBase):
 
     @torch.no_grad()
     def encode(self, video: Tensor) -> Tensor:
-        """Normalised posterior mean (z - mean) / std, float32 (spec §5)."""
+        """Normalised posterior mean (z - mean) / std, float32 (upstream/cosmos_predict2.md §5)."""
         self._check_video(video)
         x = to_unit_range(video)
         self.place(x.device)

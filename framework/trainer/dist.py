@@ -21,8 +21,8 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from framework.config import ConfigError
 
 STRATEGIES = ("none", "ddp", "fsdp")
-# Upstream's default collective timeout (spec §3.1); a first step that compiles or loads 14B
-# weights can take minutes, so the 10-minute torch default is too short.
+# Upstream's default collective timeout (upstream/cosmos_predict2.md §3.1); a first step that
+# compiles or loads 14B weights can take minutes, so the 10-minute torch default is too short.
 TIMEOUT = timedelta(seconds=int(os.environ.get("TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC", "1800")))
 
 

@@ -1,4 +1,4 @@
-"""Power EMA of the trained weights, kept in fp32 (EDM2 style, spec §3.7)."""
+"""Power EMA of the trained weights, kept in fp32 (EDM2 style, upstream/cosmos_predict2.md §3.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""AdamW with weight-decay groups, and the LambdaLinear learning-rate factor (spec §3.6)."""
+"""AdamW with weight-decay groups, and the LambdaLinear learning-rate factor
+(upstream/cosmos_predict2.md §3.6)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def adamw(
 ) -> torch.optim.AdamW:
     """AdamW over `params` with two groups: matrices decay, 1-D tensors (norms, biases) do not.
 
-    Upstream computes the same split but gives both groups the same decay (spec §3.6); decaying a
-    norm gain towards zero only fights the normalisation, so the no-decay group really gets 0.
+    Upstream computes the same split but gives both groups the same decay
+    (upstream/cosmos_predict2.md §3.6); decaying a norm gain towards zero only fights the
+    normalisation, so the no-decay group really gets 0.
 
     Args:
         params: the trainable parameters (the trainer passes `model.trainable_parameters()`).

@@ -55,7 +55,8 @@ def set_determinism(deterministic: bool) -> None:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     else:
-        # Upstream's speed settings (spec §3.1): TF32 for fp32 matmuls, cuDNN autotuning.
+        # Upstream's speed settings (upstream/cosmos_predict2.md §3.1): TF32 for fp32 matmuls, cuDNN
+        # autotuning.
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.benchmark = True
 

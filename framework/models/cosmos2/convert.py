@@ -1,4 +1,5 @@
-"""Key renames: official Predict2 names <-> diffusers' `CosmosTransformer3DModel` (peers §b.2).
+"""Key renames: official Predict2 names <-> diffusers' `CosmosTransformer3DModel` (upstream/peers.md
+§b.2).
 
 Renames are plain substring replacements applied in order; long patterns come first so that,
 e.g., `transformer_blocks` is never half-matched by `blocks`.

@@ -17,8 +17,9 @@ from framework.models.family import ModelFamily, register_family
 
 
 def diffusers_config(net: MiniTrainDiT) -> dict:
-    """Kwargs of diffusers' CosmosTransformer3DModel for this net (peers §b.2). diffusers counts
-    the condition-mask channel in `in_channels`; the padding-mask channel comes on top."""
+    """Kwargs of diffusers' CosmosTransformer3DModel for this net (upstream/peers.md §b.2).
+    diffusers counts the condition-mask channel in `in_channels`; the padding-mask channel comes on
+    top."""
     c = net.config
     return dict(
         in_channels=c["in_channels"] + 1,

@@ -1,4 +1,5 @@
-"""Loading official Cosmos-Predict2 checkpoints strictly (spec §4.7, peers §b.5)."""
+"""Loading official Cosmos-Predict2 checkpoints strictly (upstream/cosmos_predict2.md §4.7,
+upstream/peers.md §b.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""LoRA on the Predict2 DiT through peft, with upstream's names (spec §4.8, §4.7).
+"""LoRA on the Predict2 DiT through peft, with upstream's names (upstream/cosmos_predict2.md §4.8,
+§4.7).
 
 A LoRA-wrapped net's keys are `<path>.base_layer.weight`, `<path>.lora_A.default.weight` [r, in]
 and `<path>.lora_B.default.weight` [out, r]; `merge_lora_state_dict` folds them back into plain

@@ -1,8 +1,8 @@
 """Cosmos-Predict2 Video2World DiT (upstream `MinimalV1LVGDiT`) with the official module names.
 
-Every parameter name equals the official checkpoint key after stripping `net.` (spec §4.7), so
-official files load strictly. Shapes, formulas and defaults follow spec §4.4-§4.5.
-"""
+Every parameter name equals the official checkpoint key after stripping `net.`
+(upstream/cosmos_predict2.md §4.7), so official files load strictly. Shapes, formulas and defaults
+follow upstream/cosmos_predict2.md §4.4-§4.5."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-# Official rope buffers, training counters and TransformerEngine extra state (spec §4.7): carried
-# by official files, recomputed or unused here.
+# Official rope buffers, training counters and TransformerEngine extra state
+# (upstream/cosmos_predict2.md §4.7): carried by official files, recomputed or unused here.
 IGNORED_CHECKPOINT_KEYS: tuple[str, ...] = (
     "pos_embedder.seq",
     "pos_embedder.dim_spatial_range",
@@ -26,8 +26,8 @@ IGNORED_CHECKPOINT_KEYS: tuple[str, ...] = (
     "*._extra_state",
 )
 
-# Spec §4.4. "0.6B" exists upstream only as Text2Image; its Video2World form here (same sizes,
-# 18 input channels) serves small runs, with the T2I rope ratios.
+# upstream/cosmos_predict2.md §4.4. "0.6B" exists upstream only as Text2Image; its Video2World form
+# here (same sizes, 18 input channels) serves small runs, with the T2I rope ratios.
 SIZES: dict[str, dict] = {
     "0.6B": dict(
         model_channels=1280,
@@ -64,7 +64,8 @@ def net_config(size: str) -> dict:
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm with a learnable scale, computed in fp32 like TE's RMSNorm (spec §4.5)."""
+    """RMSNorm with a learnable scale, computed in fp32 like TE's RMSNorm
+    (upstream/cosmos_predict2.md §4.5)."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -77,7 +78,8 @@ class RMSNorm(nn.Module):
 
 
 class Patchify(nn.Module):
-    """b c (t r) (h m) (w n) -> b t h w (c r m n): channel is the outermost factor (spec §4.5.3)."""
+    """b c (t r) (h m) (w n) -> b t h w (c r m n): channel is the outermost factor
+    (upstream/cosmos_predict2.md §4.5.3)."""
 
     def __init__(self, patch_spatial: int, patch_temporal: int) -> None:
         super().__init__()
@@ -104,7 +106,7 @@ class PatchEmbed(nn.Module):
 
 
 class Timesteps(nn.Module):
-    """Sinusoid [cos | sin] (cos first, spec §4.5.5), fp32."""
+    """Sinusoid [cos | sin] (cos first, upstream/cosmos_predict2.md §4.5.5), fp32."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -132,8 +134,8 @@ class TimestepEmbedding(nn.Module):
 
 
 class RopePosition3D(nn.Module):
-    """3D RoPE angles with NTK-scaled bases (spec §4.5.4); holds no state (official buffers are
-    recomputed, see IGNORED_CHECKPOINT_KEYS)."""
+    """3D RoPE angles with NTK-scaled bases (upstream/cosmos_predict2.md §4.5.4); holds no state
+    (official buffers are recomputed, see IGNORED_CHECKPOINT_KEYS)."""
 
     def __init__(
         self,
@@ -184,7 +186,8 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    """Bias-free multi-head attention with q/k RMSNorm over head_dim and no mask (spec §4.5.6)."""
+    """Bias-free multi-head attention with q/k RMSNorm over head_dim and no mask
+    (upstream/cosmos_predict2.md §4.5.6)."""
 
     def __init__(self, query_dim: int, context_dim: int, num_heads: int, head_dim: int) -> None:
         super().__init__()
@@ -219,7 +222,7 @@ class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.layer1 = nn.Linear(dim, hidden, bias=False)
-        self.activation = nn.GELU()  # exact erf GELU (spec §4.5.6)
+        self.activation = nn.GELU()  # exact erf GELU (upstream/cosmos_predict2.md §4.5.6)
         self.layer2 = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -18,8 +18,9 @@ from framework.models.parallel import (  # noqa: F401  (re-exported for other fa
 
 
 def apply_activation_checkpointing(net: MiniTrainDiT, mode: str) -> None:
-    """Checkpoint every block (spec §4.6: every_n_blocks = 1). The block checkpoints inside its own
-    forward, so parameter and state-dict names stay official (no wrapper prefix)."""
+    """Checkpoint every block (upstream/cosmos_predict2.md §4.6: every_n_blocks = 1). The block
+    checkpoints inside its own forward, so parameter and state-dict names stay official (no wrapper
+    prefix)."""
     kwargs = checkpoint_kwargs(mode)
     for block in net.blocks:
         block.checkpoint_kwargs = kwargs
@@ -55,7 +56,7 @@ def parallelize_net(
         last = len(net.blocks) - 1
         for i, block in enumerate(net.blocks):
             # The last block's backward runs right after forward: keeping it unsharded saves one
-            # all-gather per step (upstream does the same, spec §4.5).
+            # all-gather per step (upstream does the same, upstream/cosmos_predict2.md §4.5).
             shard(block, mesh, reshard_after_forward and i < last, mp_param_dtype)
         shard(net, mesh, reshard_after_forward, mp_param_dtype)
     return net
