@@ -56,7 +56,7 @@ class SlurmOptions:
     requeue: bool = True
     exclusive: bool | None = None  # default: whole nodes for GPU jobs
     job_name: str | None = None
-    port: int | None = None  # rendezvous port; default 20000 + job id % 20000
+    port: int | None = None  # rendezvous port; default: a free one on the first node
     sbatch: list[str] = field(default_factory=list)  # extra options, e.g. --reservation=x
     setup: list[str] = field(default_factory=list)  # shell lines before srun (module load ...)
 
@@ -196,7 +196,11 @@ def render_script(
     if output is None:
         output = str(runs[0].job_dir / "logs" / "slurm-%j.out")
     spec = f"0-{len(runs) - 1}%{max(1, array_parallelism)}" if array else None
-    port = str(opts.port) if opts.port else "$((20000 + SLURM_JOB_ID % 20000))"
+    # The batch shell runs on the first node, where the rendezvous store listens: ask that node
+    # for a free port. A port derived from the job id clashed between jobs sharing a node.
+    free_port = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
+    port = str(opts.port) if opts.port else f'$({_q(python)} -c "{free_port}")'
+
     requeue = (
         [
             '  echo "worldtune: stopped at step $(cat "$job_dir/PREEMPTED") with a checkpoint;'
@@ -306,7 +310,9 @@ def add_slurm_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-requeue", action="store_true")
     g.add_argument("--job-name")
-    g.add_argument("--port", type=int, help="rendezvous port (default from the job id)")
+    g.add_argument(
+        "--port", type=int, help="rendezvous port (default: a free port of the first node)"
+    )
     g.add_argument(
         "--sbatch",
         action="append",

@@ -313,7 +313,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--module", action="append", default=[], help="module registering experiments")
     p.add_argument("--nproc", type=int, default=1, help="local: processes per run (torchrun)")
     p.add_argument("--parallelism", type=int, help="slurm: array tasks running at once")
-    p.add_argument("--wait", action="store_true", help="slurm: wait for the array, then report")
+    p.add_argument("--wait", action="store_true", help="wait for runs still going, then report")
     slurm.add_slurm_options(p)
     args = p.parse_intermixed_args(argv)
     words = [w for w in args.words if w != "--"]
@@ -362,27 +362,31 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if state.kind in ("finished", "running"):
             step = f" at step {state.step}" if state.step is not None else ""
             print(f"{run.name}: {state}{step}; skipped")
-    if not todo:
-        going = sum(s.kind == "running" for s in states)
+    going = [run for run, state in zip(sweep.runs, states) if state.kind == "running"]
+    if not todo and not (args.wait and going):
         print(
-            f"nothing to do: of {len(sweep.runs)} runs, {len(sweep.runs) - going} are finished "
-            f"and {going} still going."
+            f"nothing to do: of {len(sweep.runs)} runs, {len(sweep.runs) - len(going)} are "
+            f"finished and {len(going)} still going."
         )
         print(report(sweep.dir))
         return 0
-    if args.launcher == "slurm":
+    failed = 0
+    if args.launcher == "local" and todo:
+        failed = launch_local(todo, args.nproc)
+    elif todo:
         job_id = launch_slurm(sweep, todo, opts, args.parallelism)
         print(
             f"submitted SLURM job array {job_id} ({len(todo)} runs); logs in "
             f"{sweep.dir / 'logs'} and each run's logs/ folder"
         )
-        if not args.wait:
-            print(f"table and curves when done: python -m launch.sweep --report {sweep.dir}")
-            return 0
-        wait_for(todo)
-        failed = sum(state_of(r).kind != "finished" for r in todo)
-    else:
-        failed = launch_local(todo, args.nproc)
+    waiting = going + (todo if args.launcher == "slurm" else [])
+    if args.wait and waiting:
+        print(f"waiting for {len(waiting)} runs to end ...", flush=True)
+        wait_for(waiting)
+        failed += sum(state_of(r).kind != "finished" for r in waiting)
+    elif args.launcher == "slurm":
+        print(f"table and curves when done: python -m launch.sweep --report {sweep.dir}")
+        return 0
     print(report(sweep.dir))
     return RUN_FAILED if failed else 0
 

@@ -92,6 +92,7 @@ def cli(tmp_path, monkeypatch, capsys):
     (exit code, stdout, stderr)."""
     monkeypatch.setenv("OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread a run, as conftest.py sets here
     monkeypatch.chdir(ROOT)
 
     def call(*args: str) -> tuple[int, str, str]:
