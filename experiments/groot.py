@@ -14,12 +14,11 @@ from experiments import blocks
 from framework.config import experiment
 
 
-@experiment(aliases=["predict2_video2world_training_2b_groot_gr1_480"])
+@experiment(aliases=["predict2_video2world_training_2b_groot_gr1_480"], job_name="2b_groot_gr1_480")
 def groot_gr1_480():
     """Predict2 2B full fine-tune on GR1, 93 frames at 432x768; 1 node x 8 GPUs, FSDP 8."""
     model = blocks.predict2_model(blocks.predict2_net("2B"), blocks.wan_vae("2B"))
     cfg = blocks.base(model, blocks.loader(blocks.gr1_dataset()), "posttraining", "video2world")
-    cfg.job.name = "2b_groot_gr1_480"
     cfg.train.max_steps = 100_000  # the schedule's one cycle (upstream runs 400k and crashes)
     cfg.parallel.shard_size = 8
     # Attention is over half the step (31,104 tokens); selective keeps it from being recomputed.
@@ -31,7 +30,7 @@ def groot_gr1_480():
     return cfg
 
 
-@experiment(aliases=["predict2_video2world_training_14b_groot_gr1_480"])
+@experiment(aliases=["predict2_video2world_training_14b_groot_gr1_480"], job_name="14b_groot_gr1_480")
 def groot_gr1_480_14b():
     """Predict2 14B full fine-tune on GR1; FSDP 32 (4 nodes x 8 GPUs).
 
@@ -40,27 +39,24 @@ def groot_gr1_480_14b():
     cfg = groot_gr1_480()
     cfg.model.net = blocks.predict2_net("14B")
     cfg.model.tokenizer = blocks.wan_vae("14B")
-    cfg.job.name = "14b_groot_gr1_480"
     cfg.parallel.shard_size = 32
     cfg.checkpoint.load_path = blocks.predict2_checkpoint("14B")
     return cfg
 
 
-@experiment
+@experiment(job_name="2b_groot_gr1_480_lora")
 def groot_gr1_480_lora():
     """Predict2 2B LoRA (rank 16, alpha 16) on GR1; fits far fewer GPUs than full fine-tuning."""
     cfg = groot_gr1_480()
-    cfg.job.name = "2b_groot_gr1_480_lora"
     cfg.model.lora = {"rank": 16, "alpha": 16, "targets": blocks.LORA_TARGETS}
     cfg.optim.lr = 2**-10  # upstream LoRA guideline for 2B at rank 16
     return cfg
 
 
-@experiment
+@experiment(job_name="14b_groot_gr1_480_lora")
 def groot_gr1_480_14b_lora():
     """Predict2 14B LoRA (rank 32, alpha 32) on GR1."""
     cfg = groot_gr1_480_14b()
-    cfg.job.name = "14b_groot_gr1_480_lora"
     cfg.model.lora = {"rank": 32, "alpha": 32, "targets": blocks.LORA_TARGETS}
     cfg.optim.lr = 2**-11  # upstream LoRA guideline for 14B at rank 32
     return cfg

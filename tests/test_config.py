@@ -141,3 +141,23 @@ def test_override_errors_name_the_key(cfg, override, message):
         apply_overrides(cfg, [override])
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def _with_defaults(a: int, b: float = 0.5, name: str = "x", extra: object = None, *, k=(1, 2)):
+    return a, b, name, extra, k
+
+
+def test_full_writes_the_targets_plain_defaults_so_the_command_line_can_change_them():
+    node = L(_with_defaults).full(a=3)
+    assert {k: node[k] for k in ("a", "b", "name", "k")} == {
+        "a": 3,
+        "b": 0.5,
+        "name": "x",
+        "k": [1, 2],
+    }
+    assert node.extra is None  # None is a plain default too
+    OmegaConf.set_struct(node, True)
+    apply_overrides(node, ["b=2"])
+    assert instantiate(node) == (3, 2.0, "x", None, [1, 2])
+    with pytest.raises(ConfigError, match="bb: no such key; did you mean b"):
+        apply_overrides(node, ["bb=1"])

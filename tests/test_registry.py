@@ -37,11 +37,19 @@ def test_register_get_alias_and_job_name(clean_registry):
         cfg.train.max_steps = 3
         return cfg
 
-    @experiment
+    @experiment(job_name="explicit")
     def named_exp():
+        return _tree()
+
+    @experiment
+    def sets_its_own_name():
         cfg = _tree()
-        cfg.job.name = "explicit"
+        cfg.job.name = "mine"
         return cfg
+
+    @experiment
+    def child_of_named():
+        return named_exp()
 
     assert {"parent_exp", "child_exp", "named_exp"} <= set(names())
     assert get("parent_exp").job.name == "parent_exp"
@@ -49,6 +57,10 @@ def test_register_get_alias_and_job_name(clean_registry):
     child = get("child_exp")
     assert child.job.name == "child_exp" and child.train.max_steps == 3
     assert get("named_exp").job.name == "explicit"
+    # A derived experiment never inherits its parent's run folder, with no call-depth rule.
+    assert get("child_of_named").job.name == "child_of_named"
+    with pytest.raises(ConfigError, match=r"sets job.name in its body; .*job_name='mine'"):
+        get("sets_its_own_name")
     # each call is a fresh tree
     a = get("parent_exp")
     a.train.max_steps = 99

@@ -1,12 +1,11 @@
 """Lazy configs: `L(fn)(**kwargs)` records a call in an OmegaConf tree; `instantiate` performs it.
 
-One representation (a `DictConfig`) from experiment to `config.yaml` and back: targets are stored as
-dotted import paths and values must be plain (numbers, strings, lists, dicts, other lazy nodes), so
-every saved config reloads to an equal tree that builds the same objects.
-"""
+Targets are dotted import paths and values are plain (numbers, strings, lists, dicts, lazy nodes),
+so a saved config.yaml reloads to an equal tree that builds the same objects."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -27,31 +26,27 @@ def locate(path: str) -> Any:
     """Import `pkg.module.attr.sub` and return the object it names."""
     parts = path.split(".")
     for i in range(len(parts), 0, -1):
+        module = ".".join(parts[:i])
         try:
-            obj = importlib.import_module(".".join(parts[:i]))
+            obj = importlib.import_module(module)
         except ModuleNotFoundError as err:
-            # Keep searching shorter prefixes only when the missing module is the one we tried.
-            if err.name is not None and not ".".join(parts[:i]).startswith(err.name):
-                raise
+            if err.name is not None and not module.startswith(err.name):
+                raise  # a module the target imports is missing, not the target itself
             continue
         try:
-            for attr in parts[i:]:
-                obj = getattr(obj, attr)
+            return functools.reduce(getattr, parts[i:], obj)
         except AttributeError:
             break
-        return obj
     raise ConfigError(f"{path}: cannot import it; check the module path and that it is installed.")
 
 
 def dotted_path(obj: Callable) -> str:
     """The import path of a module-level callable; refuses lambdas and local functions."""
-    qualname = getattr(obj, "__qualname__", None)
-    module = getattr(obj, "__module__", None)
-    if qualname is None or module is None or "<" in qualname:
+    qualname, module = getattr(obj, "__qualname__", "<"), getattr(obj, "__module__", None)
+    if module is None or "<" in qualname:
         raise ConfigError(
-            f"{obj!r} cannot be stored in a config: it has no import path (lambda or local "
-            "function); define a module-level function and use L(fn)(...) or "
-            "L(functools.partial)(fn, ...) instead."
+            f"{obj!r} cannot be stored in a config (a lambda or local function has no import "
+            "path); define a module-level function and use L(fn)(...) instead."
         )
     path = f"{module}.{qualname}"
     if locate(path) is not obj:
@@ -61,12 +56,8 @@ def dotted_path(obj: Callable) -> str:
 
 def _plain(value: Any, where: str) -> Any:
     """Convert a keyword value to something OmegaConf stores and YAML round-trips."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, _PRIMITIVES):
-        return value
+    if isinstance(value, (DictConfig, ListConfig, *_PRIMITIVES)):
+        return str(value) if isinstance(value, Path) else value
     if isinstance(value, Mapping):
         return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, Sequence):
@@ -75,10 +66,8 @@ def _plain(value: Any, where: str) -> Any:
         # A callable passed as a value (e.g. a collate function) is stored as a reference that
         # instantiate() turns back into the object, so the YAML stays plain.
         return {TARGET: dotted_path(locate), "path": dotted_path(value)}
-    raise ConfigError(
-        f"{where}: a {type(value).__name__} cannot be stored in a config; pass plain values "
-        "(numbers, strings, lists, dicts) or a lazy node L(cls)(...) that builds it."
-    )
+    msg = "pass plain values (numbers, strings, lists, dicts) or a lazy node L(cls)(...)"
+    raise ConfigError(f"{where}: a {type(value).__name__} cannot be stored in a config; {msg}.")
 
 
 class LazyCall:
@@ -88,15 +77,12 @@ class LazyCall:
         self._path = target if isinstance(target, str) else dotted_path(target)
 
     def __call__(self, **kwargs: Any) -> DictConfig:
-        node = {TARGET: self._path}
-        for key, value in kwargs.items():
-            node[key] = _plain(value, f"{self._path}({key}=)")
-        return OmegaConf.create(node)
+        plain = {k: _plain(v, f"{self._path}({k}=)") for k, v in kwargs.items()}
+        return OmegaConf.create({TARGET: self._path, **plain})
 
     def full(self, **kwargs: Any) -> DictConfig:
-        """The node with every plain keyword default of the target written out too, so each can
-        be overridden on the command line (struct mode refuses keys that are not there). The
-        defaults stay in the target's signature, their one home."""
+        """The node with the target's plain keyword defaults written out, so each can be
+        overridden on the command line; the defaults keep their one home in the signature."""
         params = inspect.signature(locate(self._path)).parameters.values()
         plain = (*_PRIMITIVES, tuple, list)
         defaults = {p.name: p.default for p in params if isinstance(p.default, plain)}
@@ -112,10 +98,8 @@ def is_lazy(node: Any) -> bool:
 
 def instantiate(cfg: Any, **runtime: Any) -> Any:
     """Build the objects a config describes, recursing into nested nodes, lists and dicts.
-
-    `runtime` keywords are passed to the top-level call only (e.g. `params=` for an optimizer);
-    one that the config also sets raises, so a config never silently loses a value.
-    """
+    `runtime` keywords go to the top-level call only (e.g. an optimizer's `params=`); one that the
+    config also sets raises, so a config never silently loses a value."""
     if isinstance(cfg, (DictConfig, ListConfig)):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     return _build(cfg, runtime, "cfg")
@@ -151,14 +135,12 @@ def to_yaml(cfg: DictConfig, resolve: bool = False) -> str:
 
 def from_yaml(text_or_path: str | Path) -> DictConfig:
     """Load a config from YAML text or a `.yaml` file path."""
-    if isinstance(text_or_path, Path) or (
-        "\n" not in str(text_or_path) and str(text_or_path).endswith((".yaml", ".yml"))
-    ):
-        path = Path(text_or_path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file.")
-        text_or_path = path.read_text()
-    cfg = OmegaConf.create(text_or_path)
+    text = str(text_or_path)
+    if isinstance(text_or_path, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
+        if not Path(text).is_file():
+            raise ConfigError(f"{text}: no such config file.")
+        text = Path(text).read_text()
+    cfg = OmegaConf.create(text)
     if not isinstance(cfg, DictConfig):
         raise ConfigError("a config file must hold a mapping at the top level.")
     return cfg

@@ -1,9 +1,10 @@
 """The experiment registry: `@experiment` functions return a fresh config tree each call.
 
-Experiments live in the `experiments` package and in any module named by the environment variable
-`WORLDTUNE_EXPERIMENTS` (comma-separated) or by `--module` on the command line, so users add their
-own without editing the framework.
-"""
+Experiments live in the `experiments` package and in modules named by `WORLDTUNE_EXPERIMENTS`
+(comma-separated) or `--module`, so users add their own without editing the framework.
+Job names, one explicit rule: `get(NAME)` sets `job.name` to the decorator's `job_name=` or else
+the registered name; a body that sets it is refused, so a derived experiment (which calls its
+parent's function) never inherits, and overwrites, its parent's run folder."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import importlib
 import inspect
 import os
 import pkgutil
-import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import UnsupportedValueType
@@ -21,101 +21,47 @@ from omegaconf.errors import UnsupportedValueType
 from framework.config.lazy import ConfigError
 from framework.config.overrides import closest
 
-TOP_LEVEL_KEYS = (
-    "job",
-    "model",
-    "data",
-    "optim",
-    "sched",
-    "train",
-    "parallel",
-    "checkpoint",
-    "logging",
-    "hooks",
-)
+TOP_LEVEL_KEYS = tuple("job model data optim sched train parallel checkpoint logging hooks".split())
 ENV_MODULES = "WORLDTUNE_EXPERIMENTS"
 
 
-@dataclass
-class Entry:
+class Entry(NamedTuple):
     name: str
     fn: Callable[[], DictConfig]
-    aliases: tuple[str, ...] = ()
-    source: str = ""
-    description: str = field(default="")
+    aliases: tuple[str, ...]
+    source: str
+    description: str
+    job_name: str | None
 
 
 _entries: dict[str, Entry] = {}
 _aliases: dict[str, str] = {}
-_depth = threading.local()
-
-
-def _where(fn: Callable) -> str:
-    try:
-        return f"{inspect.getsourcefile(fn)}:{inspect.getsourcelines(fn)[1]}"
-    except (OSError, TypeError):
-        return f"{fn.__module__}.{fn.__qualname__}"
 
 
 def experiment(
-    fn: Callable | None = None, *, name: str | None = None, aliases: Iterable[str] = ()
+    fn: Callable | None = None,
+    *,
+    name: str | None = None,
+    aliases: Iterable[str] = (),
+    job_name: str | None = None,
 ) -> Callable:
-    """Register an experiment function. Usable bare (`@experiment`) or with arguments.
-
-    The run's `job.name` belongs to the experiment that was asked for: a parent called from a
-    derived experiment hands back its tree with `job.name` cleared, and the outermost call fills it
-    from its own function name unless it set one itself.
-    """
+    """Register an experiment function (bare `@experiment` or with arguments); the function is
+    returned unchanged, so derived experiments call it for their parent's tree."""
 
     def register(fn: Callable) -> Callable:
-        entry = Entry(
-            name=name or fn.__name__,
-            fn=fn,
-            aliases=tuple(aliases),
-            source=_where(fn),
-            description=((inspect.getdoc(fn) or "").strip().splitlines() or [""])[0],
-        )
+        doc = (inspect.getdoc(fn) or "").strip().splitlines() or [""]
+        where = f"{inspect.getsourcefile(fn)}:{fn.__code__.co_firstlineno}"
+        entry = Entry(name or fn.__name__, fn, tuple(aliases), where, doc[0], job_name)
         for key in (entry.name, *entry.aliases):
-            other = _entries.get(key) or _entries.get(_aliases.get(key, ""))
+            other = _entries.get(_aliases.get(key, key))
             if other is not None:
                 raise ConfigError(
                     f"experiment name {key!r} is defined twice: at {other.source} and at "
                     f"{entry.source}; rename one of them."
                 )
-
-        def build() -> DictConfig:
-            depth = getattr(_depth, "value", 0)
-            _depth.value = depth + 1
-            try:
-                cfg = fn()
-            except UnsupportedValueType as err:
-                raise ConfigError(
-                    f"experiment {entry.name} ({entry.source}) stores an unsupported value: "
-                    f"{str(err).splitlines()[0]}; configs hold plain values and L(fn)(...) nodes "
-                    "(use a module-level function, not a lambda or an object)."
-                ) from None
-            finally:
-                _depth.value = depth
-            if not isinstance(cfg, DictConfig) or "job" not in cfg:
-                raise ConfigError(
-                    f"experiment {entry.name} ({entry.source}) must return a config tree with the "
-                    f"top-level keys {', '.join(TOP_LEVEL_KEYS)}."
-                )
-            if depth > 0:
-                cfg.job.name = None
-            elif not cfg.job.get("name"):
-                cfg.job.name = entry.name
-            return cfg
-
-        build.__name__ = fn.__name__
-        build.__qualname__ = fn.__qualname__
-        build.__doc__ = fn.__doc__
-        build.__wrapped__ = fn
-        entry.fn = build
         _entries[entry.name] = entry
-        for alias in entry.aliases:
-            _aliases[alias] = entry.name
-        return build
+        _aliases.update({alias: entry.name for alias in entry.aliases})
+        return fn
 
     return register(fn) if fn is not None else register
 
@@ -142,30 +88,39 @@ def names() -> list[str]:
 
 
 def entries() -> list[Entry]:
-    return [_entries[n] for n in names()]
+    return [_entries[n] for n in sorted(_entries)]
 
 
 def resolve_name(name: str) -> str:
-    if name in _entries:
-        return name
-    if name in _aliases:
-        return _aliases[name]
+    if name in _entries or name in _aliases:
+        return _aliases.get(name, name)
     close = closest(name, [*_entries, *_aliases], cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}?" if close else "run `make list` to see them all."
     raise ConfigError(f"unknown experiment {name!r}; {hint}")
 
 
 def get(name: str) -> DictConfig:
-    """A fresh config for experiment `name` (or an alias), in struct mode."""
+    """A fresh config for experiment `name` (or an alias), its job named, in struct mode."""
     entry = _entries[resolve_name(name)]
-    cfg = entry.fn()
-    missing = [k for k in TOP_LEVEL_KEYS if k not in cfg]
-    extra = [k for k in cfg if k not in TOP_LEVEL_KEYS]
+    where = f"experiment {entry.name} ({entry.source})"
+    try:
+        cfg = entry.fn()
+    except UnsupportedValueType as err:
+        fix = "store plain values and L(fn)(...) nodes of module-level functions, not a lambda"
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}; {fix}.") from None
+    keys = list(cfg) if isinstance(cfg, DictConfig) else []
+    missing = [k for k in TOP_LEVEL_KEYS if k not in keys]
+    extra = [k for k in keys if k not in TOP_LEVEL_KEYS]
     if missing or extra:
         raise ConfigError(
-            f"experiment {entry.name} ({entry.source}): top-level keys must be "
-            f"{', '.join(TOP_LEVEL_KEYS)} (missing: {missing or 'none'}, unexpected: "
-            f"{extra or 'none'})."
+            f"{where}: top-level keys must be {', '.join(TOP_LEVEL_KEYS)} (missing: "
+            f"{missing or 'none'}, unexpected: {extra or 'none'})."
         )
+    if cfg.job.get("name") is not None:
+        raise ConfigError(
+            f"{where} sets job.name in its body; name the run with "
+            f"@experiment(job_name={cfg.job.name!r}) instead."
+        )
+    cfg.job.name = entry.job_name or entry.name
     OmegaConf.set_struct(cfg, True)
     return cfg
