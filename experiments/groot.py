@@ -30,7 +30,9 @@ def groot_gr1_480():
     return cfg
 
 
-@experiment(aliases=["predict2_video2world_training_14b_groot_gr1_480"], job_name="14b_groot_gr1_480")
+@experiment(
+    aliases=["predict2_video2world_training_14b_groot_gr1_480"], job_name="14b_groot_gr1_480"
+)
 def groot_gr1_480_14b():
     """Predict2 14B full fine-tune on GR1; FSDP 32 (4 nodes x 8 GPUs).
 
