@@ -12,7 +12,7 @@ NODE_RANK ?= 0
 MASTER_ADDR ?= 127.0.0.1
 MASTER_PORT ?= 29500
 
-.PHONY: install train dryrun list test lint generate eval clean-venv
+.PHONY: install train dryrun list test lint generate eval clean-venv sweep slurm
 
 install: $(STAMP)
 
@@ -32,6 +32,14 @@ else
 	$(VENV)/bin/torchrun --nproc_per_node=$(NPROC) --nnodes=$(NNODES) --node_rank=$(NODE_RANK) \
 	  --master_addr=$(MASTER_ADDR) --master_port=$(MASTER_PORT) -m launch.train $(EXP) $(ARGS)
 endif
+
+# A sweep in Hydra syntax, e.g. make sweep EXP=tiny_gr1 ARGS="'optim.lr=1e-3,2e-3' --dry"
+sweep: $(STAMP)
+	$(PY) -m launch.sweep $(EXP) $(ARGS)
+
+# One SLURM job, e.g. make slurm EXP=groot_gr1_480 ARGS='--nodes 4 --gpus-per-node 8 --dry'
+slurm: $(STAMP)
+	$(PY) -m launch.slurm $(EXP) $(ARGS)
 
 dryrun: $(STAMP)
 	$(PY) -m launch.train $(EXP) $(ARGS) --dryrun
