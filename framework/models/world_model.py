@@ -151,6 +151,8 @@ class WorldModel(nn.Module):
     def parallelize(self, mesh, parallel) -> None:
         """The family's checkpointing/compile/FSDP for the net; each extra module is its own FSDP
         unit (its forward runs inside the objective, so FSDP's hooks see it)."""
+        from framework.models.parallel import shard
+
         fsdp = parallel.strategy == "fsdp"
         if self.family.parallelize is not None:
             self.family.parallelize(
@@ -160,9 +162,15 @@ class WorldModel(nn.Module):
                 compile=parallel.compile,
                 fsdp=fsdp,
             )
+        else:
+            if parallel.activation_checkpointing != "none" or parallel.compile:
+                raise ValueError(
+                    f"model family {self.family.name!r} has no parallelize; set "
+                    "parallel.activation_checkpointing=none and parallel.compile=false."
+                )
+            if fsdp:
+                shard(self.net, mesh)  # the whole net as one FSDP unit
         if fsdp:
-            from framework.models.parallel import shard
-
             for name in self.extra_names:
                 shard(getattr(self, name), mesh)
 
