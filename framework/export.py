@@ -1,0 +1,110 @@
+"""Export a checkpoint for other tools: diffusers, or the official layout as safetensors or .pt.
+
+    python -m framework.export CHECKPOINT --to diffusers OUT_DIR
+    python -m framework.export CHECKPOINT --to safetensors OUT.safetensors
+    python -m framework.export CHECKPOINT --to pt OUT.pt
+        [--experiment NAME] [--module MOD] [--load_ema] [--dtype float32|bfloat16] [-- KEY=VALUE]
+
+The model is rebuilt as inference does (the job's config.yaml next to a `model/iter_N.pt`, or
+`--experiment` for an official file), a LoRA run's adapters folded in. `diffusers` writes a folder
+that `<family.diffusers_class>.from_pretrained(OUT_DIR)` loads (the family names the class, its
+config and the key renames); `safetensors` and `pt` write one state dict in the official layout
+(`net.*` plus extra modules such as `logvar.*`), which upstream's scripts read. Writes are atomic.
+Exit 2 on a user error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf.errors import OmegaConfBaseException
+
+from framework.config import ConfigError
+from framework.inference import loading
+from framework.io import UnsafeFileError, atomic_torch_save, atomic_write
+
+FORMATS = ("diffusers", "safetensors", "pt")
+
+
+def official_state_dict(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """`net.*` and the extra modules' keys, as contiguous CPU tensors of `dtype`."""
+    sd = model.state_dict()
+    return {k: v.detach().to("cpu", dtype).contiguous() for k, v in sd.items()}
+
+
+def to_diffusers(model: torch.nn.Module, out_dir: Path, dtype: torch.dtype) -> Path:
+    """Write the net as a diffusers model folder (config.json + safetensors)."""
+    import diffusers
+
+    family = model.family
+    if family.to_diffusers is None or family.diffusers_config is None:
+        raise ConfigError(f"model family {family.name!r} has no diffusers conversion.")
+    ref = getattr(diffusers, family.diffusers_class)(**family.diffusers_config(model.net))
+    sd = {k: v for k, v in model.net.state_dict().items() if not family.is_ignored(k)}
+    ref.load_state_dict(family.to_diffusers(sd), strict=True)
+    ref.to(dtype)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        ref.save_pretrained(tmp, safe_serialization=True)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def export(model: torch.nn.Module, fmt: str, out: Path, dtype: torch.dtype) -> Path:
+    if fmt == "diffusers":
+        return to_diffusers(model, out, dtype)
+    sd = official_state_dict(model, dtype)
+    if fmt == "pt":
+        return atomic_torch_save(sd, out)
+    from safetensors.torch import save
+
+    return atomic_write(out, lambda f: f.write(save(sd, metadata={"format": "pt"})))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m framework.export", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("checkpoint", help="model/iter_N.pt of a job, or an official .pt")
+    p.add_argument("--to", choices=FORMATS, required=True, dest="fmt")
+    p.add_argument("out", help="output folder (diffusers) or file")
+    p.add_argument("--experiment", help="experiment that defines the model (official files)")
+    p.add_argument("--module", action="append", default=[], help="extra experiment module")
+    p.add_argument("--load_ema", action="store_true", help="export the EMA weights")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = build_parser().parse_args(argv[:cut])
+    try:
+        cfg, ckpt = loading.resolve(
+            args.experiment, argv[cut + 1 :], args.checkpoint, modules=args.module
+        )
+        model = loading.build_model(cfg, ckpt, args.load_ema, device="cpu")
+        out = export(model, args.fmt, Path(args.out), getattr(torch, args.dtype))
+    except (ConfigError, OmegaConfBaseException, FileNotFoundError, ValueError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except UnsafeFileError as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({args.fmt}, {args.dtype}{', EMA' if args.load_ema else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
