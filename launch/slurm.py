@@ -65,6 +65,19 @@ class SlurmOptions:
         return self.nproc_per_node or max(self.gpus_per_node, 1)
 
     @property
+    def whole_nodes(self) -> bool:
+        return self.exclusive if self.exclusive is not None else self.gpus_per_node > 0
+
+    def srun_cpus(self) -> str | None:
+        """CPUs for each srun task: since SLURM 22.05 srun no longer takes --cpus-per-task from
+        the allocation, and a step task gets one CPU unless told (SRUN_CPUS_PER_TASK)."""
+        if self.cpus_per_task:
+            return "$SLURM_CPUS_PER_TASK"
+        if self.whole_nodes:
+            return f"$((SLURM_CPUS_ON_NODE / {self.tasks_per_node}))"
+        return None
+
+    @property
     def world_size(self) -> int:
         return self.nodes * self.tasks_per_node * self.procs_per_node
 
@@ -99,12 +112,13 @@ def sbatch_header(opts: SlurmOptions, output: str, array: str | None = None) -> 
     ]
     if opts.gpus_per_node:
         lines.append(f"--gpus-per-node={opts.gpus_per_node}")
-    exclusive = opts.exclusive if opts.exclusive is not None else opts.gpus_per_node > 0
-    if exclusive:
+    mem = opts.mem
+    if opts.whole_nodes:
         lines.append("--exclusive")
+        mem = "0" if mem is None else mem  # all of each node's memory, not a per-CPU default
     for flag, value in (
         ("cpus-per-task", opts.cpus_per_task),
-        ("mem", opts.mem),
+        ("mem", mem),
         ("time", opts.time),
         ("partition", opts.partition),
         ("account", opts.account),
@@ -163,6 +177,7 @@ def _train_lines(opts: SlurmOptions, python: str) -> list[str]:
         "# tagged with its local rank, and one file per rank under ranks_<job id>/node<task>/",
         "# (torchrun's --log-dir, set per task through its PET_LOG_DIR variable).",
         'export RANK_LOGS="$job_dir/logs/ranks_$SLURM_JOB_ID"',
+        *([f"export SRUN_CPUS_PER_TASK={opts.srun_cpus()}"] if opts.srun_cpus() else []),
         'srun --kill-on-bad-exit=1 --output="$job_dir/logs/%j_node%t.out" \\',
         '  bash -c \'trap "" USR1; export PET_LOG_DIR=$RANK_LOGS/node$SLURM_PROCID; exec "$@"\' \\',
         f"  agent {_q(python)} -m torch.distributed.run \\",
@@ -296,7 +311,13 @@ def add_slurm_options(p: argparse.ArgumentParser) -> None:
         help="torchrun agents per node; >1 only simulates nodes on one machine",
     )
     g.add_argument("--cpus-per-task", type=int)
-    g.add_argument("--mem")
+    g.add_argument("--mem", help="memory per node (default with --exclusive: 0, all of it)")
+    g.add_argument(
+        "--exclusive",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whole nodes (default: yes with GPUs, no without)",
+    )
     g.add_argument("--time", help="time limit, e.g. 4:00:00")
     g.add_argument("--partition")
     g.add_argument("--account")
@@ -342,6 +363,7 @@ def slurm_options(args: argparse.Namespace) -> SlurmOptions:
         account=args.account,
         qos=args.qos,
         constraint=args.constraint,
+        exclusive=args.exclusive,
         signal_secs=args.signal_secs,
         requeue=not args.no_requeue,
         job_name=args.job_name,

@@ -59,6 +59,7 @@ def test_one_run_on_four_nodes_of_eight_gpus(tmp_path):
         "#SBATCH --ntasks-per-node=1",
         "#SBATCH --gpus-per-node=8",
         "#SBATCH --exclusive",
+        "#SBATCH --mem=0",
         "#SBATCH --time=4:00:00",
         "#SBATCH --partition=gpu",
         "#SBATCH --account=lab",
@@ -76,6 +77,8 @@ def test_one_run_on_four_nodes_of_eight_gpus(tmp_path):
     assert '--nnodes="$SLURM_NTASKS" --nproc-per-node=8' in script
     assert '--rdzv-backend=c10d --rdzv-endpoint="$head_node:$port"' in script
     assert 'srun --kill-on-bad-exit=1 --output="$job_dir/logs/%j_node%t.out"' in script
+    # Whole nodes: every CPU of the node to its one task (srun would give it one).
+    assert "export SRUN_CPUS_PER_TASK=$((SLURM_CPUS_ON_NODE / 1))" in script
     # The signal: the shell traps USR1 and hands it to the step; the agents ignore it.
     assert "trap on_usr1 USR1" in script and 'kill -USR1 "$srun_pid"' in script
     assert 'trap "" USR1;' in script
@@ -93,6 +96,7 @@ def test_job_array_with_a_parallelism_limit(tmp_path):
         assert f"  {i})  # r{i}\n    job_dir={run.job_dir}\n" in script
     # CPU jobs: no GPUs, no whole nodes, one process per node.
     assert "--gpus-per-node" not in script and "--exclusive" not in script
+    assert "SRUN_CPUS_PER_TASK" not in script and "--mem" not in script
     assert "--nproc-per-node=1" in script
     bash_syntax_ok(script, tmp_path)
 
@@ -111,6 +115,7 @@ def test_options_no_requeue_extra_sbatch_and_setup(tmp_path):
     assert "#SBATCH --no-requeue" in script and "scontrol requeue" not in script
     assert "#SBATCH --signal=B:USR1@90" in script and "#SBATCH --reservation=mine" in script
     assert "#SBATCH --cpus-per-task=16" in script and "#SBATCH --mem=0" in script
+    assert "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK" in script
     assert "\nmodule load cuda/12\n" in script and "\nport=29400\n" in script
     bash_syntax_ok(script, tmp_path)
 
