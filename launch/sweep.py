@@ -346,10 +346,14 @@ def todo_of(sweep: Sweep, states: list) -> list[Run]:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.launcher == "slurm":
+        if args.nproc != 1:
+            raise LaunchError("--nproc is for --launcher local; on SLURM use --gpus-per-node.")
         opts = slurm.slurm_options(args)
     elif args.nodes != 1 or args.gpus_per_node:
         raise LaunchError("--nodes/--gpus-per-node are for --launcher slurm; locally use --nproc.")
     sweep = plan(args.experiment, args.overrides, args.module, args.name)
+    if args.launcher == "local" and args.nproc > 1:
+        slurm.check_world(sweep.runs[0], slurm.SlurmOptions(nproc_per_node=args.nproc))
     states = [state_of(r) for r in sweep.runs]
     todo = todo_of(sweep, states)
     if args.dry:

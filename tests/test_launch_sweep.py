@@ -109,6 +109,8 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, cli):
         ([*TOY, "optim.lr=1,2", "--launcher", "pbs"], "argument --launcher: invalid choice"),
         ([*TOY, "optim.lr=1,2", "--nodes", "2"], "are for --launcher slurm"),
         ([*TOY, "optim.lr=1,2", "--nproc", "0"], "--nproc and --parallelism must be at least 1"),
+        ([*TOY, "optim.lr=1,2", "--nproc", "2"], "parallel.strategy=none; add parallel"),
+        ([*TOY, "optim.lr=1,2", "--nproc", "2", "--launcher=slurm"], "--nproc is for --launcher"),
         (["--report", str(tmp_path / "nowhere")], "is not a folder"),
     ]:
         code, _, err = cli(*args)
