@@ -6,7 +6,7 @@ Parts (run in this order; each is guarded, and the JSON is rewritten after every
   ours       MiniTrainDiT 2B: fwd+bwd alone and the full AdamW step, per checkpointing variant
   peer       diffusers CosmosTransformer3DModel fwd+bwd, with and without gradient checkpointing
   vae        Wan VAE encode and decode of one 93-frame clip (random weights)
-  generate   one 35-step generation with CFG through Video2WorldModel.generate
+  generate   one 35-step generation with CFG through WorldModel.generate
   profile    GPU kernel time of one of our training steps by kind (attention, GEMM, other)
   compile    our step with per-block torch.compile (parallelize_net(compile=True))
 

@@ -170,14 +170,17 @@ def part_vae(ctx: Ctx) -> None:
 
 
 def part_generate(ctx: Ctx) -> None:
-    from framework.models.video2world import Video2WorldModel
+    from framework.diffusion.rectified_flow import RectifiedFlowObjective
+    from framework.diffusion.samplers import MultistepSampler
+    from framework.models.world_model import WorldModel
 
     sh, dev = ctx.shapes, ctx.device
     fl = ours_flops(ctx)
     net = build_ours(ctx)
     # As framework/inference/loading.py places the net for generation: bf16 weights on CUDA.
     net.to(torch.bfloat16 if ctx.cuda else torch.float32)
-    model = Video2WorldModel(net, build_tokenizer(ctx), state_t=sh.latent[2])
+    tok = build_tokenizer(ctx)
+    model = WorldModel(net, tok, RectifiedFlowObjective(), MultistepSampler(), sh.latent[2])
     image = torch.randint(0, 256, (1, 3, 1, *sh.pixel_hw), dtype=torch.uint8, device=dev)
     emb = torch.randn(1, sh.text_len, sh.text_dim, device=dev)
     steps = sh.gen_steps
