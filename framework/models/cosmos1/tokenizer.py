@@ -24,8 +24,8 @@ Weights, offline, from `path` (a local folder):
   attention names, `.0.conv3d / .1.conv3d -> .conv_s / .conv_t`, `X.conv3d -> X`. The wavelet
   buffers (`wavelets`, `_arange`, `patch_size_buffer`) are constants diffusers rebuilds and are
   dropped. The result loads strictly into `AutoencoderKLCosmos()`, whose defaults are the
-  CV8x8x8 config. `mean_std.pt` is read with `torch.load(weights_only=True)`: (mean, std), each
-  viewed [16, -1] (channel, latent frame).
+  CV8x8x8 config. `mean_std.pt` is read with `framework.io.load_torch_file` (weights_only):
+  (mean, std), each viewed [16, -1] (channel, latent frame).
 - A diffusers folder (`config.json` + safetensors, or one with a `vae/` subfolder), e.g. the
   `vae/` of a converted Cosmos 1.0 pipeline; its config's latents_mean/std are the same
   (channel, frame) table, flattened.
@@ -43,6 +43,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from framework.io import UnsafeFileError, load_torch_file
 from framework.models.cosmos1.jit_archive import read_torchscript_tensors
 from framework.models.tokenizers import _TokenizerBase, to_unit_range
 
@@ -265,13 +266,12 @@ def _load_official(path: str, config: dict) -> tuple[nn.Module, tuple, list[str]
         official.update(read_torchscript_tensors(f))
     sd = official_vae_to_diffusers(official)
     try:
-        mean_std = torch.load(files[-1], map_location="cpu", weights_only=True)
-        mean, std = mean_std
-    except Exception as err:  # weights_only refuses anything but tensors and containers
+        mean, std = load_torch_file(files[-1])
+    except (UnsafeFileError, ValueError, TypeError) as err:
         raise ValueError(
             f"{files[-1]!r} is not a (mean, std) pair of tensors readable with "
-            f"weights_only=True: {err}"
-        ) from err
+            f"weights_only=True: {str(err).splitlines()[0]}"
+        ) from None
     vae = AutoencoderKLCosmos(**{**config, "latents_mean": None, "latents_std": None})
     expected = vae.state_dict()
     missing = [k for k in expected if k not in sd]
