@@ -153,7 +153,9 @@ class LocalSlurm:
         if not key.exists():
             self._run("mungekey", "--create", f"--keyfile={key}", "--bits=1024")
         key.chmod(0o600)
-        node = socket.gethostname().split(".")[0]
+        # The node is "localhost" (slurmd -N): it resolves on any machine, also one whose host
+        # name does not, and the jobs use the node name as their rendezvous address.
+        node = "localhost"
         self.conf.write_text(
             slurm_conf(
                 self.root,
@@ -178,7 +180,7 @@ class LocalSlurm:
             )
             self._wait(lambda: (munge / "munge.sock").exists(), timeout, "munged")
             self._daemon("slurmctld", "-D", "-i")
-            self._daemon("slurmd", "-D")
+            self._daemon("slurmd", "-D", "-N", node)
             self._wait(self._idle, timeout, "the node to come up idle")
         except BaseException:
             self.stop()
