@@ -1,5 +1,6 @@
 """GR1-layout video dataset: `videos/*.mp4` + `t5_xxl/<stem>.pickle` -> samples
-(upstream/cosmos_predict2.md §6.2).
+(upstream/cosmos_predict2.md §6.2), and `ClipDataset`, the part the Bridge-layout dataset
+(framework/data/bridge.py) shares with it.
 
 Differences from upstream, each deliberate: the clip start is uniform over every valid start
 including the last (upstream's randint excludes it and crashes on exact-length videos); bad files
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,217 @@ def check_bad_fraction(bad: int, total: int, max_bad_fraction: float, where: str
         )
 
 
-class VideoDataset(Dataset):
+class ClipDataset(Dataset):
+    """What the GR1-layout and Bridge-layout datasets share (docs/data.md, "Bad samples").
+
+    Indexing on first use, each file checked by `check`; bad files skipped with a summary and
+    BadDataError past `max_bad_fraction`; at load time a failing sample is replaced by a random
+    good one (`bad_replaced`), its file is not drawn again, `max_retries + 1` failures in a row
+    raise; clips decoded and resized by ClipReader, optionally kept in memory; the sample keys
+    besides the clip. A subclass gives `_index(check) -> (samples, skipped)`, `__len__` and
+    `_load(index)`; when one file gives several samples also `_unit` (sample -> position in
+    `samples`) and `_random_index` (a sample of that file), and `_counts_as_bad` for skip
+    reasons that are not damage. Each `samples` entry has "video".
+    """
+
+    unit = "videos"  # what `summary` counts: one entry of `samples` / `skipped`
+
+    def __init__(
+        self,
+        dataset_dir: str | Path,
+        num_frames: int,
+        video_size: tuple[int, int],
+        resize_mode: str,
+        frame_stride: int,
+        max_text_tokens: int,
+        text_dim: int,
+        decode_threads: int,
+        check: str,
+        max_bad_fraction: float,
+        max_retries: int,
+        keep_in_memory: bool,
+    ) -> None:
+        if resize_mode not in RESIZE_MODES or check not in CHECKS:
+            raise ValueError(
+                f"resize_mode {resize_mode!r} / check {check!r} unknown; "
+                f"use one of {RESIZE_MODES} / {CHECKS}"
+            )
+        self.dataset_dir = Path(dataset_dir)
+        self.num_frames, self.frame_stride = int(num_frames), int(frame_stride)
+        self.video_size = (int(video_size[0]), int(video_size[1]))
+        self.resize_mode, self.decode_threads = resize_mode, decode_threads
+        self.max_text_tokens, self.text_dim = max_text_tokens, text_dim
+        self.max_bad_fraction, self.max_retries = max_bad_fraction, max_retries
+        self.span = (self.num_frames - 1) * self.frame_stride + 1  # source frames one clip covers
+        self.check = check
+        self._indexed: tuple[list[dict], list[tuple[str, str]]] | None = None
+        self.bad_samples = 0  # load-time replacements in this process (each worker has its own)
+        self.loads = 0
+        self._bad: set[int] = set()  # positions in `samples` whose file failed to load
+        self.keep_in_memory = keep_in_memory
+        self._decoded: dict[str, tuple[np.ndarray, float]] = {}  # video -> (frames, fps)
+
+    # ---- indexing -------------------------------------------------------------------------
+    # Indexed on first use (the trainer asks for len() at start-up, so a bad training folder
+    # still fails before step one); held-out items do not need the training index.
+    @property
+    def samples(self) -> list[dict]:
+        if self._indexed is None:
+            self._indexed = self._index(self.check)
+        return self._indexed[0]
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        self.samples  # noqa: B018  (indexes on first use)
+        return self._indexed[1]
+
+    def _index(self, check: str) -> tuple[list[dict], list[tuple[str, str]]]:
+        raise NotImplementedError
+
+    def _sift(
+        self, candidates: list[dict], problem: Callable[[dict], tuple[str, dict]], key: str
+    ) -> tuple[list[dict], list[tuple[str, str]]]:
+        """Run `problem` on every candidate: ({**candidate, **info} of the good ones, [(its
+        `key`, reason)] of the others); report, and raise when too many are bad."""
+        workers = min(8, max(1, len(candidates)))
+        with ThreadPoolExecutor(workers) as pool:  # header probes are I/O bound
+            reasons = list(pool.map(problem, candidates))
+        samples, skipped = [], []
+        for candidate, (reason, info) in zip(candidates, reasons):
+            if reason:
+                skipped.append((candidate[key], reason))
+            else:
+                samples.append({**candidate, **info})
+        self._report(len(candidates), skipped)
+        if not samples:
+            raise BadDataError(f"no usable {self.unit} in {self.dataset_dir}: {self.summary}")
+        bad = self._bad_skipped(skipped)
+        check_bad_fraction(bad, len(samples) + bad, self.max_bad_fraction, str(self.dataset_dir))
+        return samples, skipped
+
+    def _counts_as_bad(self, reason: str) -> bool:
+        """Whether a file skipped for `reason` counts against `max_bad_fraction`."""
+        return True
+
+    def _bad_skipped(self, skipped: list[tuple[str, str]]) -> int:
+        return sum(self._counts_as_bad(reason) for _, reason in skipped)
+
+    def _pair_problem(self, video: Path, emb: Path, check: str) -> tuple[str, int]:
+        """(why the video/embedding pair is unusable or "", the video's frame count; 0 when
+        `check` is "exists", which opens neither file)."""
+        if not emb.is_file():
+            return "no embedding", 0
+        if check == "exists":
+            return "", 0
+        try:
+            load_t5_pickle(emb, self.text_dim)
+        except (UnsafeFileError, OSError):
+            return "bad embedding", 0
+        try:
+            info = probe_video(video)
+        except VideoError:
+            return "unreadable video", 0
+        if info.num_frames < self.span:
+            return f"too short (<{self.span} frames)", 0
+        if check == "decode":
+            try:
+                with ClipReader(video, size=(16, 16), threads=self.decode_threads) as r:
+                    r.read(0, info.num_frames)
+            except VideoError:
+                return "decode failed", 0
+        return "", info.num_frames
+
+    def _report(self, total: int, skipped: list[tuple[str, str]]) -> None:
+        why = Counter(reason for _, reason in skipped)
+        detail = ", ".join(f"{n} {r}" for r, n in sorted(why.items()))
+        self.summary = f"{total} {self.unit}, {len(skipped)} skipped" + (
+            f" ({detail})" if why else ""
+        )
+        level = logging.WARNING if self._bad_skipped(skipped) else logging.INFO
+        logger.log(level, "%s: %s", self.dataset_dir, self.summary)
+        for path, reason in skipped[:20]:
+            level = logging.WARNING if self._counts_as_bad(reason) else logging.INFO
+            logger.log(level, "skipped %s: %s", path, reason)
+
+    # ---- loading --------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        replaced = 0
+        for _ in range(self.max_retries + 1):
+            self.loads += 1
+            try:
+                sample = self._load(index)
+                sample["bad_replaced"] = replaced
+                return sample
+            except (VideoError, UnsafeFileError, OSError) as err:
+                replaced += 1
+                self._mark_bad(index, err)
+                index = self._replacement()
+        raise BadDataError(
+            f"{self.max_retries + 1} samples in a row failed to load from {self.dataset_dir}; "
+            "run python -m data_prep.validate on it"
+        )
+
+    def _load(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _unit(self, index: int) -> int:
+        """The position in `samples` of the file sample `index` comes from."""
+        return index
+
+    def _random_index(self, unit: int) -> int:
+        """A sample drawn from the file at position `unit` of `samples`."""
+        return unit
+
+    def _mark_bad(self, index: int, err: Exception) -> None:
+        unit = self._unit(index)
+        self.bad_samples += 1
+        self._bad.add(unit)
+        warnings.warn(f"skipping bad sample {self.samples[unit]['video']}: {err}", stacklevel=3)
+        skipped = self._bad_skipped(self.skipped)
+        check_bad_fraction(
+            len(self._bad) + skipped,
+            len(self.samples) + skipped,
+            self.max_bad_fraction,
+            str(self.dataset_dir),
+        )
+
+    def _replacement(self) -> int:
+        good = [i for i in range(len(self.samples)) if i not in self._bad]
+        if not good:
+            raise BadDataError(f"every sample of {self.dataset_dir} failed to load")
+        return self._random_index(good[int(torch.randint(len(good), ()).item())])
+
+    def _clip(self, video: str, pick_start: Callable[[int], int]) -> tuple[torch.Tensor, float]:
+        """uint8 [3,T,H,W] frames of `video` from `pick_start(its frame count)`, and its fps."""
+        if self.keep_in_memory:
+            frames, fps = self._decoded_video(video)
+            start = pick_start(len(frames))
+            frames = frames[start : start + self.span : self.frame_stride]
+        else:
+            with ClipReader(video, self.video_size, self.resize_mode, self.decode_threads) as r:
+                start = pick_start(r.num_frames)
+                frames = r.read(start, self.num_frames, self.frame_stride)
+                fps = r.fps
+        return torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous(), fps
+
+    def _decoded_video(self, path: str) -> tuple[np.ndarray, float]:
+        if path not in self._decoded:
+            with ClipReader(path, self.video_size, self.resize_mode, self.decode_threads) as r:
+                self._decoded[path] = (r.read(0, r.num_frames), r.fps)
+        return self._decoded[path]
+
+    def _conditioning(self, emb: np.ndarray) -> dict[str, Any]:
+        """The sample keys besides the clip and its fps."""
+        h, w = self.video_size
+        return {
+            **text_sample(emb, self.max_text_tokens),
+            "padding_mask": torch.zeros(1, h, w, dtype=torch.float32),
+            "image_size": torch.tensor([h, w, h, w], dtype=torch.int64),
+            "num_frames": self.num_frames,
+        }
+
+
+class VideoDataset(ClipDataset):
     """One sample per video per epoch: a random window of `num_frames` frames plus its caption.
 
     Samples hold `video` uint8 [3,T,H,W], `t5_text_embeddings` float32 [512,1024] zero-padded,
@@ -89,25 +301,20 @@ class VideoDataset(Dataset):
         expected_identity: Any = None,
         keep_in_memory: bool = False,
     ) -> None:
-        if resize_mode not in RESIZE_MODES or check not in CHECKS:
-            raise ValueError(
-                f"resize_mode {resize_mode!r} / check {check!r} unknown; "
-                f"use one of {RESIZE_MODES} / {CHECKS}"
-            )
-        self.dataset_dir = Path(dataset_dir)
-        self.num_frames, self.frame_stride = int(num_frames), int(frame_stride)
-        self.video_size = (int(video_size[0]), int(video_size[1]))
-        self.resize_mode, self.decode_threads = resize_mode, decode_threads
-        self.max_text_tokens, self.text_dim = max_text_tokens, text_dim
-        self.max_bad_fraction, self.max_retries = max_bad_fraction, max_retries
-        self.span = (self.num_frames - 1) * self.frame_stride + 1  # source frames one clip covers
-        self.check = check
-        self._indexed: tuple[list[dict], list[tuple[str, str]]] | None = None
-        self.bad_samples = 0  # load-time replacements in this process (each worker has its own)
-        self.loads = 0
-        self._bad: set[int] = set()
-        self.keep_in_memory = keep_in_memory
-        self._decoded: dict[str, tuple[np.ndarray, float]] = {}  # video -> (frames, fps)
+        super().__init__(
+            dataset_dir,
+            num_frames,
+            video_size,
+            resize_mode,
+            frame_stride,
+            max_text_tokens,
+            text_dim,
+            decode_threads,
+            check,
+            max_bad_fraction,
+            max_retries,
+            keep_in_memory,
+        )
         self.cache = None
         if latent_cache_dir is not None and not Path(latent_cache_dir).exists():
             logger.warning(
@@ -122,19 +329,6 @@ class VideoDataset(Dataset):
             self.cache.check_matches(self)
 
     # ---- indexing -------------------------------------------------------------------------
-    # Indexed on first use (the trainer asks for len() at start-up, so a bad training folder
-    # still fails before step one); held-out items do not need the training index.
-    @property
-    def samples(self) -> list[dict]:
-        if self._indexed is None:
-            self._indexed = self._index(self.check)
-        return self._indexed[0]
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        self.samples  # noqa: B018  (indexes on first use)
-        return self._indexed[1]
-
     def _index(self, check: str) -> tuple[list[dict], list[tuple[str, str]]]:
         video_dir, emb_dir = self.dataset_dir / "videos", self.dataset_dir / "t5_xxl"
         if not video_dir.is_dir():
@@ -142,121 +336,33 @@ class VideoDataset(Dataset):
                 f"{video_dir} does not exist; the dataset needs videos/*.mp4 and t5_xxl/*.pickle "
                 "(python -m data_prep.gr1, or data_prep.synthetic for a test set)"
             )
-        videos = sorted(video_dir.glob("*.mp4"))
-        pairs = [(v, emb_dir / f"{v.stem}.pickle") for v in videos]
-        workers = min(8, max(1, len(pairs)))
-        with ThreadPoolExecutor(workers) as pool:  # header probes are I/O bound
-            reasons = list(pool.map(lambda p: self._problem(*p, check), pairs))
-        samples, skipped = [], []
-        for (video, emb), (reason, info) in zip(pairs, reasons):
-            if reason:
-                skipped.append((str(video), reason))
-            else:
-                samples.append({"video": str(video), "embedding": str(emb), **info})
-        self._report(len(videos), skipped)
-        if not samples:
-            raise BadDataError(f"no usable videos in {self.dataset_dir}: {self.summary}")
-        check_bad_fraction(len(skipped), len(videos), self.max_bad_fraction, str(self.dataset_dir))
-        return samples, skipped
+        candidates = [
+            {"video": str(v), "embedding": str(emb_dir / f"{v.stem}.pickle")}
+            for v in sorted(video_dir.glob("*.mp4"))
+        ]
+        return self._sift(candidates, lambda c: self._problem(c, check), key="video")
 
-    def _problem(self, video: Path, emb: Path, check: str) -> tuple[str, dict]:
-        if not emb.is_file():
-            return "no embedding", {}
-        if check == "exists":
-            return "", {}
-        try:
-            load_t5_pickle(emb, self.text_dim)
-        except (UnsafeFileError, OSError):
-            return "bad embedding", {}
-        try:
-            info = probe_video(video)
-        except VideoError:
-            return "unreadable video", {}
-        if info.num_frames < self.span:
-            return f"too short (<{self.span} frames)", {}
-        if check == "decode":
-            try:
-                with ClipReader(video, size=(16, 16), threads=self.decode_threads) as r:
-                    r.read(0, info.num_frames)
-            except VideoError:
-                return "decode failed", {}
-        return "", {"frames": info.num_frames}
-
-    def _report(self, total: int, skipped: list[tuple[str, str]]) -> None:
-        why = Counter(reason for _, reason in skipped)
-        detail = ", ".join(f"{n} {r}" for r, n in sorted(why.items()))
-        self.summary = f"{total} videos, {len(skipped)} skipped" + (f" ({detail})" if why else "")
-        logger.log(
-            logging.WARNING if skipped else logging.INFO, "%s: %s", self.dataset_dir, self.summary
+    def _problem(self, candidate: dict, check: str) -> tuple[str, dict]:
+        reason, frames = self._pair_problem(
+            Path(candidate["video"]), Path(candidate["embedding"]), check
         )
-        for path, reason in skipped[:20]:
-            logger.warning("skipped %s: %s", path, reason)
+        return reason, ({"frames": frames} if frames else {})
 
     # ---- loading --------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        replaced = 0
-        for _ in range(self.max_retries + 1):
-            self.loads += 1
-            try:
-                sample = self._load(index)
-                sample["bad_replaced"] = replaced
-                return sample
-            except (VideoError, UnsafeFileError, OSError) as err:
-                replaced += 1
-                self._mark_bad(index, err)
-                index = self._replacement()
-        raise BadDataError(
-            f"{self.max_retries + 1} samples in a row failed to load from {self.dataset_dir}; "
-            "run python -m data_prep.validate on it"
-        )
-
-    def _mark_bad(self, index: int, err: Exception) -> None:
-        self.bad_samples += 1
-        self._bad.add(index)
-        warnings.warn(f"skipping bad sample {self.samples[index]['video']}: {err}", stacklevel=3)
-        total = len(self.samples) + len(self.skipped)
-        check_bad_fraction(
-            len(self._bad) + len(self.skipped), total, self.max_bad_fraction, str(self.dataset_dir)
-        )
-
-    def _replacement(self) -> int:
-        good = [i for i in range(len(self.samples)) if i not in self._bad]
-        if not good:
-            raise BadDataError(f"every sample of {self.dataset_dir} failed to load")
-        return good[int(torch.randint(len(good), ()).item())]
-
     def _load(self, index: int) -> dict[str, Any]:
         entry = self.samples[index]
         emb = load_t5_pickle(entry["embedding"], self.text_dim)
-        h, w = self.video_size
         if self.cache is not None:
             sample = self.cache.sample(Path(entry["video"]).stem)
         else:
             sample = self._video_sample(entry)
-        return {
-            **sample,
-            **text_sample(emb, self.max_text_tokens),
-            "padding_mask": torch.zeros(1, h, w, dtype=torch.float32),
-            "image_size": torch.tensor([h, w, h, w], dtype=torch.int64),
-            "num_frames": self.num_frames,
-        }
+        return {**sample, **self._conditioning(emb)}
 
     def _video_sample(self, entry: dict) -> dict[str, Any]:
-        if self.keep_in_memory:
-            frames, fps = self._decoded_video(entry["video"])
-            start = self._start(entry, len(frames))
-            frames = frames[start : start + self.span : self.frame_stride]
-        else:
-            with ClipReader(
-                entry["video"], self.video_size, self.resize_mode, self.decode_threads
-            ) as reader:
-                start = self._start(entry, reader.num_frames)
-                frames = reader.read(start, self.num_frames, self.frame_stride)
-                fps = reader.fps
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()  # [3, T, H, W]
+        video, fps = self._clip(entry["video"], lambda n: self._start(entry, n))
         return {"video": video, "fps": float(fps / self.frame_stride)}
 
     def _start(self, entry: dict, num_frames: int) -> int:
@@ -266,12 +372,6 @@ class VideoDataset(Dataset):
         # +1: the last valid start is included (upstream excludes it, upstream/cosmos_predict2.md
         # §6.2).
         return int(torch.randint(last_start + 1, ()).item())
-
-    def _decoded_video(self, path: str) -> tuple[np.ndarray, float]:
-        if path not in self._decoded:
-            with ClipReader(path, self.video_size, self.resize_mode, self.decode_threads) as r:
-                self._decoded[path] = (r.read(0, r.num_frames), r.fps)
-        return self._decoded[path]
 
     # ---- held-out items (framework/data/heldout.py) ---------------------------------------
     def heldout_items(self, num_items: int, num_frames: int) -> list[HeldOutItem]:
