@@ -211,3 +211,65 @@ def gr1_dataset(
     return L("framework.data.dataset.VideoDataset")(
         dataset_dir=root, num_frames=num_frames, video_size=list(video_size)
     )
+
+
+# --- Cosmos-Predict1 Video2World -------------------------------------------------------------
+
+PREDICT1_HUB = "nvidia/Cosmos-Predict1-{size}-Video2World"
+CV8X8X8_DIR = f"{CHECKPOINTS}/nvidia/Cosmos-Tokenize1-CV8x8x8-720p"
+# Default LoRA targets of the Predict1 net (framework/models/cosmos1/lora.py).
+PREDICT1_LORA_TARGETS = "to_q.0,to_k.0,to_v.0,to_out.0,layer1,layer2"
+
+
+def predict1_checkpoint(size: str = "7B", file: str = "model.pt") -> str:
+    """Where `hf download nvidia/Cosmos-Predict1-<size>-Video2World` puts a file."""
+    return f"{CHECKPOINTS}/{PREDICT1_HUB.format(size=size)}/{file}"
+
+
+def predict1_net(size: str = "7B", **overrides) -> DictConfig:
+    """GeneralDIT at an official size (docs/upstream/cosmos_predict1.md §4.1), with the learnable
+    extra position embedding the base checkpoints carry (net.py docstring)."""
+    from framework.models.cosmos1.net import net_config
+
+    return L("framework.models.cosmos1.net.GeneralDIT")(**{**net_config(size), **overrides})
+
+
+def scaled_tokenizer(tokenizer: DictConfig, scale: float = 0.5) -> DictConfig:
+    """A tokenizer whose latents are multiplied by sigma_data = 0.5, as upstream's Predict1 model
+    sees them (docs/upstream/cosmos_predict1.md §3.2; why here: cosmos1/latent_scale.py)."""
+    return L("framework.models.cosmos1.latent_scale.ScaledTokenizer")(
+        tokenizer=tokenizer, scale=scale
+    )
+
+
+def cv8x8x8(path: str = CV8X8X8_DIR) -> DictConfig:
+    """Cosmos-Tokenize1-CV8x8x8-720p (57 frames -> 8 latents), scaled by sigma_data (§3.2, §5)."""
+    return L("framework.models.cosmos1.latent_scale.cv8x8x8_tokenizer")(path=path, scale=0.5)
+
+
+def predict1_model(
+    net: DictConfig, tokenizer: DictConfig, state_t: int = 8, sampler: str = "euler", **kw
+) -> DictConfig:
+    """Predict1 Video2World: EDM with the logvar head and upstream's video conditioning, and the
+    official 35-step Euler sampler ("euler") or the training-side RES 2ab sampler ("res",
+    docs/upstream/cosmos_predict1.md §3.8). fps 4: what upstream's Bridge dataset reports (§9
+    item 5); the dataset's fps wins when a batch carries one."""
+    import framework.models.cosmos1  # noqa: F401  (registers the family)
+
+    model = world_model(net, tokenizer, "cosmos1", state_t, **kw)
+    if sampler == "res":
+        model.sampler = L("framework.diffusion.samplers.MultistepSampler").full()
+    elif sampler != "euler":
+        raise ValueError(f"unknown Predict1 sampler {sampler!r}; use 'euler' or 'res'.")
+    model.fps = 4.0
+    return model
+
+
+def bridge_dataset(
+    root: str = f"{DATASETS}/bridge", num_frames: int = 57, video_size=(256, 320)
+) -> DictConfig:
+    """Bridge layout: annotation/{train,val}/*.json (+ .pickle) and videos/{split}/N/rgb.mp4
+    (python -m data_prep.bridge makes it; docs/upstream/cosmos_predict1.md §2)."""
+    return L("framework.data.bridge.BridgeDataset")(
+        dataset_dir=root, num_frames=num_frames, video_size=list(video_size)
+    )

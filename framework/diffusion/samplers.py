@@ -2,7 +2,9 @@
 
 `MultistepSampler` is Predict2's (upstream/cosmos_predict2.md §4.3) and Predict1's training-side one
 (RES "2ab"): Karras sigmas, an Euler first step, then a 2nd-order multistep exponential integrator
-in lambda = -log(sigma) (DPM-Solver++(2M)-like), a last denoise at sigma_min."""
+in lambda = -log(sigma) (DPM-Solver++(2M)-like), a last denoise at sigma_min.
+`EulerEDMSampler` is Predict1's inference pipeline (docs/upstream/cosmos_predict1.md §3.8): Karras
+sigmas down to 0.0002, first-order Euler, a last step to sigma 0."""
 
 from __future__ import annotations
 
@@ -106,6 +108,93 @@ class MultistepSampler:
         device: torch.device | str = "cpu",
     ) -> Tensor:
         return sample(
+            x0_fn,
+            shape,
+            num_steps or self.num_steps,
+            seed,
+            sigma_max=self.sigma_max,
+            sigma_min=self.sigma_min,
+            rho=self.rho,
+            device=device,
+        )
+
+
+def edm_euler_sigmas(
+    num_steps: int = 35, sigma_max: float = 80.0, sigma_min: float = 0.0002, rho: float = 7.0
+) -> Tensor:
+    """num_steps + 1 float64 noise levels: num_steps Karras points from sigma_max to sigma_min,
+    then 0 (diffusers' EDMEulerScheduler with final_sigmas_type "zero")."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be at least 1, got {num_steps}.")
+    if num_steps == 1:
+        points = torch.tensor([sigma_max], dtype=torch.float64)
+    else:
+        points = karras_sigmas(num_steps - 1, sigma_max, sigma_min, rho)
+    return torch.cat([points, torch.zeros(1, dtype=torch.float64)])
+
+
+def euler_edm_sample(
+    x0_fn: X0Fn,
+    shape: Sequence[int],
+    num_steps: int = 35,
+    seed: int = 0,
+    *,
+    sigma_max: float = 80.0,
+    sigma_min: float = 0.0002,
+    rho: float = 7.0,
+    device: torch.device | str = "cpu",
+    noise: Tensor | None = None,
+) -> Tensor:
+    """First-order Euler on the EDM probability-flow ODE, dx/dsigma = (x - x0) / sigma, over
+    `edm_euler_sigmas`; the last step lands on sigma = 0, i.e. on the last x0 estimate.
+
+    Initial noise: numpy RandomState(seed) normal * sqrt(sigma_max^2 + 1), diffusers'
+    `init_noise_sigma` (upstream draws torch.randn with that scale). State in float64; x0_fn sees
+    float32 inputs. The returned latent is float32.
+    """
+    sigmas = edm_euler_sigmas(num_steps, sigma_max, sigma_min, rho).tolist()
+    if noise is None:
+        x = initial_noise(shape, seed, math.sqrt(sigma_max**2 + 1.0), device)
+    else:
+        x = noise.to(device=device, dtype=torch.float64)
+    for s_cur, s_next in zip(sigmas[:-1], sigmas[1:]):
+        x0 = x0_fn(x.float(), s_cur).double()
+        # x + (x - x0) / s * (s_next - s), written so that s_next = 0 gives x0 exactly.
+        x = x0 + (s_next / s_cur) * (x - x0)
+    return x.float()
+
+
+@dataclass
+class EulerEDMSampler:
+    """Cosmos-Predict1's inference sampler (docs/upstream/cosmos_predict1.md §3.8): diffusers'
+    `EDMEulerScheduler(sigma_max=80, sigma_min=0.0002, sigma_data=0.5)`, Karras rho 7, 35 steps,
+    first-order Euler, final sigma 0. `num_steps` may be overridden per call.
+
+    sigma_min 0.0002 is the value upstream's inference uses, and it is used: cosmos-predict1's
+    `diffusion/model/model_t2w.py` (L62 at 4ed35fa, the base of `model_v2w.py`) builds the
+    scheduler with it, and `set_timesteps` draws the Karras grid from `config.sigma_min`
+    (diffusers 0.32.2, upstream's pin, and today's). diffusers' converter sets 0.002 with
+    final_sigmas_type "sigma_min" because the Cosmos 1.0 repository (NVIDIA/Cosmos,
+    `cosmos1/models/diffusion/model/model_t2w.py`) declared EDMSDE(sigma_min=0.0002) but sampled
+    with its RES sampler at that sampler's default 0.002; that is the training-side sampler here,
+    `MultistepSampler` (docs/upstream/cosmos_predict1.md, Addendum: diffusers).
+    """
+
+    num_steps: int = 35
+    sigma_max: float = 80.0
+    sigma_min: float = 0.0002
+    rho: float = 7.0
+
+    def __call__(
+        self,
+        x0_fn: X0Fn,
+        shape: Sequence[int],
+        seed: int = 0,
+        *,
+        num_steps: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Tensor:
+        return euler_edm_sample(
             x0_fn,
             shape,
             num_steps or self.num_steps,

@@ -6,6 +6,7 @@ from framework.models.cosmos1.convert import (
     diffusers_to_official,
     official_to_diffusers,
 )
+from framework.models.cosmos1.family import PREDICT1  # noqa: F401  (registers the family)
 from framework.models.cosmos1.flops import flops_per_sample, forward_flops
 from framework.models.cosmos1.loading import load_official, official_state_dict
 from framework.models.cosmos1.lora import apply_lora, load_base_into_lora, merge_lora_state_dict

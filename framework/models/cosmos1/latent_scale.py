@@ -1,0 +1,60 @@
+"""The latent scale of Cosmos-Predict1: the diffusion model sees the tokenizer's normalised latent
+times sigma_data = 0.5 and decodes after dividing by it (docs/upstream/cosmos_predict1.md §3.2).
+
+Why a tokenizer wrapper and not the objective: the generic model wrapper encodes the condition
+frames, runs the sampler and decodes its result with the same tokenizer, and the latent cache
+stores what `encode` returns. With the factor inside `encode`/`decode`, every one of them works
+in the diffusion model's coordinates, in which the sampler's noise levels (80 ... 0.0002) are
+upstream's. Inside the objective the sampler's state would be in one space and the decoded latent
+in another.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from framework.models.tokenizers import _TokenizerBase
+
+
+class ScaledTokenizer(_TokenizerBase):
+    """`tokenizer` with encode(x) * scale and decode(z / scale); everything else delegated.
+    The identity names the scale, so a latent cache of the unscaled tokenizer is not reused."""
+
+    def __init__(self, tokenizer: _TokenizerBase, scale: float = 0.5) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"latent scale must be positive, got {scale}; use 0.5 (sigma_data).")
+        self.inner = tokenizer
+        self.scale = float(scale)
+        self.latent_channels = tokenizer.latent_channels
+        self.spatial_compression = tokenizer.spatial_compression
+        self.temporal_compression = tokenizer.temporal_compression
+        self.identity = f"{tokenizer.identity}-x{self.scale:g}"
+
+    def place(self, device: torch.device | str) -> None:
+        self.inner.place(device)
+
+    @torch.no_grad()
+    def encode(self, video: Tensor) -> Tensor:
+        return self.inner.encode(video) * self.scale
+
+    @torch.no_grad()
+    def decode(self, latent: Tensor) -> Tensor:
+        return self.inner.decode(latent / self.scale)
+
+
+def cv8x8x8_tokenizer(path: str | None, scale: float = 0.5, **kwargs) -> ScaledTokenizer:
+    """Cosmos-Tokenize1-CV8x8x8 (framework/models/cosmos1/tokenizer.py) scaled by sigma_data:
+    the Predict1 tokenizer block, so that `model.tokenizer.path` names the weights folder."""
+    import contextlib
+
+    from framework.models.cosmos1.tokenizer import CosmosCV8x8x8Tokenizer
+
+    # Dry runs build under a meta default device; the tokenizer turns its statistics into CPU
+    # tensors with torch.as_tensor, which cannot copy out of meta. Its VAE still goes to meta
+    # through its own on_meta() check.
+    meta = torch.get_default_device().type == "meta"
+    with torch.device("cpu") if meta else contextlib.nullcontext():
+        inner = CosmosCV8x8x8Tokenizer(path, **kwargs)
+    return ScaledTokenizer(inner, scale)
