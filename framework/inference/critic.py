@@ -1,0 +1,504 @@
+"""Video critics for best-of-N: a critic turns one video into K text answers, and its scoring rule
+turns the answers into one number (higher = better).
+
+The built-in critic is Cosmos-Reason1-7B as upstream runs it (docs/upstream/best_of_n.md §4): a
+Qwen2.5-VL model loaded with transformers (SDPA attention, no flash-attn build), asked the
+upstream question under the upstream system prompt, sampled K times with the upstream settings;
+its score is the share of "No" (no anomaly) among the answers that parse, 0 when none does.
+
+Upstream feeds the video through `qwen_vl_utils.process_vision_info` and transformers'
+`AutoProcessor`; both need torchvision (which this project does not install) and the processor's
+resizing changed between transformers releases. So the frames are prepared here, by the same
+arithmetic as the pinned upstream stack (qwen-vl-utils 0.0.11, transformers 4.51.3,
+docs/upstream/cosmos_predict2.md "Versions"): frames sampled at 16 fps (an even count, at most the
+video's own), resized under the total-pixel budget with qwen-vl-utils' rule, resized again by the
+image processor's rule (min 256*28*28, max 1280*28*28 pixels), then normalized and cut into the
+model's patches. A 93-frame 432x768 clip at 16 fps becomes 92 frames of 364x588: 46x26x42
+patches, 12,558 video tokens.
+
+Other critics plug in by name (`register_critic`) or by import path (`--critic module:Class`); see
+`Critic` for what one implements.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ---- the upstream question (docs/upstream/best_of_n.md §4) -------------------------------------
+
+# The system prompt is kept word for word: the critic was used with exactly this text, and its
+# answer template is what the parsing below reads. Source: cosmos_predict2/auxiliary/
+# cosmos_reason1.py in nvidia-cosmos/cosmos-predict2 (SYSTEM_PROMPT_CRITIC).
+SYSTEM_PROMPT = """You are a helpful video analyzer. The goal is to identify artifacts and anomalies in the video.
+Analyze the video carefully and answer the question according to the following template:
+
+<think>
+<overview>
+[Brief description of the video.]
+</overview>
+
+<component name="Component 1 Name">
+<analysis>
+[Analysis or reasoning about this component.]
+</analysis>
+<anomaly>Yes | No</anomaly>
+</component>
+
+<component name="Component 2 Name">
+<analysis>
+[Analysis or reasoning about this component.]
+</analysis>
+<anomaly>Yes | No</anomaly>
+</component>
+
+<!-- Add more components as needed -->
+</think>
+
+<answer>
+[Whether the video contains anomalies or artifacts. Answer "Yes" or "No".]
+</answer>"""  # noqa: E501  (verbatim upstream text)
+USER_PROMPT = "Does the video contain any anomalies or artifacts?"
+DEFAULT_TRIALS = 5  # --num_critic_trials
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """`generate` settings of the critic (upstream's, docs/upstream/best_of_n.md §4)."""
+
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 50
+    repetition_penalty: float = 1.05
+    max_new_tokens: int = 4096
+
+
+# ---- answers and the scoring rule --------------------------------------------------------------
+
+ANSWER_RE = re.compile(r"<answer>\s*(yes|no)\s*</answer>", re.IGNORECASE)
+COMPONENT_RE = re.compile(r"<component\s+name\s*=\s*\"([^\"]*)\"\s*>(.*?)</component>", re.S)
+
+
+def _tag(text: str, name: str) -> str | None:
+    m = re.search(rf"<{name}>(.*?)</{name}>", text, re.S)
+    return m.group(1).strip() if m else None
+
+
+def parse_answer(response: str) -> str | None:
+    """ "yes", "no", or None when the response has no `<answer>Yes|No</answer>` (upstream's
+    regex: case-insensitive, whitespace allowed inside the tags, the first match counts)."""
+    m = ANSWER_RE.search(response)
+    return m.group(1).lower() if m else None
+
+
+def parse_components(response: str) -> list[dict[str, str]]:
+    """The `<component name=...>` blocks of one response: name, anomaly (as written), analysis.
+
+    Upstream parses the whole response as XML for its per-video page and shows nothing of a
+    response that is not well-formed; this reads each block on its own, so one stray `<` or `&`
+    does not hide the components around it. Only the report uses it; the score does not."""
+    out = []
+    for name, body in COMPONENT_RE.findall(response):
+        out.append(
+            {
+                "name": name.strip(),
+                "anomaly": _tag(body, "anomaly") or "",
+                "analysis": _tag(body, "analysis") or "",
+            }
+        )
+    return out
+
+
+@dataclass
+class Verdict:
+    """One video's judgement: the raw responses, the parsed answer of each, and the score."""
+
+    responses: list[str]
+    answers: list[str | None]
+    score: float
+    no: int
+    parsed: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def share_of_no(responses: list[str]) -> Verdict:
+    """Upstream's rule: #"no" / #parsed answers, 0.0 when no answer parses."""
+    answers = [parse_answer(r) for r in responses]
+    parsed = sum(a is not None for a in answers)
+    no = sum(a == "no" for a in answers)
+    return Verdict(list(responses), answers, no / parsed if parsed else 0.0, no, parsed)
+
+
+# ---- the interface -----------------------------------------------------------------------------
+
+
+class CriticError(ValueError):
+    """A critic cannot be set up (missing weights, unknown name); the message names the fix."""
+
+
+class Critic:
+    """What best_of_n needs from a critic.
+
+    `responses(video, num_trials, seed)` returns `num_trials` answers (any text) for one mp4;
+    `score(responses)` turns them into a `Verdict` (default: upstream's share of "No"). `check()`
+    runs before any video is generated, so a missing weights folder fails in seconds, not after
+    hours of generation; `close()` frees what the critic holds. A subclass sets `name`, which is
+    stored with every score so a later run reuses only scores of the same critic. Constructors
+    take keyword arguments `checkpoint_dir`, `device`, `sampling` (and may ignore them).
+    """
+
+    name = "critic"
+
+    @classmethod
+    def check(cls, checkpoint_dir: str | None) -> None:
+        """Raise CriticError when the critic cannot run (e.g. its weights are missing)."""
+
+    def responses(self, video: Path, num_trials: int, seed: int) -> list[str]:
+        raise NotImplementedError
+
+    def score(self, responses: list[str]) -> Verdict:
+        return share_of_no(responses)
+
+    def settings(self) -> dict[str, Any]:
+        """What, besides `name`, makes two runs' scores comparable (stored in score files)."""
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+CRITICS: dict[str, type[Critic]] = {}
+
+
+def register_critic(name: str) -> Callable[[type[Critic]], type[Critic]]:
+    """Class decorator: make a critic available as `--critic NAME`."""
+
+    def add(cls: type[Critic]) -> type[Critic]:
+        CRITICS[name] = cls
+        return cls
+
+    return add
+
+
+def critic_class(spec: str) -> type[Critic]:
+    """A registered name, or an import path `package.module:Class` (or `package.module.Class`)."""
+    if spec in CRITICS:
+        return CRITICS[spec]
+    module, sep, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    if not (module and sep and attr):
+        raise CriticError(
+            f"critic {spec!r} is not registered ({', '.join(sorted(CRITICS))}) and is not an "
+            "import path; pass a registered name or package.module:Class."
+        )
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise CriticError(
+            f"critic {spec!r} cannot be imported ({err}); check the module and class name."
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, Critic)):
+        raise CriticError(
+            f"critic {spec!r} is not a subclass of framework.inference.critic.Critic."
+        )
+    return obj
+
+
+# ---- frames as the upstream stack prepares them ------------------------------------------------
+
+# qwen-vl-utils 0.0.11 constants, and what upstream passes (fps 16, total_pixels 8192*28*28).
+QWEN_FACTOR = 28
+FRAME_FACTOR = 2
+MIN_FRAMES = 4
+MAX_FRAMES = 768
+VIDEO_MIN_PIXELS = 128 * 28 * 28
+VIDEO_MAX_PIXELS = 768 * 28 * 28
+SAMPLE_FPS = 16.0
+TOTAL_PIXELS = 8192 * 28 * 28
+# AutoProcessor.from_pretrained(min_pixels=..., max_pixels=...) in upstream's CosmosReason1; with
+# transformers 4.51.3 the video frames pass through the image processor's resize with these.
+PROCESSOR_MIN_PIXELS = 256 * 28 * 28
+PROCESSOR_MAX_PIXELS = 1280 * 28 * 28
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def smart_resize(
+    height: int, width: int, factor: int, min_pixels: float, max_pixels: float
+) -> tuple[int, int]:
+    """Height and width that are multiples of `factor`, near the aspect ratio, with the pixel
+    count inside [min_pixels, max_pixels] (qwen-vl-utils' rule, also the image processor's)."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"a {height}x{width} video is too elongated for the critic (ratio > 200)")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def num_sampled_frames(total: int, video_fps: float, fps: float = SAMPLE_FPS) -> int:
+    """How many frames qwen-vl-utils takes: `fps` per second of video, clamped to
+    [4, min(768, total)] and to the video's own count, rounded down to an even number."""
+    max_frames = math.floor(min(MAX_FRAMES, total) / FRAME_FACTOR) * FRAME_FACTOR
+    n = total / video_fps * fps
+    n = min(max(n, MIN_FRAMES), max_frames, total)
+    n = math.floor(n / FRAME_FACTOR) * FRAME_FACTOR
+    if not FRAME_FACTOR <= n <= total:
+        raise ValueError(f"a video of {total} frames is too short for the critic (needs >= 2)")
+    return n
+
+
+def resize_bicubic(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic resize of float [T, 3, H, W] (what torchvision's resize runs)."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    return F.interpolate(frames, size=size, mode="bicubic", antialias=True, align_corners=False)
+
+
+@dataclass(frozen=True)
+class VisionLayout:
+    """The model's patching, from its preprocessor_config.json / config.json."""
+
+    patch_size: int = 14
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+
+def read_frames(path: str | Path) -> tuple[np.ndarray, float]:
+    """All frames of a video at its own size, uint8 [T, H, W, 3], and its frame rate."""
+    from framework.data.video import ClipReader, VideoError
+
+    try:
+        with ClipReader(path) as reader:
+            return reader.read(0, reader.num_frames), float(reader.fps)
+    except VideoError as err:
+        raise ValueError(f"the critic cannot read {path}: {err}") from None
+
+
+def prepare_frames(
+    frames: np.ndarray, video_fps: float, layout: VisionLayout
+) -> tuple[torch.Tensor, float]:
+    """Float [T, 3, H, W] frames (0..255) as the Qwen2.5-VL model receives them, and the
+    sampled frame rate (which sets the temporal position step of the tokens)."""
+    total = len(frames)
+    n = num_sampled_frames(total, video_fps)
+    idx = torch.linspace(0, total - 1, n).round().long()
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2)[idx].float()
+    sample_fps = n / max(total, 1e-6) * video_fps
+    # Stage 1, qwen-vl-utils: per-frame budget from the total; torchvision resizes the uint8
+    # frames, so the result is rounded back to uint8 values.
+    h, w = video.shape[-2:]
+    max_pixels = max(
+        min(VIDEO_MAX_PIXELS, TOTAL_PIXELS / n * FRAME_FACTOR), VIDEO_MIN_PIXELS * 1.05
+    )
+    size = smart_resize(h, w, QWEN_FACTOR, VIDEO_MIN_PIXELS, max_pixels)
+    video = resize_bicubic(video, size).round().clamp(0, 255)
+    # Stage 2, the image processor (transformers 4.51.3) on the float frames, not rounded.
+    size = smart_resize(*size, layout.factor, PROCESSOR_MIN_PIXELS, PROCESSOR_MAX_PIXELS)
+    return resize_bicubic(video, size), sample_fps
+
+
+def patchify(frames: torch.Tensor, layout: VisionLayout) -> tuple[torch.Tensor, list[int]]:
+    """Normalized patches [t*h*w, 3*tp*p*p] and the grid [t, h, w] of float 0..255 frames
+    [T, 3, H, W], in the order the Qwen2-VL processors produce (2x2 merge groups adjacent)."""
+    p, m, tp = layout.patch_size, layout.merge_size, layout.temporal_patch_size
+    mean = torch.tensor(layout.mean).view(1, 3, 1, 1)
+    std = torch.tensor(layout.std).view(1, 3, 1, 1)
+    x = (frames / 255.0 - mean) / std
+    if pad := -len(x) % tp:
+        x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+    t, c, h, w = x.shape
+    gt, gh, gw = t // tp, h // p, w // p
+    x = x.reshape(gt, tp, c, gh // m, m, p, gw // m, m, p)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(gt * gh * gw, c * tp * p * p).contiguous(), [gt, gh, gw]
+
+
+# ---- Cosmos-Reason1 (Qwen2.5-VL through transformers) ------------------------------------------
+
+
+def chat_template(folder: Path, tokenizer: Any) -> str:
+    """The checkpoint's chat template: chat_template.json / .jinja (the processor's), else the
+    tokenizer's own."""
+    import json
+
+    if (folder / "chat_template.json").is_file():
+        return json.loads((folder / "chat_template.json").read_text())["chat_template"]
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    raise CriticError(f"{folder} has no chat template (chat_template.json); re-download it.")
+
+
+def vision_layout(folder: Path, vision_config: Any) -> VisionLayout:
+    """Patch sizes from the model config; mean/std from preprocessor_config.json when present."""
+    import json
+
+    pre = {}
+    if (folder / "preprocessor_config.json").is_file():
+        pre = json.loads((folder / "preprocessor_config.json").read_text())
+    return VisionLayout(
+        patch_size=int(vision_config.patch_size),
+        merge_size=int(vision_config.spatial_merge_size),
+        temporal_patch_size=int(vision_config.temporal_patch_size),
+        mean=tuple(pre.get("image_mean", CLIP_MEAN)),
+        std=tuple(pre.get("image_std", CLIP_STD)),
+    )
+
+
+def _dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
+    # transformers renamed from_pretrained's torch_dtype to dtype in 4.56.
+    import transformers
+
+    major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        from framework.trainer.dist import local_rank
+
+        return torch.device("cuda", local_rank())
+    return torch.device("cpu")
+
+
+@register_critic("cosmos_reason1")
+class CosmosReason1(Critic):
+    """Cosmos-Reason1-7B (a Qwen2.5-VL-7B fine-tune) asked upstream's anomaly question."""
+
+    name = "cosmos_reason1"
+    hub_id = "nvidia/Cosmos-Reason1-7B"
+    default_checkpoint = "checkpoints/nvidia/Cosmos-Reason1-7B"
+    model_class = "Qwen2_5_VLForConditionalGeneration"
+
+    def __init__(
+        self,
+        checkpoint_dir: str | None = None,
+        device: torch.device | str | None = None,
+        sampling: Sampling | None = None,
+    ) -> None:
+        import transformers
+
+        folder = Path(checkpoint_dir or self.default_checkpoint)
+        self.check(str(folder))
+        self.folder = folder
+        self.device = torch.device(device) if device is not None else default_device()
+        self.sampling = sampling or Sampling()
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+        self.template = chat_template(folder, self.tokenizer)
+        model_cls = getattr(transformers, self.model_class)
+        self.model = model_cls.from_pretrained(
+            str(folder),
+            attn_implementation="sdpa",
+            device_map={"": str(self.device)} if self.device.type == "cuda" else None,
+            **_dtype_kwargs(dtype),
+        ).eval()
+        if self.device.type != "cuda":
+            self.model.to(self.device)
+        self.layout = vision_layout(folder, self.model.config.vision_config)
+        self.video_token_id = int(self.model.config.video_token_id)
+        self.video_token = self.tokenizer.convert_ids_to_tokens(self.video_token_id)
+
+    @classmethod
+    def check(cls, checkpoint_dir: str | None) -> None:
+        folder = Path(checkpoint_dir or cls.default_checkpoint)
+        if not (folder / "config.json").is_file():
+            raise CriticError(
+                f"{cls.name} weights not found in {folder} (no config.json); download them with "
+                f"`hf download {cls.hub_id} --local-dir {folder}` or pass --checkpoint_dir."
+            )
+
+    def settings(self) -> dict[str, Any]:
+        return {"checkpoint_dir": str(self.folder), **asdict(self.sampling)}
+
+    def inputs(self, video: Path) -> dict[str, torch.Tensor]:
+        """Token ids, patches and grid of one video under the upstream question."""
+        frames, video_fps = read_frames(video)
+        frames, sample_fps = prepare_frames(frames, video_fps, self.layout)
+        return self.inputs_from_frames(frames, sample_fps)
+
+    def inputs_from_frames(self, frames: torch.Tensor, sample_fps: float) -> dict[str, Any]:
+        pixels, grid = patchify(frames, self.layout)
+        dialog = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": USER_PROMPT}]},
+        ]
+        text = self.tokenizer.apply_chat_template(
+            dialog, chat_template=self.template, tokenize=False, add_generation_prompt=True
+        )
+        before, found, after = text.partition(self.video_token)
+        if not found:
+            raise CriticError(f"the chat template of {self.folder} has no video placeholder.")
+        n = math.prod(grid) // self.layout.merge_size**2
+
+        def ids(s: str) -> list[int]:
+            return self.tokenizer(s, add_special_tokens=False)["input_ids"]
+
+        input_ids = torch.tensor([ids(before) + [self.video_token_id] * n + ids(after)])
+        dev = self.device
+        return {
+            "input_ids": input_ids.to(dev),
+            "attention_mask": torch.ones_like(input_ids).to(dev),
+            "pixel_values_videos": pixels.to(dev, self.model.dtype),
+            "video_grid_thw": torch.tensor([grid]).to(dev),
+            # The temporal position step: one grid step spans temporal_patch_size frames.
+            "second_per_grid_ts": torch.tensor([self.layout.temporal_patch_size / sample_fps]).to(
+                dev
+            ),
+        }
+
+    @torch.inference_mode()
+    def generate(self, inputs: dict[str, Any], num_trials: int, seed: int) -> list[str]:
+        from transformers import set_seed
+
+        set_seed(seed)  # upstream seeds once per video with the run's --seed
+        s = self.sampling
+        out = self.model.generate(
+            **inputs,
+            do_sample=True,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            repetition_penalty=s.repetition_penalty,
+            num_return_sequences=num_trials,
+            max_new_tokens=s.max_new_tokens,
+        )
+        new = out[:, inputs["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+    def responses(self, video: Path, num_trials: int, seed: int) -> list[str]:
+        return self.generate(self.inputs(video), num_trials, seed)
+
+    def close(self) -> None:
+        del self.model
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
