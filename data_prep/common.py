@@ -1,4 +1,4 @@
-"""Shared pieces of the data_prep commands: one-line user errors, atomic writes, hub downloads."""
+"""Shared pieces of the data_prep commands: one-line user errors, parsing, hub downloads."""
 
 from __future__ import annotations
 

@@ -101,6 +101,11 @@ def main(argv: list[str] | None = None) -> None:
             return
     if a.dataset_path is None or a.save_path is None:
         raise UserError("--dataset_path and --save_path are required to write the batch JSON")
+    if Path(a.save_path).resolve() == Path(a.dataset_path).resolve():
+        raise UserError(
+            f"--save_path {a.save_path} is the benchmark folder itself: the videos' prompt "
+            "records (<stem>.txt) would replace its prompt files; pass another folder"
+        )
     entries, missing = build_batch(a.dataset_path, a.save_path)
     for image in missing:
         print(f"skipped {image}: no prompt file ({Path(image).stem}.txt)")

@@ -24,10 +24,13 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from data_prep.common import UserError, cli
 
 CUBES = {  # colour -> (RGB, start spot as (y, x) fractions of the frame)
     "red": ((220, 40, 40), (0.30, 0.22)),
@@ -253,6 +256,7 @@ def ensure_synthetic_dataset(path: str | Path, **kw) -> Path:
     return path
 
 
+@cli
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m data_prep.synthetic",
@@ -274,18 +278,32 @@ def main(argv: list[str] | None = None) -> None:
         help="std of a static grain on the table, 0-255 scale (default 0: plain)",
     )
     a = p.parse_args(argv)
-    out = ensure_synthetic_dataset(
-        a.dir,
-        num_videos=a.num_videos,
-        num_frames=a.num_frames,
-        size=a.size,
-        fps=a.fps,
-        seed=a.seed,
-        num_val=a.num_val,
-        texture=a.texture,
-    )
+    limits = [
+        (a.num_videos >= 1, "--num_videos must be at least 1"),
+        (a.num_val >= 0, "--num_val must be 0 or more"),
+        (a.num_frames >= 2, "--num_frames must be at least 2"),
+        (a.size >= 16 and a.size % 2 == 0, "--size must be an even number >= 16"),
+        (a.fps > 0, "--fps must be positive"),
+        (a.texture >= 0, "--texture must be 0 or more"),
+    ]
+    for ok, message in limits:
+        if not ok:
+            raise UserError(message)
+    try:
+        out = ensure_synthetic_dataset(
+            a.dir,
+            num_videos=a.num_videos,
+            num_frames=a.num_frames,
+            size=a.size,
+            fps=a.fps,
+            seed=a.seed,
+            num_val=a.num_val,
+            texture=a.texture,
+        )
+    except FileExistsError as err:
+        raise UserError(str(err)) from None
     print(f"synthetic dataset ready at {out}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError, apply_overrides, get, load_all
 from framework.config.registry import resolve_name
+from framework.trainer.validate import validate
 from launch.runs import LaunchError, Run, record_job, state_of
 
 USER_ERROR = 2
@@ -405,7 +406,7 @@ def build_run(experiment: str, overrides: list[str], modules: list[str]) -> Run:
 
     load_all(modules)
     name = resolve_name(experiment)
-    cfg = apply_overrides(get(name), overrides)
+    cfg = validate(apply_overrides(get(name), overrides))
     job_dir = job_dir_of(cfg).absolute()
     argv = [name, *overrides, *[a for m in modules for a in ("--module", m)]]
     run = Run(

@@ -38,6 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError, apply_overrides, get, load_all
 from framework.config.registry import resolve_name
+from framework.trainer.validate import validate
 from launch import slurm
 from launch.runs import (
     LaunchError,
@@ -161,7 +162,7 @@ def plan(
     for point, values, run_name in zip(points, swept, run_names(swept)):
         extra = [] if group is not None else [f'job.group="{clean(name)}"']
         extra += [] if fixed_name is not None else [f'job.name="{run_name}"']
-        cfg = apply_overrides(get(exp), point + extra)
+        cfg = validate(apply_overrides(get(exp), point + extra))
         job_dir = job_dir_of(cfg).absolute()
         argv = [exp, *point, *extra, *[a for m in modules for a in ("--module", m)]]
         runs.append(

@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError, apply_overrides, get, load_all, to_yaml
 from framework.config.registry import entries, resolve_name
+from framework.trainer.validate import validate
 
 USAGE = __doc__.split("\n\n")[1]
 USER_ERROR = 2
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = get(resolve_name(args.experiment))
         apply_overrides(cfg, args.overrides)
+        validate(cfg)
         if args.dryrun:
             dryrun(cfg)
             return 0

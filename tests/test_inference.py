@@ -116,7 +116,7 @@ def test_batch_json_reports_and_skips_bad_items(job, data, tmp_path, capsys):
     assert (tmp_path / "a.mp4").is_file() and (tmp_path / "c.mp4").is_file()
     assert not (tmp_path / "b.mp4").exists()
     assert "summary: 2 written, 2 failed" in out
-    assert "missing.png does not exist" in out and "item 3: needs input_video and prompt" in out
+    assert "missing.png does not exist" in out and "item 3: needs input_video" in out
 
 
 def test_guidance_on_a_model_trained_without_caption_dropout_warns(job, tmp_path, capsys):

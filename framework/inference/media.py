@@ -16,6 +16,8 @@ from torch import Tensor
 from framework.data.video import ClipReader, VideoError, resize_video, write_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# 8K x 8K: far above any conditioning frame, far below what exhausts memory when decoded.
+MAX_IMAGE_PIXELS = 8192 * 8192
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 
 
@@ -29,9 +31,15 @@ def load_image(path: str | Path, size: tuple[int, int]) -> Tensor:
 
     try:
         with Image.open(path) as img:
+            w, h = img.size  # read from the header, before any pixel is decoded
+            if w * h > MAX_IMAGE_PIXELS:
+                raise InputError(
+                    f"image {path} is {w}x{h} pixels, more than the {MAX_IMAGE_PIXELS:,} this "
+                    "command opens; downscale it first (it is resized to the model's size anyway)."
+                )
             # RGB conversion (upstream does none) so RGBA/greyscale/palette files work too.
             rgb = np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as err:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise InputError(f"cannot read image {path}: {err}; pass a valid .png/.jpg/.webp") from None
     frames = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]  # [1,3,H,W]
     frames = resize_video(frames, size, mode="center_crop")

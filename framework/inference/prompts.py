@@ -68,10 +68,14 @@ class PromptEmbedder:
         return self.cache[prompt]
 
     def embed_many(self, prompts: Sequence[str], batch_size: int = 8) -> None:
-        """Fill the cache in batches (one forward per batch instead of per prompt)."""
-        todo = sorted({p for p in prompts if p and p not in self.cache})
+        """Fill the cache in batches (one forward per batch instead of per prompt), the empty
+        prompt included, so nothing needs the encoder once it is freed."""
+        prompts = set(prompts)
+        todo = sorted(p for p in prompts if p and p not in self.cache)
         for i in range(0, len(todo), batch_size):
             chunk = todo[i : i + batch_size]
             emb = self._run(chunk)
             for j, prompt in enumerate(chunk):
                 self.cache[prompt] = emb[j : j + 1].clone()
+        if "" in prompts:
+            self("")

@@ -133,32 +133,74 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str
             ) from None
         prompt = args.prompt if args.prompt is not None else item.prompt
         return [Item(item.source, prompt, args.save_path, frames=item.video)], []
+    if Path(args.save_path).resolve() == Path(args.input_path).resolve():
+        raise ConfigError(f"--save_path {args.save_path} is the input itself; choose another path.")
     return [Item(args.input_path, args.prompt or "", args.save_path)], []
 
 
 def read_batch(path: str | Path, out_dir: Path) -> tuple[list[Item], list[tuple[str, str]]]:
-    """Items of a batch JSON; entries without input_video or prompt are rejected."""
+    """Items of a batch JSON, each checked up front; a bad item is rejected alone, with a reason
+    (the others still run). A missing prompt means the empty prompt (no text); two items may not
+    write the same output, and no output may overwrite an input."""
     try:
         entries = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(
             f"batch JSON {path} cannot be read ({err}); pass a JSON list of "
             "{input_video, prompt, output_video}."
         ) from None
     if not isinstance(entries, list):
         raise ConfigError(
-            f"batch JSON {path} must hold a list of {{input_video, prompt, "
-            "output_video}} objects."
+            f"batch JSON {path} must hold a list of {{input_video, prompt, output_video}} objects."
         )
-    items, rejected = [], []
+    inputs = {
+        Path(e["input_video"]).resolve()
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("input_video"), str) and e["input_video"]
+    }
+    # Prompt files beside the inputs (<stem>.txt, the benchmark's layout): an output's sidecar
+    # must not replace one.
+    prompt_files = {p.with_suffix(".txt") for p in inputs if p.with_suffix(".txt").is_file()}
+    items, rejected, outputs = [], [], {}
     for i, entry in enumerate(entries):
-        entry = entry if isinstance(entry, dict) else {}
-        if not entry.get("input_video") or entry.get("prompt") is None:
-            rejected.append((f"item {i}", "needs input_video and prompt"))
-            continue
-        out = entry.get("output_video") or str(out_dir / f"output_{i}.mp4")
-        items.append(Item(str(entry["input_video"]), str(entry["prompt"]), out))
+        reason, item = batch_item(entry, i, out_dir)
+        if item is not None:
+            out = Path(item.output).resolve()
+            if out in inputs:
+                reason = f"output_video {item.output} is an input of this batch; choose another"
+            elif out.with_suffix(".txt") in prompt_files:
+                reason = (
+                    f"output_video {item.output} would replace the prompt file "
+                    f"{out.with_suffix('.txt')} of an input; write the outputs to another folder"
+                )
+            elif out in outputs:
+                reason = f"output_video {item.output} is also item {outputs[out]}'s output"
+            else:
+                outputs[out] = i
+        if reason:
+            rejected.append((f"item {i}", reason))
+        else:
+            items.append(item)
     return items, rejected
+
+
+def batch_item(entry: object, i: int, out_dir: Path) -> tuple[str, Item | None]:
+    """("", item) for a usable batch entry, else (reason, None)."""
+    if not isinstance(entry, dict):
+        return f"is a {type(entry).__name__}, not an object with input_video and prompt", None
+    source, prompt = entry.get("input_video"), entry.get("prompt", "")
+    out = entry.get("output_video") or str(out_dir / f"output_{i}.mp4")
+    if not isinstance(source, str) or not source:
+        return "needs input_video: the path of an image or a video", None
+    if not Path(source).is_file():
+        return f"input_video {source} does not exist", None
+    if prompt is None:
+        prompt = ""
+    if not isinstance(prompt, str):
+        return f"prompt must be a string, not a {type(prompt).__name__}", None
+    if not isinstance(out, str):
+        return f"output_video must be a path string, not a {type(out).__name__}", None
+    return "", Item(source, prompt, out)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -195,7 +237,7 @@ def run_items(
         t0 = time.perf_counter()
         try:
             out = generate_item(model, embed, item, s)
-        except (OSError, ValueError, RuntimeError) as err:
+        except Exception as err:  # noqa: BLE001  one bad item fails alone; the batch goes on
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             failed.append((item.input_path, reason))
             log(f"[{i}/{len(items)}] FAILED {item.input_path}: {reason}")
@@ -218,7 +260,6 @@ def embed_prompts(text_encoder, items: list[Item], s: Settings, device) -> promp
         )
     embed = prompts.PromptEmbedder(encoder)
     embed.embed_many([s.prompt_prefix + it.prompt for it in items] + [s.negative_prompt])
-    embed(s.negative_prompt)  # the empty negative prompt's zeros need the encoder too
     embed.encoder = None
     del encoder
     gc.collect()

@@ -15,6 +15,7 @@ rewritten last, so until it names the new iteration the previous one stays compl
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import re
 from pathlib import Path
@@ -40,7 +41,14 @@ from framework.trainer.ema import PowerEMA, ema_key, is_ema_key, plain_key
 log = logging.getLogger(__name__)
 
 LATEST = "latest_checkpoint.txt"
+MANIFEST = "manifest"  # manifest/iter_N.json: the byte size of each part as written
 PARTS = ("model", "optim", "scheduler", "trainer")
+
+
+class CheckpointWriteError(OSError):
+    """Saving failed (disk full, permissions); the previous checkpoint is still named latest."""
+
+
 _NAME = re.compile(r"^iter_(\d{9})\.pt$")
 _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -69,23 +77,55 @@ class Checkpointer:
         return self.root / part / name
 
     def latest(self) -> str | None:
-        """The name in latest_checkpoint.txt, after checking its four files are there."""
+        """The iteration to resume from: the one latest_checkpoint.txt names when it is complete,
+        else (with a warning) the newest complete earlier one; None without a marker."""
         marker = self.root / LATEST
         if not marker.is_file():
             return None
-        name = marker.read_text().strip()
-        if not _NAME.match(name):
+        named = marker.read_text().strip()
+        if not _NAME.match(named):
             raise ConfigError(
-                f"{marker} holds {name!r}, not iter_NNNNNNNNN.pt; fix or delete it "
+                f"{marker} holds {named!r}, not iter_NNNNNNNNN.pt; fix or delete it "
                 "to start from scratch."
             )
-        missing = [str(self.path(p, name)) for p in PARTS if not self.path(p, name).is_file()]
+        problem = self.problem(named)
+        if not problem:
+            return named
+        for name in self.iterations(upto=named):
+            if name != named and not self.problem(name):
+                log.warning(
+                    "%s is incomplete or damaged (%s); resuming from %s instead",
+                    named,
+                    problem,
+                    name,
+                )
+                return name
+        raise ConfigError(
+            f"{marker} names {named} but {problem}, and no earlier iteration is complete; "
+            f"delete {self.root} to start from scratch."
+        )
+
+    def iterations(self, upto: str | None = None) -> list[str]:
+        """Saved iteration names (any part present), newest first, at most `upto`."""
+        names = {p.name for part in PARTS for p in (self.root / part).glob("iter_*.pt")}
+        names = {n for n in names if _NAME.match(n) and (upto is None or n <= upto)}
+        return sorted(names, reverse=True)
+
+    def problem(self, name: str) -> str:
+        """Why iteration `name` cannot be resumed ("" when complete): a missing part, or a file
+        whose size differs from the manifest written with it (a truncated or damaged copy)."""
+        missing = [p for p in PARTS if not self.path(p, name).is_file()]
         if missing:
-            raise ConfigError(
-                f"{marker} names {name} but {', '.join(missing)} is missing; point "
-                "it at a complete earlier iteration or delete it."
-            )
-        return name
+            return f"{', '.join(str(self.path(p, name)) for p in missing)} is missing"
+        manifest = self.root / MANIFEST / name.replace(".pt", ".json")
+        if not manifest.is_file():
+            return ""  # written before manifests existed: existence is all we can check
+        sizes = json.loads(manifest.read_text())
+        for part, size in sizes.items():
+            have = self.path(part, name).stat().st_size
+            if have != size:
+                return f"{self.path(part, name)} has {have} bytes, {size} were written"
+        return ""
 
     # ---- save ---------------------------------------------------------------------------------
 
@@ -109,25 +149,49 @@ class Checkpointer:
         sched_sd = scheduler.state_dict()
         # Our config, not the checkpoint, defines the schedule; only its position is saved.
         sched_sd["lr_lambdas"] = [None] * len(sched_sd.get("lr_lambdas", [None]))
+        error = None
         if self.env.is_main:
-            for part, obj in zip(PARTS, (model_sd, optim_sd, sched_sd, trainer_state)):
-                self.path(part, step).parent.mkdir(parents=True, exist_ok=True)
-                atomic_torch_save(obj, self.path(part, step))
-            atomic_write_text(self.root / LATEST, iter_name(step) + "\n")
-            self.prune()
-            log.info("saved checkpoint %s", self.path("model", step))
-        D.barrier()
+            try:
+                self._write(step, (model_sd, optim_sd, sched_sd, trainer_state))
+            except OSError as err:  # a full disk, a lost mount, no permission
+                where = err.filename or self.root
+                error = (
+                    f"saving checkpoint {iter_name(step)} failed at {where}: "
+                    f"{err.strerror or err}; {self.root / LATEST} still names the previous "
+                    "checkpoint, so a restart resumes from it once the disk has room (or the "
+                    "permissions are fixed)."
+                )
+        error = D.broadcast_object(error)  # every rank stops, not only the one that wrote
+        if error:
+            raise CheckpointWriteError(error)
+
+    def _write(self, step: int, parts: tuple) -> None:
+        """Rank 0: each part atomically, then the manifest of their sizes, then latest."""
+        sizes = {}
+        for part, obj in zip(PARTS, parts):
+            sizes[part] = atomic_torch_save(obj, self.path(part, step)).stat().st_size
+        manifest = self.root / MANIFEST / iter_name(step).replace(".pt", ".json")
+        atomic_write_text(manifest, json.dumps(sizes) + "\n")
+        atomic_write_text(self.root / LATEST, iter_name(step) + "\n")
+        self.prune()
+        log.info("saved checkpoint %s", self.path("model", step))
 
     def prune(self) -> None:
-        """Keep the newest `keep_last` iterations (0 keeps all) and drop stray temp files."""
+        """Drop stray temp files, and iterations older than the `keep_last` newest ones up to the
+        one latest names (0 keeps all). That one is never removed, nor anything newer than it
+        (leftovers of an earlier run in the same folder, which the run overwrites as it goes)."""
         for tmp in [*self.root.glob("*.tmp"), *self.root.glob("*/*.tmp")]:
             tmp.unlink(missing_ok=True)
-        if self.keep_last <= 0:
+        marker = self.root / LATEST
+        if self.keep_last <= 0 or not marker.is_file():
             return
-        names = sorted({p.name for p in (self.root / "trainer").glob("iter_*.pt")})
-        for name in names[: -self.keep_last]:
+        named = marker.read_text().strip()
+        for name in self.iterations(upto=named)[self.keep_last :]:
+            if name == named:
+                continue
             for part in PARTS:
                 self.path(part, name).unlink(missing_ok=True)
+            (self.root / MANIFEST / name.replace(".pt", ".json")).unlink(missing_ok=True)
 
     # ---- load ---------------------------------------------------------------------------------
 

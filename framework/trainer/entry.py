@@ -6,6 +6,9 @@ Exit codes (also in docs/training.md), so SLURM scripts can tell a requeue from 
   2   EXIT_USER_ERROR  a mistake in the config or the files it names (one-line message)
   3   EXIT_NONFINITE   the loss was NaN/Inf train.max_nonfinite_steps times in a row
   4   EXIT_OOM         out of GPU memory
+  5   EXIT_WRITE       a checkpoint could not be written (disk full, permissions): the message
+                       names the path; temporary files are gone and the previous checkpoint is
+                       still the one latest_checkpoint.txt names, so a restart resumes from it
   75  EXIT_PREEMPTED   SIGTERM/SIGUSR1: the step finished, a checkpoint was saved; requeue
                        and the run resumes from it (75 = EX_TEMPFAIL in sysexits.h).
                        torchrun reports any non-zero worker code as its own 1, so the trainer
@@ -24,12 +27,15 @@ from framework.config import ConfigError
 from framework.data.dataset import BadDataError
 from framework.io import UnsafeFileError
 from framework.trainer import dist as D
+from framework.trainer.checkpoint import CheckpointWriteError
+from framework.trainer.state import preemption_signals
 from framework.trainer.trainer import NonFiniteLossError, Trainer
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2  # the same code launch/train.py uses for config mistakes
 EXIT_NONFINITE = 3
 EXIT_OOM = 4
+EXIT_WRITE = 5
 EXIT_PREEMPTED = 75
 
 log = logging.getLogger("framework.trainer")
@@ -57,7 +63,12 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     env = D.init_distributed(cfg.parallel.strategy)
     _setup_logging(env.rank)
     try:
-        trainer = Trainer(cfg, overrides, env)
+        # A preemption signal while the model is built (minutes at 14B) is kept, not fatal: the
+        # trainer acts on it after its first step (saves, exits 75).
+        early: list[int] = []
+        with preemption_signals(early.append):
+            trainer = Trainer(cfg, overrides, env)
+        trainer.pending_signal = early[-1] if early else None
         finished = trainer.fit()
         if finished and trainer.is_main:
             print(trainer.report(), flush=True)
@@ -72,5 +83,8 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     except NonFiniteLossError as err:
         log.error("%s", err)
         return EXIT_NONFINITE
+    except CheckpointWriteError as err:
+        log.error("error: %s", err)
+        return EXIT_WRITE
     finally:
         D.shutdown()

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from framework.config import ConfigError, instantiate
 from framework.hooks.base import HookList
+from framework.io import UnsafeFileError
 from framework.trainer import dist as D
 from framework.trainer.checkpoint import Checkpointer, check_load_path, load_pretrained
 from framework.trainer.data import BatchStream
@@ -28,6 +29,7 @@ from framework.trainer.ema import PowerEMA
 from framework.trainer.metrics import MetricsSink
 from framework.trainer.report import run_report
 from framework.trainer.state import (
+    JobLock,
     job_dir_of,
     preemption_signals,
     rng_state,
@@ -38,6 +40,7 @@ from framework.trainer.state import (
     write_run_files,
     zero_nonfinite_grads_,
 )
+from framework.trainer.validate import validate
 
 log = logging.getLogger(__name__)
 # Marker left in the job folder by a run stopped with SIGTERM/SIGUSR1 (holds the saved step).
@@ -75,20 +78,15 @@ class Trainer:
         overrides: list[str] | tuple[str, ...] = (),
         env: D.DistEnv | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = validate(cfg)  # before anything is built or written
         self.env = env or D.init_distributed(cfg.parallel.strategy)
         self.device = self.env.device
         self.job_dir = job_dir_of(cfg)
         self.max_steps = int(cfg.train.max_steps)
         self.accum = int(cfg.train.grad_accum)
-        if self.accum < 1:
-            raise ConfigError(f"train.grad_accum={self.accum} must be >= 1; fix it.")
         self.autocast_dtype = self._precision(cfg.train.precision)
         set_determinism(bool(cfg.train.deterministic))
-        if self.is_main:
-            write_run_files(self.job_dir, cfg, overrides)
-            (self.job_dir / PREEMPTED).unlink(missing_ok=True)
-        D.barrier()
+        self.lock = self._lock_job_dir()
 
         # The same seed on every rank while building: FSDP shards and DDP replicas start equal.
         seed_everything(int(cfg.train.seed))
@@ -122,9 +120,16 @@ class Trainer:
         self.stop_requested = False
         self.counters = {"nonfinite_steps": 0, "nonfinite_in_a_row": 0, "nonfinite_grads": 0}
         self._signal: int | None = None
+        self.pending_signal: int | None = None
         seed_everything(int(cfg.train.seed) + self.rank)
         if resume_from is not None:
             self._restore(resume_from)
+        # Only now, with the model built and any checkpoint accepted, does the run touch its
+        # folder: a refused resume leaves the run's config.yaml as it was.
+        if self.is_main:
+            write_run_files(self.job_dir, cfg, overrides)
+            (self.job_dir / PREEMPTED).unlink(missing_ok=True)
+        D.barrier()
 
     # ---- what hooks see -----------------------------------------------------------------------
 
@@ -147,7 +152,15 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------
 
     def fit(self) -> bool:
-        """Train to train.max_steps. Returns False when stopped early by SIGTERM/SIGUSR1."""
+        """Train to train.max_steps. Returns False when stopped early by SIGTERM/SIGUSR1. The job
+        folder's lock is released when it returns or raises."""
+        try:
+            return self._fit()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _fit(self) -> bool:
         if self.step >= self.max_steps:
             # A second `make train` resumes the finished job; say why nothing happens.
             log.info(
@@ -160,6 +173,8 @@ class Trainer:
             )
         self.hooks.before_train(self)
         with preemption_signals(self._on_signal):
+            if self.pending_signal is not None:  # arrived while the run was being set up
+                self._on_signal(self.pending_signal)
             while self.step < self.max_steps and not self.stop_requested:
                 result = self.train_step()
                 if result.skipped:
@@ -305,8 +320,36 @@ class Trainer:
         )
         self.last_saved_step = self.step
 
+    def _lock_job_dir(self) -> JobLock | None:
+        """Rank 0 locks the job folder; every rank stops when another run holds it."""
+        lock, error = None, None
+        if self.is_main:
+            try:
+                lock = JobLock(self.job_dir)
+            except ConfigError as err:
+                error = str(err)
+        error = D.broadcast_object(error)
+        if error:
+            raise ConfigError(error)
+        return lock
+
     def _restore(self, name: str) -> None:
-        state = self.checkpointer.load(name, self.model, self.optimizer, self.scheduler, self.ema)
+        try:
+            state = self.checkpointer.load(
+                name, self.model, self.optimizer, self.scheduler, self.ema
+            )
+        except (RuntimeError, ValueError, KeyError) as err:
+            if isinstance(err, UnsafeFileError):
+                marker = self.checkpointer.root / "latest_checkpoint.txt"
+                raise ConfigError(
+                    f"{str(err).splitlines()[0]} Write an earlier iteration's name into {marker}, "
+                    "or start over under another job.name."
+                ) from None
+            raise ConfigError(
+                f"cannot resume {self.job_dir} from {name}: the checkpoint does not fit this "
+                f"config ({' '.join(str(err).split())[:200]}); run with the settings in its "
+                "config.yaml, or start over under another job.name."
+            ) from None
         self.step = self.last_saved_step = int(state["step"])
         self.batches.load_state_dict(state["data"])
         self.hooks.load_state_dict(state.get("hooks", {}))
