@@ -84,7 +84,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.batch_size": at_least(1),
     "data.num_workers": at_least(0),
     "data.prefetch_factor": at_least(1, none_ok=True),
-    "data.max_bad_fraction": fraction(),
+    "data.dataset.max_bad_fraction": fraction(),
     "optim.lr": positive(),
     "optim.weight_decay": at_least(0, integer=False),
     "optim.eps": positive(),
