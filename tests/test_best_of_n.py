@@ -190,6 +190,10 @@ def test_missing_critic_weights_stop_before_any_generation(job, tmp_path, capsys
     ]:
         assert bon.main([*argv, *bad]) == bon.USER_ERROR
         assert msg in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse: usage and the error, named as ours
+        bon.main([*argv, "--num_gen", "2"])
+    assert exit_.value.code == 2
+    assert "best_of_n: error: unrecognized arguments: --num_gen" in capsys.readouterr().err
 
 
 def test_ranks_take_every_other_item(job, tmp_path, monkeypatch, capsys):

@@ -84,11 +84,16 @@ def add_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def help_parser() -> argparse.ArgumentParser:
-    """Video2World's parser with these options added (ours replace its --save_path)."""
-    p = v2w.build_parser()
-    p.prog, p.description = PROG, __doc__.split("\n\n")[0]
-    p.conflict_handler = "resolve"
+def full_parser() -> argparse.ArgumentParser:
+    """Video2World's parser with these options added (ours replace its --save_path): the help,
+    and the check of the whole command line under this command's name."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        parents=[v2w.build_parser()],
+        conflict_handler="resolve",
+        allow_abbrev=False,  # as the first pass below: no option is taken for another's prefix
+    )
     add_options(p)
     return p
 
@@ -97,9 +102,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Our options first; everything else goes through Video2World's own parse_args, so its
     checks and presets (--gr00t_variant, `-- experiment=NAME`) apply unchanged."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    if {"-h", "--help"} & set(argv[:cut]):
-        help_parser().print_help()
-        raise SystemExit(0)
+    full_parser().parse_args(argv[:cut])  # --help, and unknown options named under our name
     ours = argparse.ArgumentParser(prog=PROG, add_help=False, allow_abbrev=False)
     add_options(ours)
     mine, rest = ours.parse_known_args(argv[:cut])
