@@ -52,7 +52,7 @@ def check_bad_fraction(bad: int, total: int, max_bad_fraction: float, where: str
             f"{bad} of {total} samples{' in ' + where if where else ''} are bad "
             f"({bad / total:.0%} > max_bad_fraction {max_bad_fraction:.0%}); run "
             "python -m data_prep.validate on the dataset, fix or remove the files listed, "
-            "or raise data.max_bad_fraction"
+            "or raise data.dataset.max_bad_fraction"
         )
 
 
