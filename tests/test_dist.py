@@ -162,6 +162,9 @@ def test_shard_and_replicate_degrees():
     with pytest.raises(ConfigError, match="parallel.shard_size=3 must divide WORLD_SIZE=8"):
         shard_degree(cfg, 8)
     assert replicate_degree(OmegaConf.create({"strategy": "ddp"}), 8) == 8
+    # An 8-GPU recipe (groot_gr1_480: shard_size 8) runs on one GPU or two unchanged.
+    cfg.shard_size = 8
+    assert shard_degree(cfg, 1) == 1 and shard_degree(cfg, 2) == 2
 
 
 def test_sampler_splits_one_order_and_resumes_mid_epoch():
