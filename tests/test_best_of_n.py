@@ -119,6 +119,7 @@ def test_two_items_n2_videos_scores_winners_summary_report_and_resume(
 
     dom = dump_dom(save / "report.html")
     assert dom.count("<video ") == 4 and dom.count('data-loaded="1"') == 4
+    assert dom.count('data-playing="1"') == 4
     assert dom.count('class="badge">winner<') == 2 and "FAILED" in dom
 
     # Second run: every video and score is reused; nothing is loaded.

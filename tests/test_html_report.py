@@ -48,7 +48,8 @@ def chromium(url: str, *args: str, timeout: int = 60) -> str:
 
 
 def dump_dom(page: Path, fragment: str = "") -> str:
-    return chromium(page.resolve().as_uri() + fragment, "--dump-dom")
+    # A tall window: every video is on screen, so the page plays them all.
+    return chromium(page.resolve().as_uri() + fragment, "--dump-dom", "--window-size=1280,4000")
 
 
 def screenshot(page: Path, png: Path) -> np.ndarray:
@@ -130,8 +131,8 @@ def test_report_renders_videos_scores_and_winners_in_chromium(report, tmp_path):
     dom = dump_dom(report)
     figures = re.findall(r"<figure [^>]*>", dom)
     assert len(re.findall(r"<video ", dom)) == 4 and len(figures) == 4
-    # Every video decoded from its relative path (the page's script marks it on 'loadeddata').
-    assert sum('data-loaded="1"' in f for f in figures) == 4, figures
+    # Every video decoded from its relative path and plays (the page's script marks both).
+    assert sum('data-loaded="1"' in f and 'data-playing="1"' in f for f in figures) == 4, figures
     assert re.findall(r'data-score="([0-9.]+)"', dom) == ["0.20", "0.80", "0.40", "0.00"]
     assert dom.count('class="badge">winner<') == 2
     assert re.search(r'<figure class="cand winner" data-seed="1" data-score="0.80"', dom)
@@ -161,3 +162,11 @@ def test_missing_video_is_reported_on_the_page(report):
     dom = dump_dom(report)
     assert dom.count('data-loaded="error"') == 1
     assert re.search(r'<p class="playerror">cannot play b_seed1.mp4', dom)
+
+
+def test_only_videos_on_screen_play(report):
+    """A short window shows the first item only: its videos play, the second item's do not
+    (a DreamGen page has hundreds of videos, more than a browser decodes at once)."""
+    dom = chromium(report.resolve().as_uri(), "--dump-dom", "--window-size=1280,500")
+    playing = ['data-playing="1"' in f for f in re.findall(r"<figure [^>]*>", dom)]
+    assert playing == [True, True, False, False]

@@ -2,9 +2,10 @@
 playing, with their critic scores, the critic's answers per trial and per component, and the
 winner marked; a filter bar shows only the items whose best score is low, or the failed ones.
 
-The page is self-contained: inline CSS and a few lines of inline JavaScript, videos referenced by
-paths relative to the page (keep it in its folder; copy the folder to share it), nothing fetched
-from a network, no server. Opening `report.html#below=0.5` (or `#failed`) starts with that filter.
+Videos play (muted, looping) while they are on screen. The page is self-contained: inline CSS
+and a few lines of inline JavaScript, videos referenced by paths relative to the page (keep it in
+its folder; copy the folder to share it), nothing fetched from a network, no server. Opening
+`report.html#below=0.5` (or `#failed`) starts with that filter.
 """
 
 from __future__ import annotations
@@ -76,14 +77,24 @@ if (hash.startsWith('below=')) {
 for (const el of document.querySelectorAll('input[name=mode], #threshold')) {
   el.addEventListener('input', apply);
 }
-for (const v of document.querySelectorAll('video')) {
+// Videos play while on screen and pause off it: a DreamGen run has hundreds of them, more than
+// a browser decodes at once.
+const videos = Array.from(document.querySelectorAll('video'));
+const watch = 'IntersectionObserver' in window ? new IntersectionObserver((seen) => {
+  for (const e of seen) {
+    if (e.isIntersecting) e.target.play().catch(() => {}); else e.target.pause();
+  }
+}, {threshold: 0.1}) : null;
+for (const v of videos) {
   const fig = v.closest('figure');
   const mark = () => { fig.dataset.loaded = '1'; };
   if (v.readyState >= 2) mark(); else v.addEventListener('loadeddata', mark);
+  v.addEventListener('playing', () => { fig.dataset.playing = '1'; });
   v.addEventListener('error', () => {
     fig.querySelector('.playerror').hidden = false;
     fig.dataset.loaded = 'error';
-  });
+  }, true);
+  if (watch) watch.observe(v); else v.play().catch(() => {});
 }
 apply();
 """
@@ -139,7 +150,7 @@ def render_candidate(cand: dict[str, Any], winner: bool, base: Path, low: float)
     return (
         f'<figure class="{cls}" data-seed="{esc(cand["seed"])}" '
         f'data-score="{esc(fmt_score(score))}">'
-        f'<video src="{src}" controls muted loop autoplay playsinline preload="auto"></video>'
+        f'<video src="{src}" controls muted loop playsinline preload="metadata"></video>'
         f'<p class="playerror" hidden>cannot play {esc(src)} (moved or missing?)</p>'
         f"<figcaption>{badge}seed {esc(cand['seed'])} &middot; score "
         f'<span class="score{low_cls}">{fmt_score(score)}</span> ({counts}){raw}</figcaption>'
