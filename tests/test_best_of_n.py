@@ -188,6 +188,15 @@ def test_missing_critic_weights_stop_before_any_generation(job, tmp_path, capsys
     for bad, msg in [
         (["--critic", "nope"], "critic 'nope' is not registered"),
         (["--num_generations", "0"], "must be >= 1"),
+        (
+            [
+                "--critic",
+                "tests.test_best_of_n:SeedCritic",
+                "--save_path",
+                str(png(tmp_path / "g.png")),
+            ],
+            "is a file; best_of_n writes into a folder",
+        ),
     ]:
         assert bon.main([*argv, *bad]) == bon.USER_ERROR
         assert msg in capsys.readouterr().err

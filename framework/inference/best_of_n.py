@@ -123,6 +123,8 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[v2w.Item], list[tuple[str,
     """Video2World's items; a single item's winner goes to <save_path>/<input stem>.mp4, batch
     items keep their output_video. Items whose candidate files would collide are rejected."""
     save_dir = Path(args.save_path)
+    if save_dir.exists() and not save_dir.is_dir():
+        raise ConfigError(f"--save_path {save_dir} is a file; best_of_n writes into a folder.")
     if args.batch_input_json:
         items, rejected = v2w.read_batch(args.batch_input_json, save_dir)
     else:
