@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +244,20 @@ def test_torchrun_two_ranks_write_one_summary_and_report(job, tmp_path):
     ]
     assert not list(save.glob("summary_rank*.json"))
     assert (save / "report.html").read_text().count("<video ") == 4
+
+
+def test_a_critic_that_cannot_load_stops_with_one_line_and_a_summary(
+    job, reason1, tmp_path, capsys
+):
+    broken = tmp_path / "broken"
+    shutil.copytree(reason1, broken)
+    (broken / "model.safetensors").unlink()
+    save = tmp_path / "run"
+    argv = args(job, save, "--input_path", str(png(tmp_path / "f.png")), "--num_generations", "1")
+    assert bon.main([*argv, "--checkpoint_dir", str(broken)]) == bon.USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the T5 loader's progress bar
+    assert err.startswith("error: critic cosmos_reason1 cannot be loaded from")
+    assert err.endswith("check the folder or pass --checkpoint_dir.")
+    summary = json.loads((save / "summary.json").read_text())  # written all the same
+    assert [it["status"] for it in summary["items"]] == ["failed"]
+    assert (save / "f_seed0.mp4").is_file()  # kept for the next run

@@ -394,27 +394,30 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     failed, written = generate_missing(args, cfg, checkpoint, items, s)
     judge = Judge(args, critic_cls)
     records = [{"name": n, "input": n, "status": "failed", "reason": r} for n, r in rejected]
+    fatal = None  # a critic that cannot be loaded: every item left fails the same way
     try:
         for i, item in enumerate(items, 1):
             print(f"[{i}/{len(items)}] {Path(item.output).stem}")
-            if item.output in failed:
-                rec = {"name": Path(item.output).stem, "input": item.input_path}
-                rec.update(prompt=item.prompt, output=item.output, candidates=[])
-                records.append({**rec, "status": "failed", "reason": failed[item.output]})
-                continue
-            try:
-                records.append({**judge_item(item, args, judge), "status": "ok"})
-            except critics.CriticError:
-                raise
-            except Exception as err:  # noqa: BLE001  one bad item fails alone
-                reason = (str(err).splitlines() or [type(err).__name__])[0]
+            reason = failed.get(item.output) or fatal
+            if reason is None:
+                try:
+                    records.append({**judge_item(item, args, judge), "status": "ok"})
+                    continue
+                except critics.CriticError as err:
+                    reason = fatal = str(err)
+                except Exception as err:  # noqa: BLE001  one bad item fails alone
+                    reason = (str(err).splitlines() or [type(err).__name__])[0]
                 print(f"  FAILED: {reason}")
-                rec = {"name": Path(item.output).stem, "input": item.input_path}
-                records.append({**rec, "output": item.output, "status": "failed", "reason": reason})
+            rec = {"name": Path(item.output).stem, "input": item.input_path, "prompt": item.prompt}
+            records.append({**rec, "output": item.output, "status": "failed", "reason": reason})
     finally:
         judge.close()
     counts = {"generated": written, "scored": judge.scored, "reused_scores": judge.reused}
-    return finish(args, records, counts, rank, world)
+    # Every rank still reaches the summary (under torchrun the ranks meet there).
+    status = finish(args, records, counts, rank, world)
+    if fatal is not None:
+        raise critics.CriticError(fatal)
+    return status
 
 
 def finish(
