@@ -16,6 +16,7 @@ This file is the CLI, the driver and the summary; the parts live in bench/parts_
     python -m bench.bench_model --out bench_results.json
     python -m bench.bench_model --smoke                  # CPU, tiny shapes, well under a minute
     python -m bench.bench_model --parts ours,peer --variants selective,full
+    python -m bench.bench_model --model predict1 --out p1.json   # 7B at the Bridge shape
 """
 
 from __future__ import annotations
@@ -143,6 +144,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls (default 2)")
     p.add_argument("--iters", type=int, default=None, help="timed calls (default 5)")
     p.add_argument("--gen-steps", type=int, default=35)
+    p.add_argument(
+        "--model",
+        choices=("predict2", "predict1"),
+        default="predict2",
+        help="predict2: 2B at groot_gr1_480 (this file's parts); predict1: 7B at the Bridge "
+        "shape (bench/parts_cosmos1.py: matmul, peer, ours, master, compile)",
+    )
     return p.parse_args(argv)
 
 
@@ -154,25 +162,36 @@ def main(argv: list[str] | None = None) -> int:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     torch.set_float32_matmul_precision("high")  # as the trainer sets it (trainer/state.py)
+    if args.model == "predict1":
+        from bench import parts_cosmos1 as model_parts
+    else:
+        model_parts = None
+    all_parts = model_parts.PARTS if model_parts else PARTS
     parts = (
         args.parts.split(",")
         if args.parts
-        else [p for p in PARTS if p != "compile"]
+        else [p for p in all_parts if p != "compile"]
         if args.smoke
-        else list(PARTS)
+        else list(all_parts)
     )
     parts = [p.strip() for p in parts if p.strip()]
-    unknown = sorted(set(parts) - set(PARTS))
+    unknown = sorted(set(parts) - set(all_parts))
     if unknown:
-        raise SystemExit(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
-    shapes = Shapes.smoke() if args.smoke else Shapes.full(args.gen_steps)
+        raise SystemExit(f"unknown parts {unknown}; choose from {', '.join(all_parts)}")
+    if model_parts:
+        shapes = model_parts.shapes(args.smoke)
+    else:
+        shapes = Shapes.smoke() if args.smoke else Shapes.full(args.gen_steps)
     warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 2)
     iters = args.iters if args.iters is not None else (2 if args.smoke else 5)
     env = env_info(device)
     report = Report(args.out or None, env, vars(args))
-    variants = (
-        args.variants.split(",") if args.variants else SMOKE_VARIANTS if args.smoke else VARIANTS
+    defaults = (
+        (model_parts.SMOKE_VARIANTS, model_parts.VARIANTS)
+        if model_parts
+        else (SMOKE_VARIANTS, VARIANTS)
     )
+    variants = args.variants.split(",") if args.variants else defaults[0 if args.smoke else 1]
     ctx = Ctx(
         device, shapes, report, warmup, iters, tuple(v.strip() for v in variants if v.strip())
     )
@@ -194,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "profile": part_profile,
         "compile": part_compile,
     }
+    if model_parts:
+        functions.update(model_parts.FUNCTIONS)
     t0 = time.perf_counter()
     for part in parts:
         print(f"[{part}] ({time.perf_counter() - t0:.0f} s elapsed)", flush=True)
@@ -207,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         report.data["details"].setdefault("part_seconds", {})[part] = time.perf_counter() - start
         report.write()
     report.detail("total_seconds", time.perf_counter() - t0)
-    summarize(ctx)
+    (model_parts.summarize if model_parts else summarize)(ctx)
     report.write()
     if args.out:
         print(f"\nwrote {args.out}")

@@ -61,3 +61,74 @@ def bridge_57frames_lora():
     cfg.model.lora = {"rank": 16, "alpha": 16, "targets": blocks.PREDICT1_LORA_TARGETS}
     cfg.optim.lr = 2**-10  # upstream has no Predict1 LoRA; Predict2's rank-16 guideline
     return cfg
+
+
+# --- tiny_bridge: the same family at CPU size --------------------------------------------------
+
+SYNTHETIC_BRIDGE = f"{blocks.DATASETS}/synthetic_bridge"
+TEXT_TOKENS = 32  # the instructions are ~10 T5 tokens (tiny.py's reason for 32)
+
+
+def tiny_predict1_model(
+    state_t: int, spatial: int = 2, width: int = 128, depth: int = 4, scale: float = 1.0
+):
+    channels = 3 * spatial * spatial
+    net = blocks.predict1_net(
+        "7B",
+        model_channels=width,
+        num_blocks=depth,
+        num_heads=width // 64,
+        in_channels=channels,
+        out_channels=channels,
+        max_img_h=64,
+        max_img_w=64,
+        max_frames=16,
+    )
+    pixels = L("framework.models.tokenizers.PixelTokenizer")(spatial=spatial)
+    tokenizer = blocks.scaled_tokenizer(pixels, scale)
+    model = blocks.predict1_model(
+        net, tokenizer, state_t, text_encoder=f"{SYNTHETIC_BRIDGE}/text_encoder"
+    )
+    model.max_text_tokens = TEXT_TOKENS
+    return model
+
+
+@experiment
+def tiny_bridge():
+    """CPU: tiny Predict1 DiT (EDM, logvar), pixel tokenizer, synthetic Bridge-layout arm clips."""
+    dataset = L("data_prep.synthetic_bridge.synthetic_bridge_dataset")(
+        dataset_dir=SYNTHETIC_BRIDGE,
+        num_videos=48,
+        source_frames=33,
+        size=[64, 80],
+        num_val=4,
+        num_frames=5,
+        frame_stride=8,
+        video_size=[24, 32],
+        max_text_tokens=TEXT_TOKENS,
+        keep_in_memory=True,
+    )
+    data = blocks.loader(dataset, batch_size=8, num_workers=0)
+    data.pin_memory = False
+    model = tiny_predict1_model(state_t=5)
+    obj = model.objective
+    obj.min_num_conditional_frames = obj.max_num_conditional_frames = 1
+    obj.video_cond_dropout = 0.0
+    obj.text_dropout = 0.0
+    cfg = blocks.base(model, data, project="worldtune", group="tiny")
+    cfg.optim.lr = 2e-3
+    cfg.optim.weight_decay = 0.0
+    cfg.sched = blocks.lambda_linear(warm_up=20, cycle=1000, f_start=0.1, f_max=1.0, f_min=0.1)
+    cfg.train.max_steps = 1000
+    cfg.train.precision = "fp32"
+    cfg.parallel.strategy = "none"
+    cfg.checkpoint.save_iter = 250
+    cfg.checkpoint.keep_last = 2
+    cfg.hooks.eval = L("framework.hooks.evaluation.EvalHook")(
+        num_items=4, num_steps=15, guidance=0.0
+    )
+    cfg.hooks.sample = L("framework.hooks.samples.SampleVideos")(
+        every=500, num_items=2, num_steps=15, guidance=0.0
+    )
+    cfg.hooks.loss_curve = L("framework.hooks.loss_curve.LossCurveHook")()
+    return cfg
