@@ -199,8 +199,23 @@ def adamw(params: list) -> torch.optim.Optimizer:
     return adamw_every_param(params, lr=2**-14.3, weight_decay=0.1, eps=1e-10)
 
 
-def run_variant(ctx: Ctx, step: Step, mode: str, label: str, fp32: bool = True) -> dict | None:
-    """fwd+bwd (fewer iterations), then the full step with clip and AdamW, for one mode."""
+def clip_in_adamw_(opt: torch.optim.Optimizer, params: list, max_norm: float) -> torch.Tensor:
+    """Clip by global norm without a scaling pass over the gradients: fused AdamW divides each
+    gradient by `grad_scale` as it reads it (the hook GradScaler uses), so the clip factor
+    max_norm / (norm + 1e-6), as clip_grad_norm_ computes it, goes there as its inverse. One
+    fused norm, no host sync; a non-finite norm would need the trainer's exact scan first."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    opt.grad_scale = ((norm + 1e-6) / max_norm).clamp(min=1.0)
+    return norm
+
+
+def run_variant(
+    ctx: Ctx, step: Step, mode: str, label: str, fp32: bool = True, with_variants: bool = True
+) -> dict | None:
+    """fwd+bwd (fewer iterations), then the full step with clip and AdamW, for one mode; with
+    `with_variants` also the trainer's exact step and the step with clipping folded into
+    AdamW."""
     fl = flops(ctx)["fwd_bwd"]
     params = step.params()
 
@@ -231,6 +246,21 @@ def run_variant(ctx: Ctx, step: Step, mode: str, label: str, fp32: bool = True) 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
+    def trainer_step() -> None:
+        # What framework/trainer/trainer.py adds: the non-finite scan (one fused norm) and the
+        # norm read back for the log.
+        from framework.trainer.state import zero_nonfinite_grads_
+
+        fwd_bwd()
+        zero_nonfinite_grads_(params, ctx.device)
+        float(torch.nn.utils.clip_grad_norm_(params, 1.0))
+        opt.step()
+
+    def folded_step() -> None:
+        fwd_bwd()
+        clip_in_adamw_(opt, params, 1.0)
+        opt.step()
+
     row = measure(
         ctx,
         "ours",
@@ -240,6 +270,28 @@ def run_variant(ctx: Ctx, step: Step, mode: str, label: str, fp32: bool = True) 
         record_sdpa=False,
         note=f"fwd+bwd+clip+fused AdamW (wd on all), {prec}",
     )
+    if with_variants:
+        note = "+ the trainer's non-finite scan and norm read-back"
+        measure(
+            ctx,
+            "ours",
+            f"ours {label} trainer step",
+            trainer_step,
+            fl,
+            record_sdpa=False,
+            note=note,
+        )
+        note = "one grad norm; clipping as fused AdamW's grad_scale (no separate scaling pass)"
+        measure(
+            ctx,
+            "ours",
+            f"ours {label} train step, clip in AdamW",
+            folded_step,
+            fl,
+            record_sdpa=False,
+            note=note,
+        )
+        opt.grad_scale = None
     opt.state.clear()
     for p in params:
         p.grad = None
