@@ -9,6 +9,7 @@ Parts (run in this order; each is guarded, and the JSON is rewritten after every
   generate   one 35-step generation with CFG through WorldModel.generate
   profile    GPU kernel time of one of our training steps by kind (attention, GEMM, other)
   compile    our step with per-block torch.compile (parallelize_net(compile=True))
+  critic     only when named: one Cosmos-Reason1-7B best-of-N critic call (bench/parts_critic.py)
 
 This file is the CLI, the driver and the summary; the parts live in bench/parts_model.py
 (ours, peer, and the shared Ctx/measure harness) and bench/parts_misc.py (the rest).
@@ -17,6 +18,7 @@ This file is the CLI, the driver and the summary; the parts live in bench/parts_
     python -m bench.bench_model --smoke                  # CPU, tiny shapes, well under a minute
     python -m bench.bench_model --parts ours,peer --variants selective,full
     python -m bench.bench_model --model predict1 --out p1.json   # 7B at the Bridge shape
+    python -m bench.bench_model --parts critic --out critic.json  # the best-of-N critic
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ if __package__ in (None, ""):  # `python bench/bench_model.py` as well as `pytho
 import torch  # noqa: E402
 
 from bench.common import HEADER, Report, Shapes, env_info, free_memory  # noqa: E402
+from bench.parts_critic import part_critic  # noqa: E402
 from bench.parts_misc import (  # noqa: E402
     part_attention,
     part_compile,
@@ -49,6 +52,8 @@ from bench.parts_misc import (  # noqa: E402
 from bench.parts_model import Ctx, part_ours, part_peer  # noqa: E402
 
 PARTS = ("matmul", "attention", "ours", "peer", "vae", "generate", "profile", "compile")
+# Run only when named in --parts: the best-of-N critic (a 7B VLM, bench/parts_critic.py).
+OPTIONAL_PARTS = ("critic",)
 # Checkpointing variants of our net. "selN": selective on N blocks spread evenly, full on the
 # rest (a memory/speed dial between the two). "bf16-*": bf16 parameters and no optimizer, the
 # peer's setup, for a like-for-like fwd+bwd comparison.
@@ -130,8 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--parts",
         default=None,
-        help=f"comma list of {', '.join(PARTS)} (default all; --smoke leaves out "
-        "compile, whose CPU compilation alone takes about a minute)",
+        help=f"comma list of {', '.join(PARTS + OPTIONAL_PARTS)} (default all but critic; "
+        "--smoke leaves out compile, whose CPU compilation alone takes about a minute)",
     )
     p.add_argument(
         "--variants",
@@ -167,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model_parts = None
     all_parts = model_parts.PARTS if model_parts else PARTS
+    known = all_parts if model_parts else PARTS + OPTIONAL_PARTS
     parts = (
         args.parts.split(",")
         if args.parts
@@ -175,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         else list(all_parts)
     )
     parts = [p.strip() for p in parts if p.strip()]
-    unknown = sorted(set(parts) - set(all_parts))
+    unknown = sorted(set(parts) - set(known))
     if unknown:
-        raise SystemExit(f"unknown parts {unknown}; choose from {', '.join(all_parts)}")
+        raise SystemExit(f"unknown parts {unknown}; choose from {', '.join(known)}")
     if model_parts:
         shapes = model_parts.shapes(args.smoke)
     else:
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate": part_generate,
         "profile": part_profile,
         "compile": part_compile,
+        "critic": part_critic,
     }
     if model_parts:
         functions.update(model_parts.FUNCTIONS)
