@@ -69,14 +69,18 @@ def parallel(
     shard_size: int = 8,
     activation_checkpointing: str = "none",
     compile: bool = False,
+    context_parallel: int = 1,
 ) -> DictConfig:
-    """`shard_size` is the FSDP (HSDP) shard group, clamped to the world size; -1 = world."""
+    """`shard_size` is the FSDP (HSDP) shard group, clamped to the world size; -1 = world.
+    `context_parallel`: processes that split one sample's latent frames (docs/training.md),
+    clamped to the world size too."""
     return OmegaConf.create(
         dict(
             strategy=strategy,
             shard_size=shard_size,
             activation_checkpointing=activation_checkpointing,
             compile=compile,
+            context_parallel=context_parallel,
         )
     )
 

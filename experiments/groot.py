@@ -34,14 +34,14 @@ def groot_gr1_480():
     aliases=["predict2_video2world_training_14b_groot_gr1_480"], job_name="14b_groot_gr1_480"
 )
 def groot_gr1_480_14b():
-    """Predict2 14B full fine-tune on GR1; FSDP 32 (4 nodes x 8 GPUs).
-
-    Upstream also uses context parallel 4; that is not supported yet, so 14B runs here with FSDP
-    and activation checkpointing only."""
+    """Predict2 14B full fine-tune on GR1; FSDP 32 and context parallel 4 (4 nodes x 8 GPUs)."""
     cfg = groot_gr1_480()
     cfg.model.net = blocks.predict2_net("14B")
     cfg.model.tokenizer = blocks.wan_vae("14B")
     cfg.parallel.shard_size = 32
+    # As upstream (upstream/cosmos_predict2.md §2.2): 4 ranks share one clip's 24 latent frames
+    # (6 each; the 40 heads split 10 per rank), so the global batch is GPUs / 4.
+    cfg.parallel.context_parallel = 4
     cfg.checkpoint.load_path = blocks.predict2_checkpoint("14B")
     return cfg
 

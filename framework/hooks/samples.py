@@ -24,11 +24,13 @@ log = logging.getLogger(__name__)
 
 def runs_here(trainer: Any) -> bool:
     """Rank 0 generates; with FSDP on several processes every rank must run the forward (each
-    holds one shard of the weights), and rank 0 alone writes."""
-    sharded = (
-        trainer.cfg.parallel.get("strategy") == "fsdp" and getattr(trainer, "world_size", 1) > 1
-    )
-    return bool(trainer.is_main or sharded)
+    holds one shard of the weights), as must every rank under context parallel (each holds some
+    of the frames), and rank 0 alone writes."""
+    parallel = trainer.cfg.parallel
+    multi = getattr(trainer, "world_size", 1) > 1
+    sharded = parallel.get("strategy") == "fsdp" and multi
+    split = (parallel.get("context_parallel") or 1) > 1 and multi
+    return bool(trainer.is_main or sharded or split)
 
 
 def heldout_items(trainer: Any, dataset_dir: str | None, num_items: int) -> list[HeldOutItem]:

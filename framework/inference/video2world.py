@@ -6,15 +6,19 @@
 With no arguments it continues the first held-out item of the default (tiny) experiment's data with
 its caption, from that job's latest checkpoint. Upstream's flags and defaults
 (upstream/cosmos_predict2.md §7.1, §7.2) carry over; see docs/inference.md. Under torchrun each rank
-takes items rank::world of a batch JSON. Exit status: 0 when every item was written, 1 when any
-failed, 2 on a usage error."""
+takes items rank::world of a batch JSON; with `--num_gpus N` groups of N ranks share each video
+(context parallel: its latent frames are split across them), and without torchrun `--num_gpus N`
+starts the N ranks itself. Exit status: 0 when every item was written, 1 when any failed, 2 on a
+usage error."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -51,7 +55,9 @@ class Settings:
     seed: int = 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
+    """The options; `context_parallel` adds --num_gpus (this command's own; commands that reuse
+    the parser without splitting videos leave it out)."""
     p = argparse.ArgumentParser(
         prog="python -m framework.inference.video2world", description=__doc__.split("\n\n")[0]
     )
@@ -95,13 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="GR00T-Dreams presets: 14B, 480p, 16 fps, its checkpoint and prompt prefix",
     )
+    if context_parallel:
+        a(
+            "--num_gpus",
+            type=int,
+            default=1,
+            help="GPUs (processes) that split each video's latent frames (context parallel); "
+            "without torchrun the command starts them itself",
+        )
     return p
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+def parse_args(
+    argv: list[str], context_parallel: bool = False
+) -> tuple[argparse.Namespace, list[str]]:
     """Options before `--`, config overrides after it (`experiment=NAME` is accepted there)."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    args = build_parser().parse_args(argv[:cut])
+    args = build_parser(context_parallel).parse_args(argv[:cut])
+    args.num_gpus = getattr(args, "num_gpus", 1)
+    if args.num_gpus < 1:
+        raise ConfigError(f"--num_gpus {args.num_gpus}: use 1 or more.")
     overrides = []
     for tok in argv[cut + 1 :]:
         if tok.startswith("experiment="):
@@ -208,8 +227,11 @@ def rank_and_world() -> tuple[int, int]:
     return rank, world
 
 
-def generate_item(model, embed: prompts.PromptEmbedder, item: Item, s: Settings) -> Path:
-    """Generate one video and write it with its prompt sidecar."""
+def generate_item(
+    model, embed: prompts.PromptEmbedder, item: Item, s: Settings, write: bool = True
+) -> Path:
+    """Generate one video and write it with its prompt sidecar (`write=False`: the other ranks
+    of a context-parallel group, which generate the same video)."""
     if item.frames is not None:
         cond = item.frames[:, :, : s.num_conditional_frames]
     else:
@@ -223,20 +245,22 @@ def generate_item(model, embed: prompts.PromptEmbedder, item: Item, s: Settings)
         num_steps=s.num_steps,
         seed=s.seed,
     )
+    if not write:
+        return Path(item.output)
     out = media.save_video(item.output, video[0], s.fps)
     media.write_sidecar(out, item.prompt, s.negative_prompt)
     return out
 
 
 def run_items(
-    model, embed: prompts.PromptEmbedder, items: list[Item], s: Settings, log=print
+    model, embed: prompts.PromptEmbedder, items: list[Item], s: Settings, log=print, write=True
 ) -> list[tuple[str, str]]:
     """Attempt every item; returns (item, reason) for each that failed."""
     failed = []
     for i, item in enumerate(items, 1):
         t0 = time.perf_counter()
         try:
-            out = generate_item(model, embed, item, s)
+            out = generate_item(model, embed, item, s, write)
         except Exception as err:  # noqa: BLE001  one bad item fails alone; the batch goes on
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             failed.append((item.input_path, reason))
@@ -285,26 +309,56 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     loading.warn_unguidable(cfg, s.guidance)
     items, rejected = plan(args, cfg)
     rank, world = rank_and_world()
-    items, rejected = items[rank::world], rejected if rank == 0 else []
+    cp, summary_group = join_context_parallel(args.num_gpus, world)
+    # Groups of num_gpus consecutive ranks share each item; the first of a group writes it.
+    groups, writer = world // args.num_gpus, rank % args.num_gpus == 0
+    items = items[rank // args.num_gpus :: groups]
+    rejected = rejected if rank == 0 else []
     if not items and not rejected:
         print(f"rank {rank}/{world}: no items for this rank")
-        all_ranks_summary(0, [], rank, world)
+        all_ranks_summary(0, [], rank, world, summary_group)
         return 0
     device = loading.default_device()
     # Prompts first, weights second: the text encoder is freed before the DiT is loaded.
     embed = embed_prompts(cfg.model.get("text_encoder"), items, s, device)
     model = loading.build_model(cfg, checkpoint, args.load_ema, device)
-    print(
+    if cp is not None:
+        model.context_parallel(cp)
+    say = print if writer else (lambda *a, **k: None)
+    say(
         f"model from {checkpoint}{' (EMA)' if args.load_ema else ''}; {len(items)} item(s)"
         f"{f' on rank {rank}/{world}' if world > 1 else ''}"
+        f"{f', each split over {args.num_gpus} GPUs' if cp is not None else ''}"
     )
     for name, reason in rejected:
         print(f"FAILED {name}: {reason}")
-    failed = rejected + run_items(model, embed, items, s)
+    failed = rejected + run_items(model, embed, items, s, say, writer)
     done = len(items) + len(rejected) - len(failed)
-    print(summary_line("summary", done, failed))
-    all_ranks_summary(done, failed, rank, world)
+    say(summary_line("summary", done, failed))
+    # The other ranks of a group generated the same items: count them once.
+    all_ranks_summary(*((done, failed) if writer else (0, [])), rank, world, summary_group)
     return ITEM_FAILED if failed else 0
+
+
+def join_context_parallel(num_gpus: int, world: int):
+    """(this rank's context-parallel group, a gloo group for the summary) with --num_gpus > 1,
+    else (None, None). Joins torchrun's process group: NCCL on GPUs, gloo on CPU."""
+    if num_gpus == 1:
+        return None, None
+    if world % num_gpus:
+        raise ConfigError(
+            f"--num_gpus {num_gpus} must divide the {world} processes torchrun started; "
+            f"use --nproc_per_node a multiple of {num_gpus}."
+        )
+    from torch import distributed as dist
+
+    from framework.trainer import dist as D
+
+    D.init_distributed("ddp")
+    group = D.context_parallel_group(num_gpus)
+    # Ranks with fewer or faster items wait here for the rest (a 14B video takes minutes).
+    summary = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=48))
+    return group, summary
 
 
 def summary_line(title: str, done: int, failed: list[tuple[str, str]]) -> str:
@@ -313,16 +367,26 @@ def summary_line(title: str, done: int, failed: list[tuple[str, str]]) -> str:
     )
 
 
-def all_ranks_summary(done: int, failed: list[tuple[str, str]], rank: int, world: int) -> None:
+def all_ranks_summary(
+    done: int, failed: list[tuple[str, str]], rank: int, world: int, group=None
+) -> None:
     """Under torchrun, rank 0 also prints the totals of every rank, so an 8-GPU DreamGen batch
-    ends in one summary. Needs torchrun's rendezvous variables; without them, nothing."""
+    ends in one summary. Needs torchrun's rendezvous variables; without them, nothing. `group`:
+    a gloo group of every rank when the process group is already up (context parallel)."""
     if world < 2 or not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
         return
-    import datetime
-
     import torch.distributed as dist
 
     from framework.trainer import dist as D
+
+    if group is not None:
+        results: list = [None] * world
+        dist.all_gather_object(results, (done, failed), group=group)
+        D.shutdown()
+        if rank == 0:
+            every = [f for _, fs in results for f in fs]
+            print(summary_line(f"all {world} ranks", sum(d for d, _ in results), every))
+        return
 
     # gloo, not the trainer's NCCL on GPUs: no GPU memory and no NCCL watchdog; the long timeout
     # lets ranks with more or slower items finish (a 14B video takes minutes) while rank 0 waits.
@@ -338,10 +402,56 @@ def all_ranks_summary(done: int, failed: list[tuple[str, str]], rank: int, world
         print(summary_line(f"all {world} ranks", sum(d for d, _ in results), every))
 
 
+def spawn_ranks(argv: list[str], n: int) -> int:
+    """`--num_gpus N` without torchrun: run this command as N local ranks (what `torchrun
+    --standalone --nproc_per_node N` does) and return rank 0's exit status, or another rank's
+    when rank 0 succeeded. Exit codes pass through unchanged (torchrun turns them all into 1)."""
+    import torch
+
+    if torch.cuda.is_available() and n > torch.cuda.device_count():
+        raise ConfigError(
+            f"--num_gpus {n} but this machine has {torch.cuda.device_count()} GPUs; lower it."
+        )
+    from framework.trainer.dist import free_port
+
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": str(n),
+        "LOCAL_WORLD_SIZE": str(n),
+    }
+    cmd = [sys.executable, "-m", "framework.inference.video2world", *argv]
+    procs = [
+        subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(n)
+    ]
+    # The ranks share every video, so they end together; a rank that dies early (a crash)
+    # would leave the others waiting in a collective: stop them after a grace period.
+    deadline = None
+    while any(p.poll() is None for p in procs):
+        if deadline is None and any(p.returncode not in (None, 0) for p in procs):
+            deadline = time.monotonic() + 60
+        if deadline is not None and time.monotonic() > deadline:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        time.sleep(0.2)
+    codes = [p.returncode for p in procs]
+    return codes[0] or next((c for c in codes if c), 0)
+
+
+def under_torchrun() -> bool:
+    return {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args, overrides = parse_args(argv)
+        args, overrides = parse_args(argv, context_parallel=True)
+        if args.num_gpus > 1 and not under_torchrun():
+            # Config and checkpoint mistakes are reported once, before N processes start.
+            loading.resolve(args.experiment, overrides, args.checkpoint, modules=args.module)
+            return spawn_ranks(argv, args.num_gpus)
         return run(args, overrides)
     except (ConfigError, OmegaConfBaseException, FileNotFoundError, ValueError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)

@@ -24,6 +24,18 @@ def _no_lora(*args: Any, **kwargs: Any) -> Any:
     raise ValueError("this model family has no LoRA support; remove model.lora.")
 
 
+def net_context_parallel(net: nn.Module, group: Any) -> None:
+    """The default `context_parallel` hook: the net's own `enable_context_parallel(group)`
+    (MiniTrainDiT and GeneralDIT have one; framework/models/context_parallel.py)."""
+    enable = getattr(net, "enable_context_parallel", None)
+    if enable is None:
+        raise ValueError(
+            f"{type(net).__name__} has no context parallel; set parallel.context_parallel=1 "
+            "(generation: --num_gpus 1)."
+        )
+    enable(group)
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """What one family of networks provides. Only `name` and `net_classes` are required.
@@ -37,6 +49,8 @@ class ModelFamily:
     - to_diffusers(state_dict) / from_diffusers(state_dict): key renames both ways;
       diffusers_config(net) -> kwargs of the diffusers model class named `diffusers_class`.
     - objective() / sampler(): the default config nodes of the objective and the sampler.
+    - context_parallel(net, group): split each sample's latent frames across the process group
+      (in place; None turns it off). The default calls `net.enable_context_parallel(group)`.
     - extra_checkpoint_keys: top-level keys of official files that belong to neither the net nor
       the model's extra modules and are dropped on purpose (fnmatch patterns).
     """
@@ -57,6 +71,7 @@ class ModelFamily:
     diffusers_config: Callable[[nn.Module], dict] | None = None
     objective: Callable[[], Any] | None = None
     sampler: Callable[[], Any] | None = None
+    context_parallel: Callable[[nn.Module, Any], None] = net_context_parallel
     notes: dict[str, str] = field(default_factory=dict)
 
     def is_ignored(self, key: str) -> bool:

@@ -174,6 +174,19 @@ class WorldModel(nn.Module):
             for name in self.extra_names:
                 shard(getattr(self, name), mesh)
 
+    def context_parallel(self, group) -> None:
+        """Split each sample's latent frames across the process group `group` through the
+        family's hook (docs/training.md, Context parallel). Every rank of the group then runs
+        the same training step or generation on the same sample and sees the same output."""
+        size = group.size() if group is not None else 1
+        if self.state_t < size:
+            raise ValueError(
+                f"context parallel over {size} processes splits the {self.state_t} latent frames "
+                f"of model.state_t; set parallel.context_parallel (--num_gpus) to at most "
+                f"{self.state_t}."
+            )
+        self.family.context_parallel(self.net, group)
+
     def flops_per_sample(self, batch: dict) -> float:
         """Training FLOPs per sample from the family's formula (0.0 when it has none)."""
         if self.family.flops_per_sample is None:

@@ -3,7 +3,8 @@
 The position is (epoch, batches taken this epoch); a resume rebuilds the loader at that epoch and
 skips exactly the samples already used, without reading them. Shuffling depends on the seed and
 epoch only, never on the world size, so N processes with batch b see the same samples per step as
-one process with batch N*b.
+one process with batch N*b. Under context parallel the ranks of one group read the same samples:
+the split is over data-parallel replicas (DistEnv.dp_rank / dp_world), not processes.
 """
 
 from __future__ import annotations
@@ -64,16 +65,17 @@ class ResumableSampler(Sampler[int]):
 
 
 class BatchStream:
-    """Endless micro-batches for this rank; `state_dict()` is the exact data position."""
+    """Endless micro-batches for this rank; `state_dict()` is the exact data position.
+    `rank`/`world_size` here are data-parallel ones (equal to the process ones without CP)."""
 
     def __init__(self, data: DictConfig, env: DistEnv, seed: int) -> None:
         self.dataset: Dataset = instantiate(data.dataset)
         self.batch_size = int(data.batch_size)
-        self.world_size, self.rank, self.seed = env.world_size, env.rank, seed
+        self.world_size, self.rank, self.seed = env.dp_world, env.dp_rank, seed
         self.sampler = ResumableSampler(
             len(self.dataset),
-            env.rank,
-            env.world_size,
+            self.rank,
+            self.world_size,
             shuffle=data.get("shuffle", True),
             seed=seed,
             drop_last=bool(data.drop_last),
@@ -118,8 +120,8 @@ class BatchStream:
             if self.index == 0:
                 raise ConfigError(
                     f"the dataset gives no batch of {self.batch_size} per rank on "
-                    f"{self.world_size} processes ({len(self.dataset)} samples); lower "
-                    "data.batch_size or set data.drop_last=false."
+                    f"{self.world_size} data-parallel ranks ({len(self.dataset)} samples); "
+                    "lower data.batch_size or set data.drop_last=false."
                 ) from None
             self.epoch, self.index = self.epoch + 1, 0
             self._open_epoch()

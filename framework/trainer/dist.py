@@ -28,23 +28,36 @@ TIMEOUT = timedelta(seconds=int(os.environ.get("TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC
 
 @dataclass(frozen=True)
 class DistEnv:
-    """Where this process sits: global rank, world size, rank on its node, and its device."""
+    """Where this process sits: global rank, world size, rank on its node, its device, and the
+    context-parallel degree (consecutive ranks share one sample: rank = dp_rank * cp + cp_rank)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    cp: int = 1
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     @property
+    def dp_rank(self) -> int:
+        """Which data-parallel replica this rank belongs to (what the sampler splits over)."""
+        return self.rank // self.cp
+
+    @property
+    def dp_world(self) -> int:
+        """How many data-parallel replicas read their own samples: world / cp."""
+        return self.world_size // self.cp
+
+    @property
     def distributed(self) -> bool:
         return dist.is_available() and dist.is_initialized()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a local rendezvous)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -80,7 +93,7 @@ def init_distributed(strategy: str = "none") -> DistEnv:
         if not under_torchrun:
             os.environ.update(
                 MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(_free_port()),
+                MASTER_PORT=str(free_port()),
                 RANK="0",
                 WORLD_SIZE="1",
                 LOCAL_RANK="0",
@@ -119,8 +132,35 @@ def replicate_degree(parallel: DictConfig, world_size: int) -> int:
     return world_size if parallel.strategy == "ddp" else 1
 
 
+def context_parallel_degree(parallel: DictConfig, world_size: int) -> int:
+    """Processes that share one sample (`parallel.context_parallel`, default 1), clamped to the
+    world like `shard_size`, so the 14B recipe's 4 runs on one GPU as 1."""
+    cp = parallel.get("context_parallel", 1) or 1
+    cp = min(int(cp), world_size)
+    if cp < 1 or world_size % cp:
+        raise ConfigError(
+            f"parallel.context_parallel={cp} must divide WORLD_SIZE={world_size}; use a "
+            "divisor of it (1 = off)."
+        )
+    return cp
+
+
+def context_parallel_group(cp: int) -> dist.ProcessGroup | None:
+    """This rank's context-parallel group: ranks [r - r % cp, r - r % cp + cp), so a group sits
+    on one node's fast links when cp divides the GPUs per node. Every rank must call it (it
+    creates every group). None when cp is 1."""
+    if cp == 1:
+        return None
+    group, _ = dist.new_subgroups(group_size=cp)
+    return group
+
+
 def build_mesh(parallel: DictConfig, env: DistEnv) -> DeviceMesh | None:
-    """None for `none`; ("replicate",) for DDP; ("shard",) or HSDP ("replicate", "shard")."""
+    """None for `none`; ("replicate",) for DDP; ("shard",) or HSDP ("replicate", "shard").
+
+    Over the whole world with or without context parallel: FSDP shards parameters over the CP
+    ranks too (as upstream's fsdp_shard_size and torchtitan's dp_shard_cp), so CP costs no
+    parameter memory; `shard_size` counts processes, CP ranks included."""
     if parallel.strategy == "none":
         return None
     device_type = env.device.type

@@ -7,6 +7,7 @@ files it writes, resume, and the exit codes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -79,7 +80,9 @@ class Trainer:
         env: D.DistEnv | None = None,
     ) -> None:
         self.cfg = validate(cfg)  # before anything is built or written
-        self.env = env or D.init_distributed(cfg.parallel.strategy)
+        env = env or D.init_distributed(cfg.parallel.strategy)
+        cp = D.context_parallel_degree(cfg.parallel, env.world_size)
+        self.env = dataclasses.replace(env, cp=cp)
         self.device = self.env.device
         self.job_dir = job_dir_of(cfg)
         self.max_steps = int(cfg.train.max_steps)
@@ -101,6 +104,7 @@ class Trainer:
             load_pretrained(self.model, cfg.checkpoint)
         self.model.to(self.device)
         self.mesh = D.build_mesh(cfg.parallel, self.env)
+        self._context_parallel()
         self.model.parallelize(self.mesh, cfg.parallel)
         self.step_module: nn.Module = _StepModule(self.model)
         if cfg.parallel.strategy == "ddp":
@@ -121,7 +125,8 @@ class Trainer:
         self.counters = {"nonfinite_steps": 0, "nonfinite_in_a_row": 0, "nonfinite_grads": 0}
         self._signal: int | None = None
         self.pending_signal: int | None = None
-        seed_everything(int(cfg.train.seed) + self.rank)
+        # The ranks of one context-parallel group draw the same noise for their shared sample.
+        seed_everything(int(cfg.train.seed) + self.env.dp_rank)
         if resume_from is not None:
             self._restore(resume_from)
         # Only now, with the model built and any checkpoint accepted, does the run touch its
@@ -232,7 +237,10 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.step)
         self.counters["nonfinite_grads"] += int(bad / self.replicas)
-        samples = self.batches.batch_size * self.accum * self.world_size
+        # Context-parallel ranks share their samples (and each computes the same loss, so the
+        # mean over all ranks above counts each sample once): count samples and FLOPs per
+        # data-parallel replica.
+        samples = self.batches.batch_size * self.accum * self.env.dp_world
         return StepResult(
             loss=loss / self.world_size,
             metrics={
@@ -242,7 +250,7 @@ class Trainer:
                 "step_time": time.perf_counter() - start,
                 "data_wait": data_wait,
                 "samples": samples,
-                "flops": flops * self.world_size,
+                "flops": flops * self.env.dp_world,
                 **{k: float(v) for k, v in model_metrics.items()},
             },
         )
@@ -275,6 +283,22 @@ class Trainer:
         if hasattr(norm, "full_tensor"):
             norm = norm.full_tensor()
         return float(norm)
+
+    def _context_parallel(self) -> None:
+        """Split each sample's latent frames over `parallel.context_parallel` ranks (before
+        parallelize, so compile traces the split net)."""
+        if self.env.cp == 1:
+            return
+        enable = getattr(self.model, "context_parallel", None)
+        if enable is None:
+            raise ConfigError(
+                f"parallel.context_parallel={self.env.cp}: {type(self.model).__name__} has no "
+                "context parallel; set parallel.context_parallel=1."
+            )
+        try:
+            enable(D.context_parallel_group(self.env.cp))
+        except ValueError as err:
+            raise ConfigError(str(err).splitlines()[0]) from None
 
     def _flops(self, batch: dict) -> float:
         fn = getattr(self.model, "flops_per_sample", None)
@@ -310,6 +334,7 @@ class Trainer:
         state = {
             "step": self.step,
             "world_size": self.world_size,
+            "context_parallel": self.env.cp,
             "data": self.batches.state_dict(),
             "rng": D.all_gather_object(rng_state()),
             "hooks": self.hooks.state_dict(),
@@ -354,13 +379,18 @@ class Trainer:
         self.batches.load_state_dict(state["data"])
         self.hooks.load_state_dict(state.get("hooks", {}))
         self.counters.update(state.get("counters", {}))
-        if int(state["world_size"]) == self.world_size:
+        # Per-rank streams fit only the same layout: under context parallel the ranks of a group
+        # must keep drawing the same noise.
+        before = (int(state["world_size"]), int(state.get("context_parallel", 1)))
+        if before == (self.world_size, self.env.cp):
             set_rng_state(state["rng"][self.rank])
         else:
             log.warning(
-                "resuming on %d processes from a run on %d: random streams restart from the seed.",
+                "resuming on %d processes (context parallel %d) from a run on %d (context "
+                "parallel %d): random streams restart from the seed.",
                 self.world_size,
-                state["world_size"],
+                self.env.cp,
+                *before,
             )
 
     def report(self) -> str:

@@ -94,6 +94,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v in (None, -1) or (isinstance(v, int) and v >= 1),
         "-1 (all processes), null, or an integer >= 1",
     ),
+    "parallel.context_parallel": at_least(1),
     "parallel.activation_checkpointing": one_of("none", "full", "selective"),
     "parallel.compile": one_of(True, False),
     "checkpoint.save_iter": at_least(0),

@@ -35,6 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from framework.models.context_parallel import (
+    ContextParallel,
+    Layout,
+    attention,
+    context_parallel_of,
+)
 from framework.models.cosmos1.position import LearnablePosEmbAxis, VideoRopePosition3DEmb
 from framework.models.cosmos2.net import (
     MLP,
@@ -95,8 +101,13 @@ class Attention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(query_dim, query_dim, bias=False), nn.Dropout(0.0))
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        cp: Layout | None = None,
     ) -> Tensor:
+        """`cp`: the context-parallel layout of x's tokens (self-attention only)."""
         context = x if context is None else context
         heads = (self.num_heads, self.head_dim)
         q = self.to_q[1](self.to_q[0](x).unflatten(-1, heads))
@@ -104,10 +115,7 @@ class Attention(nn.Module):
         v = self.to_v[1](self.to_v[0](context).unflatten(-1, heads))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        # [B, L, heads, d] viewed as [B, heads, L, d]: the unit-stride layout SDPA kernels take.
-        q, k, v = (a.transpose(1, 2) for a in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out(out.transpose(1, 2).flatten(2))
+        return self.to_out(attention(q, k, v, cp).flatten(2))
 
 
 class VideoAttn(nn.Module):
@@ -118,9 +126,13 @@ class VideoAttn(nn.Module):
         self.attn = Attention(query_dim, context_dim, num_heads)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        cp: Layout | None = None,
     ) -> Tensor:
-        return self.attn(x, context, rope)
+        return self.attn(x, context, rope, cp)
 
 
 def _adaln(dim: int, lora_dim: int, n: int) -> nn.Sequential:
@@ -170,6 +182,7 @@ class DITBuildingBlock(nn.Module):
         context: Tensor,
         rope_cos: Tensor,
         rope_sin: Tensor,
+        cp: Layout | None = None,
     ) -> Tensor:
         if self.checkpoint_kwargs is not None and torch.is_grad_enabled():
             return checkpoint(
@@ -180,11 +193,12 @@ class DITBuildingBlock(nn.Module):
                 context,
                 rope_cos,
                 rope_sin,
+                cp,
                 use_reentrant=False,
                 preserve_rng_state=False,
                 **self.checkpoint_kwargs,
             )
-        return self._forward(x, emb, adaln_lora, context, rope_cos, rope_sin)
+        return self._forward(x, emb, adaln_lora, context, rope_cos, rope_sin, cp)
 
     def _forward(
         self,
@@ -194,13 +208,15 @@ class DITBuildingBlock(nn.Module):
         context: Tensor,
         rope_cos: Tensor,
         rope_sin: Tensor,
+        cp: Layout | None = None,
     ) -> Tensor:
-        """x [B, L, D]; emb [B, D]; adaln_lora [B, 3D]; context [B, M, C]."""
+        """x [B, L, D]; emb [B, D]; adaln_lora [B, 3D]; context [B, M, C]. Under context
+        parallel L counts this rank's tokens and `cp` is the layout."""
         mod = (self.adaLN_modulation(emb) + adaln_lora).unsqueeze(1)
         shift, scale, gate = mod.chunk(3, dim=-1)
         h = self.norm_state(x) * (1 + scale) + shift
         if self.kind == "fa":
-            h = self.block(h, rope=(rope_cos, rope_sin))
+            h = self.block(h, rope=(rope_cos, rope_sin), cp=cp)
         elif self.kind == "ca":
             h = self.block(h, context=context)
         else:
@@ -229,11 +245,12 @@ class GeneralDITTransformerBlock(nn.Module):
         rope_cos: Tensor,
         rope_sin: Tensor,
         extra_pos: Tensor | None,
+        cp: Layout | None = None,
     ) -> Tensor:
         if extra_pos is not None:
             x = x + extra_pos
         for block in self.blocks:
-            x = block(x, emb, adaln_lora, context, rope_cos, rope_sin)
+            x = block(x, emb, adaln_lora, context, rope_cos, rope_sin, cp)
         return x
 
 
@@ -320,7 +337,13 @@ class GeneralDIT(nn.Module):
         out_features = patch_spatial * patch_spatial * patch_temporal * out_channels
         self.final_layer = FinalLayer(d, out_features, adaln_lora_dim)
         self.affline_norm = RMSNorm(d, eps=1e-6)  # (sic) official name
+        self.cp: ContextParallel | None = None  # enable_context_parallel
         self.init_weights()
+
+    def enable_context_parallel(self, group=None) -> None:
+        """Split each sample's latent frames across `group` (None: off; context_parallel.py):
+        every rank of it passes the same whole inputs and gets the same whole output."""
+        self.cp = context_parallel_of(group)
 
     def sub_blocks(self) -> list[DITBuildingBlock]:
         """Every FA/CA/MLP sub-block in forward order (the checkpoint/compile/FSDP units)."""
@@ -411,27 +434,39 @@ class GeneralDIT(nn.Module):
         """
         timesteps, fps_t = self._check_inputs(x_B_C_T_H_W, timesteps_B, fps)
         x = self._input_channels(x_B_C_T_H_W, condition_video_input_mask_B_C_T_H_W, padding_mask)
+        p, pt = self.patch_spatial, self.patch_temporal
+        t, h, w = x.shape[2] // pt, x.shape[3] // p, x.shape[4] // p  # the whole video's grid
+        # Context parallel: this rank keeps its latent frames and slices the whole video's
+        # position tables, so its tokens keep their global (t, h, w) positions.
+        cp = self.cp.layout(t, h * w) if self.cp is not None else None
+        if cp is not None:
+            x = cp.local(x, dim=2, per=pt)
         x = self.x_embedder(x)
-        b, t, h, w, d = x.shape
-        x = x.reshape(b, t * h * w, d)
+        b, t_here, _, _, d = x.shape
+        x = x.reshape(b, t_here * h * w, d)
 
         # Sinusoid in fp32, then the compute dtype (bf16 params need bf16 inputs without autocast).
         sinusoid = self.t_embedder[0](timesteps).to(x.dtype)
         emb, adaln_lora = self.t_embedder[1](sinusoid)
         emb = self.affline_norm(emb)
         angles = self.pos_embedder.angles(t, h, w, fps_t, x.device).unsqueeze(2)
+        if cp is not None:
+            angles = cp.local(angles, dim=1, per=h * w)
         if angles.shape[0] == 1:
             angles = angles[0]  # [L, 1, d/2], shared by the batch
         cos, sin = torch.cos(angles), torch.sin(angles)
         extra_pos = None
         if self.extra_per_block_abs_pos_emb:
             extra_pos = self.extra_pos_embedder(t, h, w).to(x.dtype)
+            if cp is not None:
+                extra_pos = cp.local(extra_pos, dim=1, per=h * w)
         context = crossattn_emb.to(x.dtype)
 
         for block in self.blocks.values():
-            x = block(x, emb, adaln_lora, context, cos, sin, extra_pos)
+            x = block(x, emb, adaln_lora, context, cos, sin, extra_pos, cp)
         x = self.final_layer(x, emb, adaln_lora)
-        return self._unpatchify(x.view(b, t, h, w, -1))
+        out = self._unpatchify(x.view(b, t_here, h, w, -1))
+        return out if cp is None else cp.gather(out, dim=2, per=pt)
 
     def _unpatchify(self, x: Tensor) -> Tensor:
         """B T H W (p1 p2 t C) -> B C (T t) (H p1) (W p2): channel innermost (§4.2 step 7)."""

@@ -13,6 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from framework.models.context_parallel import (
+    ContextParallel,
+    Layout,
+    attention,
+    context_parallel_of,
+)
+
 # Official rope buffers, training counters and TransformerEngine extra state
 # (upstream/cosmos_predict2.md §4.7): carried by official files, recomputed or unused here.
 IGNORED_CHECKPOINT_KEYS: tuple[str, ...] = (
@@ -202,8 +209,13 @@ class Attention(nn.Module):
         self.output_proj = nn.Linear(inner, query_dim, bias=False)
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        cp: Layout | None = None,
     ) -> Tensor:
+        """`cp`: the context-parallel layout of x's tokens (self-attention only)."""
         context = x if context is None else context
         heads = (self.num_heads, self.head_dim)
         q = self.q_norm(self.q_proj(x).unflatten(-1, heads))
@@ -211,11 +223,7 @@ class Attention(nn.Module):
         v = self.v_norm(self.v_proj(context).unflatten(-1, heads))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        # [B, L, heads, d] viewed as [B, heads, L, d]: last dim stays unit-stride, which is the
-        # layout flash/cuDNN SDPA consume without a copy.
-        q, k, v = (a.transpose(1, 2) for a in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.output_proj(out.transpose(1, 2).flatten(2))
+        return self.output_proj(attention(q, k, v, cp).flatten(2))
 
 
 class MLP(nn.Module):
@@ -264,6 +272,7 @@ class Block(nn.Module):
         context: Tensor,
         rope_cos: Tensor,
         rope_sin: Tensor,
+        cp: Layout | None = None,
     ) -> Tensor:
         if self.checkpoint_kwargs is not None and torch.is_grad_enabled():
             return checkpoint(
@@ -274,11 +283,12 @@ class Block(nn.Module):
                 context,
                 rope_cos,
                 rope_sin,
+                cp,
                 use_reentrant=False,
                 preserve_rng_state=False,
                 **self.checkpoint_kwargs,
             )
-        return self._forward(x, emb, adaln_lora, context, rope_cos, rope_sin)
+        return self._forward(x, emb, adaln_lora, context, rope_cos, rope_sin, cp)
 
     def _forward(
         self,
@@ -288,8 +298,10 @@ class Block(nn.Module):
         context: Tensor,
         rope_cos: Tensor,
         rope_sin: Tensor,
+        cp: Layout | None = None,
     ) -> Tensor:
-        """x [B, T, S, D] (S = tokens per frame); emb/adaln_lora [B, T or 1, D / 3D]."""
+        """x [B, T, S, D] (S = tokens per frame); emb/adaln_lora [B, T or 1, D / 3D]. Under
+        context parallel T counts this rank's frames and `cp` is the layout."""
         b, t, s, d = x.shape
 
         def modulation(adaln: nn.Module) -> tuple[Tensor, ...]:
@@ -297,7 +309,7 @@ class Block(nn.Module):
 
         shift, scale, gate = modulation(self.adaln_modulation_self_attn)
         h = self.layer_norm_self_attn(x) * (1 + scale) + shift
-        h = self.self_attn(h.reshape(b, t * s, d), rope=(rope_cos, rope_sin))
+        h = self.self_attn(h.reshape(b, t * s, d), rope=(rope_cos, rope_sin), cp=cp)
         x = x + gate * h.view(b, t, s, d)
 
         shift, scale, gate = modulation(self.adaln_modulation_cross_attn)
@@ -382,7 +394,13 @@ class MiniTrainDiT(nn.Module):
         )
         out_features = patch_spatial * patch_spatial * patch_temporal * out_channels
         self.final_layer = FinalLayer(d, out_features, adaln_lora_dim)
+        self.cp: ContextParallel | None = None  # enable_context_parallel
         self.init_weights()
+
+    def enable_context_parallel(self, group=None) -> None:
+        """Split each sample's latent frames across `group` (None: off; context_parallel.py):
+        every rank of it passes the same whole inputs and gets the same whole output."""
+        self.cp = context_parallel_of(group)
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -446,22 +464,34 @@ class MiniTrainDiT(nn.Module):
         """Velocity [B, out_channels, T, H, W] in the dtype of x."""
         timesteps = self._check_shapes(x_B_C_T_H_W, timesteps_B_T)
         x = self._input_channels(x_B_C_T_H_W, condition_video_input_mask_B_C_T_H_W, padding_mask)
+        p, pt = self.patch_spatial, self.patch_temporal
+        t, h, w = x.shape[2] // pt, x.shape[3] // p, x.shape[4] // p  # the whole video's grid
+        # Context parallel: this rank keeps its latent frames, and slices the per-frame tables
+        # (timesteps, RoPE) of the whole video so its tokens keep their global positions.
+        cp = self.cp.layout(t, h * w) if self.cp is not None else None
+        if cp is not None:
+            x = cp.local(x, dim=2, per=pt)
+            if timesteps.shape[1] > 1:
+                timesteps = cp.local(timesteps, dim=1)
         x = self.x_embedder(x)
-        b, t, h, w, d = x.shape
-        x = x.view(b, t, h * w, d)
+        b, t_here, _, _, d = x.shape
+        x = x.view(b, t_here, h * w, d)
 
         # Sinusoid in fp32, then the compute dtype (bf16 params need bf16 inputs without autocast).
         sinusoid = self.t_embedder[0](timesteps).to(x.dtype)
         emb, adaln_lora = self.t_embedder[1](sinusoid)
         emb = self.t_embedding_norm(emb)
         angles = self.pos_embedder.angles(t, h, w, x.device).unsqueeze(1)
+        if cp is not None:
+            angles = cp.local(angles, dim=0, per=h * w)
         cos, sin = torch.cos(angles), torch.sin(angles)
         context = crossattn_emb.to(x.dtype)
 
         for block in self.blocks:
-            x = block(x, emb, adaln_lora, context, cos, sin)
+            x = block(x, emb, adaln_lora, context, cos, sin, cp)
         x = self.final_layer(x, emb, adaln_lora)
-        return self._unpatchify(x.view(b, t, h, w, -1))
+        out = self._unpatchify(x.view(b, t_here, h, w, -1))
+        return out if cp is None else cp.gather(out, dim=2, per=pt)
 
     def _unpatchify(self, x: Tensor) -> Tensor:
         """B T H W (p1 p2 t C) -> B C (T t) (H p1) (W p2): channel innermost (§4.5.8)."""

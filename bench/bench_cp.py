@@ -1,0 +1,277 @@
+"""GPU benchmark of context parallel (issue 16): the Predict2 training step and generation with each
+sample's latent frames split over the processes of one job (framework/models/context_parallel.py).
+
+    python -m bench.bench_cp --out cp1.json                           # one GPU: cp 1, the baseline
+    torchrun --nproc_per_node=8 -m bench.bench_cp --out cp8.json      # cp 8 (all ranks, one video)
+    torchrun --nproc_per_node=4 -m bench.bench_cp --size 14B --out cp4_14b.json
+    torchrun --nproc_per_node=2 -m bench.bench_cp --smoke             # CPU (gloo), tiny shapes
+
+Parts (each guarded; the JSON is rewritten after every part):
+  step      the trainer's step at groot_gr1_480's shape (B 1, 24x54x96 latents, 31,104 tokens, T5
+            512x1024): WorldModel.training_step (rectified flow) under bf16 autocast over fp32
+            weights, backward, clip, AdamW; FSDP2 over every rank (as the trainer: CP ranks hold
+            shards too), selective checkpointing, optional per-block compile (--compile)
+  forward   one batch-2 forward of the net in bf16 weights: one CFG step of generation
+  generate  WorldModel.generate with CFG (--gen-steps, default 35) including the Wan VAE (random
+            weights); every rank runs the VAE, the net's frames are split
+
+Rows: seconds (median of the timed calls, rank 0's clock after a barrier), peak GiB (largest over
+the ranks), TFLOP/s per GPU (model FLOPs of the sample from cosmos2/flops.py / seconds / ranks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from bench.common import Report, Shapes, env_info, free_memory, is_oom, peak_gib  # noqa: E402
+from framework.trainer import dist as D  # noqa: E402
+
+PARTS = ("step", "forward", "generate")
+
+
+@dataclasses.dataclass
+class Run:
+    args: argparse.Namespace
+    shapes: Shapes
+    device: torch.device
+    world: int
+    cp: int
+    group: dist.ProcessGroup | None
+    report: Report
+
+    @property
+    def main(self) -> bool:
+        return dist.get_rank() == 0
+
+    def autocast(self):
+        cuda = self.device.type == "cuda"
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+
+    def note(self) -> str:
+        if self.cp == 1:
+            return f"cp 1 (no split) on {self.world} rank(s)"
+        heads, t = self.shapes.net["num_heads"], self.shapes.latent[2]
+        path = "ulysses" if heads % self.cp == 0 else "all-gather K/V"
+        base, extra = divmod(t, self.cp)
+        frames = f"{base + (extra > 0)}" + (f"/{base}" if extra else "")
+        return f"cp {self.cp} of {self.world} ranks, {frames} frames per rank, {path}"
+
+
+def shapes_of(args: argparse.Namespace) -> Shapes:
+    from framework.models.cosmos2.net import net_config
+
+    if args.smoke:
+        return Shapes.smoke()
+    return dataclasses.replace(Shapes.full(args.gen_steps), net=net_config(args.size))
+
+
+def timed(run: Run, name: str, part: str, fn, flops: float | None, warmup: int, iters: int):
+    """Warm up, then time `iters` calls on every rank; one row on rank 0 with the slowest
+    rank's peak memory. A failure (OOM included) is recorded and the run goes on."""
+    from bench.common import time_calls
+
+    dev = run.device
+    free_memory(dev)
+    try:
+        for _ in range(warmup):
+            fn()
+        free_memory(dev)  # also resets the peak
+        dist.barrier()
+        times = time_calls(fn, dev, iters)
+        dist.barrier()
+    except Exception as err:
+        run.report.error(name, err)
+        if run.main:
+            why = "OOM" if is_oom(err) else err.__class__.__name__
+            run.report.row(part, name, note=f"failed: {why}")
+        return None
+    peak = torch.tensor([peak_gib(dev) or 0.0], device=dev)
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    seconds = sorted(times)[len(times) // 2]
+    per_gpu = flops / run.world if flops else None
+    if not run.main:
+        return None
+    return run.report.row(part, name, seconds, peak.item() or None, per_gpu, run.note())
+
+
+def model_flops(run: Run) -> float:
+    """Training FLOPs of one sample (fwd + bwd) from framework/models/cosmos2/flops.py."""
+    from framework.models.cosmos2.flops import flops_per_sample
+    from framework.models.cosmos2.net import MiniTrainDiT
+
+    with torch.device("meta"):
+        net = MiniTrainDiT(**run.shapes.net)
+    _, _, t, h, w = run.shapes.latent
+    return float(flops_per_sample(net, t, h, w, run.shapes.text_len))
+
+
+def world_model(run: Run, tokenizer=None):
+    from framework.diffusion.rectified_flow import RectifiedFlowObjective
+    from framework.diffusion.samplers import MultistepSampler
+    from framework.models.cosmos2.net import MiniTrainDiT
+    from framework.models.world_model import WorldModel
+
+    sh = run.shapes
+    torch.manual_seed(0)
+    with torch.device(run.device):  # random init straight on the GPU
+        net = MiniTrainDiT(**sh.net)
+    model = WorldModel(
+        net, tokenizer, RectifiedFlowObjective(), MultistepSampler(), state_t=sh.latent[2]
+    )
+    model.max_text_tokens = sh.text_len
+    if run.group is not None:
+        model.context_parallel(run.group)
+    return model
+
+
+def part_step(run: Run) -> None:
+    from framework.trainer.optim import adamw
+
+    sh, dev = run.shapes, run.device
+    model = world_model(run)
+    parallel = OmegaConf.create(
+        dict(strategy="fsdp", activation_checkpointing="selective", compile=run.args.compile)
+    )
+    mesh = D.build_mesh(
+        OmegaConf.create({"strategy": "fsdp", "shard_size": -1}),
+        D.DistEnv(dist.get_rank(), run.world, device=dev),
+    )
+    model.parallelize(mesh, parallel)
+    params = model.trainable_parameters()
+    opt = adamw(params, lr=1e-5, weight_decay=0.1, betas=(0.9, 0.99), eps=1e-8)
+    g = torch.Generator(device="cpu").manual_seed(1)  # the same sample on every rank
+    batch = {
+        "latent": torch.randn(sh.latent, generator=g).to(dev),
+        "t5_text_embeddings": torch.randn(1, sh.text_len, sh.text_dim, generator=g).to(dev),
+        "padding_mask": torch.zeros(1, 1, *sh.pixel_hw, device=dev),
+        "fps": torch.tensor([16.0], device=dev),
+    }
+
+    def step() -> None:
+        with run.autocast():
+            loss, _ = model.training_step(batch, 0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    torch.manual_seed(2)  # every rank draws the same noise levels and noise
+    warmup = 1 if run.args.smoke else (3 if run.args.compile else 2)
+    name = f"train step {sh.net['model_channels']}ch x{len(model.net.blocks)} selective"
+    name += " +compile" if run.args.compile else ""
+    timed(run, name, "step", step, model_flops(run), warmup, run.args.iters)
+
+
+def generation_model(run: Run, tokenizer=None):
+    model = world_model(run, tokenizer)
+    # As framework/inference/loading.py places a net for generation: bf16 weights on CUDA.
+    model.net.to(torch.bfloat16 if run.device.type == "cuda" else torch.float32).eval()
+    return model
+
+
+def part_forward(run: Run) -> None:
+    sh, dev = run.shapes, run.device
+    net = generation_model(run).net
+    b, c, t, h, w = sh.latent
+    g = torch.Generator(device="cpu").manual_seed(3)
+    x = torch.randn(2 * b, c, t, h, w, generator=g).to(dev)
+    ts = torch.rand(2 * b, t, generator=g).to(dev)
+    text = torch.randn(2 * b, sh.text_len, sh.text_dim, generator=g).to(dev)
+    cond = torch.zeros(2 * b, 1, t, h, w, device=dev)
+    pad = torch.zeros(2 * b, 1, *sh.pixel_hw, device=dev)
+
+    def forward() -> None:
+        with torch.no_grad(), run.autocast():
+            net(x, ts, text, cond, pad)
+
+    flops = 2 * model_flops(run) / 3  # forward = a third of fwd+bwd, batch 2
+    timed(run, "generate: one CFG step (forward, batch 2)", "forward", forward, flops, 2, 5)
+
+
+def part_generate(run: Run) -> None:
+    from framework.models.tokenizers import WanVAETokenizer
+
+    sh, dev = run.shapes, run.device
+    with torch.device(dev):
+        tok = WanVAETokenizer(path=None, config=dict(sh.vae))
+    tok.place(dev)
+    model = generation_model(run, tok)
+    g = torch.Generator(device="cpu").manual_seed(4)
+    image = torch.randint(0, 256, (1, 3, 1, *sh.pixel_hw), dtype=torch.uint8, generator=g)
+    emb = torch.randn(1, sh.text_len, sh.text_dim, generator=g)
+    steps = sh.gen_steps
+
+    def generate(num_steps: int):
+        return model.generate(image.to(dev), emb.to(dev), guidance=7.0, num_steps=num_steps)
+
+    generate(1)  # every kernel and the VAE once
+    flops = (steps + 1) * 2 * model_flops(run) / 3  # sample() calls the net steps + 1 times
+    name = f"generate {steps} steps, CFG, incl. VAE"
+    timed(run, name, "generate", lambda: generate(steps), flops, 0, 1)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_cp", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="", help="JSON report (rank 0 writes it)")
+    p.add_argument("--size", choices=("2B", "14B"), default="2B")
+    p.add_argument("--cp", type=int, default=0, help="context-parallel degree (default: all ranks)")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
+    p.add_argument("--compile", action="store_true", help="per-block torch.compile in the step")
+    p.add_argument("--iters", type=int, default=None, help="timed steps (default 5; smoke 2)")
+    p.add_argument("--gen-steps", type=int, default=35)
+    p.add_argument("--smoke", action="store_true", help="tiny shapes, CPU works")
+    args = p.parse_args(argv)
+    args.iters = args.iters or (2 if args.smoke else 5)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = D.init_distributed("fsdp")  # a one-process group without torchrun (FSDP needs one)
+    world = env.world_size
+    cp = args.cp or world
+    parts = [p for p in args.parts.split(",") if p]
+    if world % cp or set(parts) - set(PARTS):
+        raise SystemExit(f"--cp {cp} must divide the {world} ranks; --parts from {PARTS}")
+    torch.set_float32_matmul_precision("high")  # as the trainer sets it
+    shapes = shapes_of(args)
+    if shapes.latent[2] < cp:
+        raise SystemExit(f"--cp {cp} exceeds the {shapes.latent[2]} latent frames")
+    report = Report((args.out or None) if env.is_main else None, env_info(env.device), vars(args))
+    run = Run(args, shapes, env.device, world, cp, D.context_parallel_group(cp), report)
+    if run.main:
+        print(f"{args.size if not args.smoke else 'smoke'}: {run.note()}", flush=True)
+    t0 = time.perf_counter()
+    for part in parts:
+        if run.main:
+            print(f"[{part}] ({time.perf_counter() - t0:.0f} s elapsed)", flush=True)
+        try:
+            {"step": part_step, "forward": part_forward, "generate": part_generate}[part](run)
+        except Exception as err:  # a part's set-up failing must not lose the others
+            report.error(part, err)
+        report.write()
+    if run.main:
+        print("\n" + report.table())
+        if args.out:
+            print(f"\nwrote {args.out}")
+    D.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
