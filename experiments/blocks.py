@@ -238,11 +238,12 @@ def predict1_net(size: str = "7B", **overrides) -> DictConfig:
     return L("framework.models.cosmos1.net.GeneralDIT")(**{**net_config(size), **overrides})
 
 
-def scaled_tokenizer(tokenizer: DictConfig, scale: float = 0.5) -> DictConfig:
-    """A tokenizer whose latents are multiplied by sigma_data = 0.5, as upstream's Predict1 model
-    sees them (docs/upstream/cosmos_predict1.md §3.2; why here: cosmos1/latent_scale.py)."""
+def scaled_tokenizer(tokenizer: DictConfig, scale=0.5, shift=0.0) -> DictConfig:
+    """A tokenizer whose latents are (z - shift) * scale, per channel or overall: sigma_data = 0.5
+    as upstream's Predict1 model sees them (docs/upstream/cosmos_predict1.md §3.2; why here:
+    cosmos1/latent_scale.py)."""
     return L("framework.models.cosmos1.latent_scale.ScaledTokenizer")(
-        tokenizer=tokenizer, scale=scale
+        tokenizer=tokenizer, scale=scale, shift=shift
     )
 
 

@@ -89,8 +89,16 @@ def test_scaled_tokenizer_multiplies_by_sigma_data():
     torch.testing.assert_close(tok.encode(video), 0.5 * inner.encode(video))
     torch.testing.assert_close(tok.decode(tok.encode(video)), inner.decode(inner.encode(video)))
     assert tok.identity != inner.identity and tok.latent_channels == 12
+    # Per-channel normalisation (tiny_bridge's pixels): (z - shift) * scale, inverted exactly.
+    scale, shift = torch.linspace(1, 4, 12), torch.linspace(-0.5, 0.5, 12)
+    norm = ScaledTokenizer(inner, scale.tolist(), shift.tolist())
+    want = (inner.encode(video) - shift.view(1, -1, 1, 1, 1)) * scale.view(1, -1, 1, 1, 1)
+    torch.testing.assert_close(norm.encode(video), want)
+    torch.testing.assert_close(norm.decode(want), inner.decode(inner.encode(video)))
     with pytest.raises(ValueError, match="positive"):
         ScaledTokenizer(inner, 0.0)
+    with pytest.raises(ValueError, match="one per latent channel"):
+        ScaledTokenizer(inner, [1.0, 2.0])
 
 
 def tiny_model():

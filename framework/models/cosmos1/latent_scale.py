@@ -11,6 +11,8 @@ in another.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -18,30 +20,51 @@ from framework.models.tokenizers import _TokenizerBase
 
 
 class ScaledTokenizer(_TokenizerBase):
-    """`tokenizer` with encode(x) * scale and decode(z / scale); everything else delegated.
-    The identity names the scale, so a latent cache of the unscaled tokenizer is not reused."""
+    """`tokenizer` with encode(x) = (z - shift) * scale and decode inverting it; everything else
+    delegated. `scale` and `shift` are one number or one per latent channel (a pixel tokenizer
+    has no normalisation of its own: tiny_bridge centres and scales its pixels here, as the
+    CV8x8x8 tokenizer's mean_std does for its latents). The identity names both, so a latent
+    cache of another normalisation is not reused."""
 
-    def __init__(self, tokenizer: _TokenizerBase, scale: float = 0.5) -> None:
+    def __init__(
+        self,
+        tokenizer: _TokenizerBase,
+        scale: float | Sequence[float] = 0.5,
+        shift: float | Sequence[float] = 0.0,
+    ) -> None:
         super().__init__()
-        if not scale > 0:
-            raise ValueError(f"latent scale must be positive, got {scale}; use 0.5 (sigma_data).")
         self.inner = tokenizer
-        self.scale = float(scale)
         self.latent_channels = tokenizer.latent_channels
         self.spatial_compression = tokenizer.spatial_compression
         self.temporal_compression = tokenizer.temporal_compression
-        self.identity = f"{tokenizer.identity}-x{self.scale:g}"
+        self.scale = self._per_channel(scale, "scale")
+        self.shift = self._per_channel(shift, "shift")
+        if not bool((self.scale > 0).all()):
+            raise ValueError(f"latent scale must be positive, got {scale}; use 0.5 (sigma_data).")
+        values = [*self.scale.flatten().tolist(), *self.shift.flatten().tolist()]
+        self.identity = f"{tokenizer.identity}-x" + ",".join(f"{v:.6g}" for v in values)
+
+    def _per_channel(self, value: float | Sequence[float], name: str) -> Tensor:
+        t = torch.as_tensor(value, dtype=torch.float32, device="cpu").reshape(-1)
+        if t.numel() not in (1, self.latent_channels):
+            raise ValueError(
+                f"latent {name} has {t.numel()} values; give one, or one per latent channel "
+                f"({self.latent_channels})."
+            )
+        return t.view(1, -1, 1, 1, 1)
 
     def place(self, device: torch.device | str) -> None:
         self.inner.place(device)
 
     @torch.no_grad()
     def encode(self, video: Tensor) -> Tensor:
-        return self.inner.encode(video) * self.scale
+        z = self.inner.encode(video)
+        return (z - self.shift.to(z.device)) * self.scale.to(z.device)
 
     @torch.no_grad()
     def decode(self, latent: Tensor) -> Tensor:
-        return self.inner.decode(latent / self.scale)
+        z = latent / self.scale.to(latent.device) + self.shift.to(latent.device)
+        return self.inner.decode(z)
 
 
 def cv8x8x8_tokenizer(path: str | None, scale: float = 0.5, **kwargs) -> ScaledTokenizer:
