@@ -143,7 +143,7 @@ def h264_frames(path: Path) -> int:
         return sum(1 for _ in container.decode(stream))
 
 
-def test_tiny_bridge_trains_resumes_and_generates(tmp_path):
+def test_tiny_bridge_trains_resumes_and_generates(tmp_path, monkeypatch):
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -185,7 +185,7 @@ def test_tiny_bridge_trains_resumes_and_generates(tmp_path):
     assert losses(tmp_path / "runs" / "worldtune" / "tiny" / "resumed") == losses(job)
 
     # The stock CLI from the job folder: an image, a clip and a batch JSON, H.264 out.
-    os.environ["DATASETS"] = env["DATASETS"]  # the config names the small T5 under DATASETS
+    monkeypatch.setenv("DATASETS", env["DATASETS"])  # the config's small T5 is under DATASETS
     frame = tmp_path / "frame.png"
     Image.fromarray(np.full((40, 32, 3), 90, dtype=np.uint8)).save(frame)
     clip = next((tmp_path / "datasets" / "synthetic_bridge" / "videos" / "val").glob("*/rgb.mp4"))
