@@ -139,7 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num_steps", type=int, default=35)
     a("--seed", type=int, default=0)
     a("--guidance", type=float, default=7.0)
-    a("--num_conditional_frames", type=int, choices=(1, 5), default=1)
+    a(
+        "--num_conditional_frames",
+        type=int,
+        default=1,
+        help="pixel frames given: 1, or 1 + a multiple of the tokenizer's time stride (5 for "
+        "Predict2's Wan VAE, 9 for Predict1's CV8x8x8)",
+    )
     a("--output", help="JSON path (default: <job_dir>/eval_<checkpoint>.json)")
     return p
 

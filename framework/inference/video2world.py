@@ -79,7 +79,13 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
         default=prompts.DEFAULT_NEGATIVE_PROMPT,
         help='negative prompt for guidance; "" means the all-zero (no text) embedding',
     )
-    a("--num_conditional_frames", type=int, choices=(1, 5), default=1)
+    a(
+        "--num_conditional_frames",
+        type=int,
+        default=1,
+        help="pixel frames given: 1, or 1 + a multiple of the tokenizer's time stride (5 for "
+        "Predict2's Wan VAE, 9 for Predict1's CV8x8x8)",
+    )
     a("--guidance", type=float, default=7.0)
     a("--seed", type=int, default=0)
     a("--num_steps", type=int, default=35)

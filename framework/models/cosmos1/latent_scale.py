@@ -70,14 +70,6 @@ class ScaledTokenizer(_TokenizerBase):
 def cv8x8x8_tokenizer(path: str | None, scale: float = 0.5, **kwargs) -> ScaledTokenizer:
     """Cosmos-Tokenize1-CV8x8x8 (framework/models/cosmos1/tokenizer.py) scaled by sigma_data:
     the Predict1 tokenizer block, so that `model.tokenizer.path` names the weights folder."""
-    import contextlib
-
     from framework.models.cosmos1.tokenizer import CosmosCV8x8x8Tokenizer
 
-    # Dry runs build under a meta default device; the tokenizer turns its statistics into CPU
-    # tensors with torch.as_tensor, which cannot copy out of meta. Its VAE still goes to meta
-    # through its own on_meta() check.
-    meta = torch.get_default_device().type == "meta"
-    with torch.device("cpu") if meta else contextlib.nullcontext():
-        inner = CosmosCV8x8x8Tokenizer(path, **kwargs)
-    return ScaledTokenizer(inner, scale)
+    return ScaledTokenizer(CosmosCV8x8x8Tokenizer(path, **kwargs), scale)

@@ -107,8 +107,9 @@ def _missing(path: str) -> FileNotFoundError:
 def _stats(values: Sequence[float] | Tensor | None, channels: int, fill: float) -> Tensor:
     """Per-(channel, latent frame) statistics [1, C, N, 1, 1] in fp32."""
     if values is None:
-        return torch.full((1, channels, 1, 1, 1), fill)
-    t = torch.as_tensor(values, dtype=torch.float32).detach().cpu().reshape(-1)
+        return torch.full((1, channels, 1, 1, 1), fill, device="cpu")
+    # Always CPU, also under a meta default device (--dryrun): statistics are data, not weights.
+    t = torch.as_tensor(values, dtype=torch.float32, device="cpu").detach().reshape(-1)
     if t.numel() % channels:
         raise ValueError(
             f"Latent mean/std have {t.numel()} values, not a multiple of the "
