@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -51,12 +52,27 @@ def torchrun(out: Path, name: str, *overrides: str, nproc: int = 2, extra: tuple
 def launch(cmd: list) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, so a hung run can be killed whole
     )
 
 
-def finish(*procs: subprocess.Popen) -> None:
-    outs = [p.communicate(timeout=150)[0] for p in procs]
+def finish(*procs: subprocess.Popen, timeout: float = 240) -> None:
+    """Wait for every launch; on a timeout kill all of them (torchrun and its workers: a worker
+    left in a collective whose peer died would otherwise outlive the test) and fail."""
+    outs = []
+    try:
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+        tails = [(p.communicate()[0] or "")[-2000:] for p in procs]
+        pytest.fail(f"a launch ran over {timeout} s; output:\n" + "\n---\n".join(tails))
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-4000:]
 
