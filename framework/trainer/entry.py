@@ -17,6 +17,7 @@ Exit codes (also in docs/training.md), so SLURM scripts can tell a requeue from 
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -62,6 +63,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     """Train the experiment `cfg` (overrides already applied); returns the process exit code."""
     env = D.init_distributed(cfg.parallel.strategy)
     _setup_logging(env.rank)
+    trainer = None
     try:
         # A preemption signal while the model is built (minutes at 14B) is kept, not fatal: the
         # trainer acts on it after its first step (saves, exits 75).
@@ -87,4 +89,10 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
         log.error("error: %s", err)
         return EXIT_WRITE
     finally:
+        # Free the trainer (DDP's reducer holds the process group) while the group is still
+        # registered, then destroy it: destroyed inside the reducer's teardown, gloo joins a
+        # worker thread that needs the GIL the teardown holds, and the process hung at exit
+        # (seen in tests/test_dist.py).
+        del trainer
+        gc.collect()
         D.shutdown()
