@@ -144,17 +144,7 @@ def test_two_tasks_train_as_two_nodes_like_one_process(slurm, tmp_path):
     assert len(list((logs / f"ranks_{job_id}").glob("node*/*/attempt_0/0/stderr.log"))) == 2
 
 
-def test_sweep_as_a_job_array(slurm, datasets, tmp_path):
-    args = [
-        "tiny_gr1",
-        "optim.lr=1e-3,2e-3,3e-3",
-        "train.max_steps=3",
-        *TINY,
-        "--launcher=slurm",
-        "--parallelism=2",
-        "--signal-secs=30",
-    ]
-    env = env_for(tmp_path, datasets)
+def _queued_array_then_wait(slurm, args, env, tmp_path):
     first = launch("launch.sweep", *args, env=env)
     assert "submitted SLURM job array" in first.stdout
     sweep = tmp_path / "worldtune" / "tiny_gr1-lr"
@@ -168,12 +158,54 @@ def test_sweep_as_a_job_array(slurm, datasets, tmp_path):
     assert [submitted(j) for j in jobs] == [[f"{array_id}_{i}"] for i in range(3)]
 
     # The same command while the array is queued or running submits nothing; --wait waits.
-    done = launch("launch.sweep", *args, "--wait", env=env)
-    assert f"lr=0.001: running (SLURM job {array_id}_0)" in done.stdout
-    assert "waiting for 3 runs to end" in done.stdout
-    rows = [line for line in done.stdout.splitlines() if line.startswith("lr=0.00")]
+    again = launch("launch.sweep", *args, env=env)
+    for i in range(3):
+        assert f"lr=0.00{i + 1}: running (SLURM job {array_id}_{i}); skipped" in again.stdout
+    assert "submitted" not in again.stdout
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "launch.sweep", *args, "--wait"],
+        cwd=ROOT,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        head = []
+        while not head or "waiting for" not in head[-1]:
+            line = waiting.stdout.readline()
+            assert line, "".join(head)
+            head.append(line)
+        assert "waiting for 3 runs to end" in head[-1], "".join(head)
+        slurm._run("scontrol", "update", "PartitionName=debug", "State=UP")
+        tail, _ = waiting.communicate(timeout=240)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, "".join(head) + tail
+    return sweep, jobs, array_id, "".join(head) + tail
+
+
+def test_sweep_as_a_job_array(slurm, datasets, tmp_path):
+    args = [
+        "tiny_gr1",
+        "optim.lr=1e-3,2e-3,3e-3",
+        "train.max_steps=3",
+        *TINY,
+        "--launcher=slurm",
+        "--parallelism=2",
+        "--signal-secs=30",
+    ]
+    env = env_for(tmp_path, datasets)
+    # The partition is down while the array is submitted, so the re-runs below meet every task
+    # still queued however fast the machine is; it comes up once --wait waits.
+    slurm._run("scontrol", "update", "PartitionName=debug", "State=DOWN")
+    try:
+        sweep, jobs, array_id, done = _queued_array_then_wait(slurm, args, env, tmp_path)
+    finally:
+        slurm._run("scontrol", "update", "PartitionName=debug", "State=UP")
+    rows = [line for line in done.splitlines() if line.startswith("lr=0.00")]
     rows = [row for row in rows if "skipped" not in row]
-    assert len(rows) == 3 and all(" finished " in row for row in rows), done.stdout
+    assert len(rows) == 3 and all(" finished " in row for row in rows), done
     assert (sweep / "loss_curves.png").stat().st_size > 0
     for job_dir in jobs:
         assert len(submitted(job_dir)) == 1
