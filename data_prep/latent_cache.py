@@ -5,13 +5,18 @@
         --num_frames 93 --video_size 432 768 --output DIR/latents
 
 Train from it with `data.dataset.latent_cache_dir=<output>`: samples then carry `latent` instead
-of `video` and the model skips the encode. Re-running adds only missing clips. Format:
+of `video` and the model skips the encode. Windows: one every `--window_stride` frames (default
+4; 1 = every start, upstream's sampling) or `--windows_per_video N` evenly spaced; training draws
+one at random per sample. A tqdm bar counts videos and windows; re-running the same command
+resumes (adds only missing clips). Format and the choice of windows:
 framework/data/latent_cache.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +67,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--video_size", type=int, nargs=2, default=[432, 768], metavar=("H", "W"))
     p.add_argument("--frame_stride", type=int, default=1)
     p.add_argument("--resize_mode", default="resize", choices=["resize", "center_crop"])
-    p.add_argument(
+    windows = p.add_mutually_exclusive_group()
+    windows.add_argument(
+        "--window_stride",
+        type=int,
+        default=4,
+        help="encode the window starting every N frames, and the last one (default 4: one Wan "
+        "latent frame; 1 = every start, as upstream samples); training picks one at random",
+    )
+    windows.add_argument(
         "--windows_per_video",
         type=int,
-        default=1,
-        help="evenly spaced clips per video; training picks one at random (default 1)",
+        default=None,
+        help="instead: N evenly spaced windows per video (1 = the clip starting at frame 0)",
     )
     p.add_argument("--shard_size", type=int, default=32, help="clips per shard file")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -77,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         help="dtype on disk (default: what the tokenizer returns)",
     )
     a = p.parse_args(argv)
+    command = shlex.join(
+        ["python", "-m", "data_prep.latent_cache", *(sys.argv[1:] if argv is None else argv)]
+    )
     if a.tokenizer:
         from framework.config.lazy import locate
 
@@ -93,8 +109,17 @@ def main(argv: list[str] | None = None) -> None:
     if hasattr(tokenizer, "to"):
         tokenizer = tokenizer.to(a.device)
     dtype = getattr(torch, a.store_dtype) if a.store_dtype else None
+    stride = None if a.windows_per_video else a.window_stride
     out = build_latent_cache(
-        dataset, tokenizer, a.output, a.windows_per_video, a.shard_size, a.device, dtype
+        dataset,
+        tokenizer,
+        a.output,
+        a.windows_per_video or 1,
+        a.shard_size,
+        a.device,
+        dtype,
+        window_stride=stride,
+        command=command,
     )
     print(f"latent cache at {Path(out)}")
 

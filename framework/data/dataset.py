@@ -317,12 +317,13 @@ class VideoDataset(ClipDataset):
         )
         self.cache = None
         if latent_cache_dir is not None and not Path(latent_cache_dir).exists():
-            logger.warning(
-                "latent cache %s does not exist; decoding videos instead (build it "
-                "with python -m data_prep.latent_cache)",
-                latent_cache_dir,
+            # Asked for, not there: decoding instead would silently cost the step a VAE encode.
+            raise FileNotFoundError(
+                f"latent cache {latent_cache_dir} does not exist; build it with python -m "
+                f"data_prep.latent_cache EXPERIMENT [KEY=VALUE ...] --output {latent_cache_dir} "
+                "(or drop data.dataset.latent_cache_dir to encode every clip in the step)."
             )
-        elif latent_cache_dir is not None:
+        if latent_cache_dir is not None:
             from framework.data.latent_cache import LatentCache
 
             self.cache = LatentCache(latent_cache_dir, expected_identity)

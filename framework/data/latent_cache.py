@@ -1,11 +1,21 @@
 """Latent cache: encode each clip once with a frozen tokenizer, train from the stored latents.
 
 Layout of a cache folder:
-  cache.json                       tokenizer identity and the clip settings of the latents
+  cache.json                       tokenizer identity, the clip settings of the latents, which
+                                   windows were encoded, and the command that built it
   latents-00000.safetensors ...    shards; tensor "<stem>@<start>" = latent [C, T', H', W'];
                                    header metadata "clips" = JSON list of {stem, start, fps}
 safetensors (not pickle) so reading is safe and one clip is read without loading its whole shard.
 A shard is written atomically when full, so an interrupted build resumes from the last shard.
+
+Which windows: upstream draws each sample's 93-frame window uniformly from every start of the
+video (docs/upstream/cosmos_predict2.md §6.2). The cache stores whole windows, every
+`window_stride` frames from the first start to the last, and training draws one of them at
+random: stride 1 is upstream's distribution, the default 4 (one latent frame of the Wan VAE)
+stores a quarter of it. Slicing one encoding of the whole video instead would be cheaper but
+wrong: the VAE is causal, so a window's first latent (the frame generation conditions on) encodes
+that frame alone, and a slice of the whole video's latents differs from the window's own encoding
+(bench/bench_latent_windows.py measures it; docs/data.md has the numbers).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from framework.config import ConfigError
 from framework.data.video import ClipReader, VideoError
 from framework.io import atomic_write, atomic_write_text
 from framework.models.tokenizers import to_unit_range
@@ -28,6 +39,11 @@ if TYPE_CHECKING:
     from framework.data.dataset import VideoDataset
 
 SETTINGS = ("num_frames", "video_size", "frame_stride", "resize_mode")
+REBUILD = (
+    "rebuild the latent cache with the experiment and overrides you train with: "
+    "python -m data_prep.latent_cache "
+    "EXPERIMENT [KEY=VALUE ...] --output NEW_FOLDER, then data.dataset.latent_cache_dir=NEW_FOLDER"
+)
 
 
 def clip_to_unit_range(video: torch.Tensor) -> torch.Tensor:
@@ -35,8 +51,12 @@ def clip_to_unit_range(video: torch.Tensor) -> torch.Tensor:
     return to_unit_range(video).unsqueeze(0)
 
 
-def _identity_text(identity: Any) -> str:
+def identity_text(identity: Any) -> str:
+    """How cache.json records a tokenizer's `identity` (and how a model compares its own)."""
     return json.dumps(identity, sort_keys=True, default=str)
+
+
+_identity_text = identity_text
 
 
 def _settings(dataset: VideoDataset) -> dict[str, Any]:
@@ -45,11 +65,16 @@ def _settings(dataset: VideoDataset) -> dict[str, Any]:
     }
 
 
-def window_starts(num_source_frames: int, span: int, windows: int) -> list[int]:
-    """`windows` evenly spaced clip starts from 0 to the last valid start, without repeats."""
+def window_starts(
+    num_source_frames: int, span: int, windows: int = 1, stride: int | None = None
+) -> list[int]:
+    """Clip starts: every `stride` frames from 0, plus the last valid start; or (no stride)
+    `windows` evenly spaced from 0 to the last valid start. No repeats."""
     last = num_source_frames - span
     if last < 0:
         return []
+    if stride:
+        return sorted({*range(0, last + 1, int(stride)), last})
     return sorted({int(round(s)) for s in np.linspace(0, last, max(1, windows))})
 
 
@@ -64,13 +89,8 @@ class LatentCache:
                 f"{meta_path} is missing; build the cache with python -m data_prep.latent_cache"
             )
         self.meta = json.loads(meta_path.read_text())
-        if expected_identity is not None and (
-            _identity_text(expected_identity) != self.meta["identity"]
-        ):
-            raise ValueError(
-                f"latent cache {self.dir} was made by tokenizer {self.meta['identity']}, not "
-                f"{_identity_text(expected_identity)}; rebuild it or point to another cache"
-            )
+        if expected_identity is not None:
+            self.check_identity(identity_text(expected_identity))
         self.clips: dict[str, list[tuple[str, str, float]]] = {}
         for shard in sorted(self.dir.glob("latents-*.safetensors")):
             with safe_open(str(shard), "pt") as f:
@@ -78,13 +98,25 @@ class LatentCache:
                     key = f"{clip['stem']}@{clip['start']}"
                     self.clips.setdefault(clip["stem"], []).append((shard.name, key, clip["fps"]))
 
+    def _built_by(self) -> str:
+        cmd = self.meta.get("command")
+        return f" (it was built by: {cmd})" if cmd else ""
+
+    def check_identity(self, want: str) -> None:
+        """Refuse a cache made by another tokenizer (another VAE file, config or scaling)."""
+        if want != self.meta["identity"]:
+            raise ConfigError(
+                f"latent cache {self.dir} was made by tokenizer {self.meta['identity']}, not "
+                f"this model's {want}: {REBUILD}{self._built_by()}."
+            )
+
     def check_matches(self, dataset: VideoDataset) -> None:
         """Refuse a cache made with other clip settings than the dataset's."""
         want, have = _settings(dataset), self.meta["settings"]
         if want != have:
-            raise ValueError(
+            raise ConfigError(
                 f"latent cache {self.dir} was made with {have}, the dataset asks "
-                f"for {want}; rebuild the cache with the dataset's settings"
+                f"for {want}: {REBUILD}{self._built_by()}."
             )
 
     def sample(self, stem: str) -> dict[str, Any]:
@@ -96,7 +128,9 @@ class LatentCache:
             )
         shard, key, fps = choices[int(torch.randint(len(choices), ()).item())]
         with safe_open(str(self.dir / shard), "pt") as f:
-            return {"latent": f.get_tensor(key), "fps": float(fps)}
+            # The identity travels with the latent: the model checks it against its tokenizer.
+            latent = f.get_tensor(key)
+        return {"latent": latent, "fps": float(fps), "latent_identity": self.meta["identity"]}
 
 
 @torch.no_grad()
@@ -110,31 +144,39 @@ def build_latent_cache(
     store_dtype: torch.dtype | None = None,
     preprocess: Callable[[torch.Tensor], torch.Tensor] = clip_to_unit_range,
     progress: bool = True,
+    window_stride: int | None = None,
+    command: str | None = None,
 ) -> Path:
-    """Encode `windows_per_video` evenly spaced clips of every video with `tokenizer.encode`.
+    """Encode clips of every video with `tokenizer.encode`: one every `window_stride` frames
+    (plus the last start), or `windows_per_video` evenly spaced ones when no stride is given.
 
     `tokenizer` needs `.encode(video [1,3,T,H,W] in [-1,1]) -> [1,C,T',H',W']` and
-    `.identity` (JSON-able, recorded and checked on read). Re-running skips clips already stored.
+    `.identity` (JSON-able, recorded and checked on read). Re-running with the same settings
+    skips clips already stored (a killed build resumes); other settings are refused. `command`
+    is recorded so a refusal can say how the cache was built.
     """
     from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "identity": _identity_text(tokenizer.identity),
+    meta: dict[str, Any] = {
+        "identity": identity_text(tokenizer.identity),
         "settings": _settings(dataset),
-        "windows_per_video": windows_per_video,
     }
+    if window_stride:
+        meta["window_stride"] = int(window_stride)
+    else:
+        meta["windows_per_video"] = windows_per_video
     meta_path = out / "cache.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
-        if old != meta:
-            raise ValueError(
+        if {k: v for k, v in old.items() if k != "command"} != meta:
+            raise ConfigError(
                 f"{out} holds a cache made with {old}, not {meta}; "
                 "choose another output folder or delete it"
             )
     else:
-        atomic_write_text(meta_path, json.dumps(meta, indent=2))
+        atomic_write_text(meta_path, json.dumps({**meta, "command": command}, indent=2))
     done = LatentCache(out).clips
     shard_id = len(list(out.glob("latents-*.safetensors")))
     tensors: dict[str, torch.Tensor] = {}
@@ -151,7 +193,9 @@ def build_latent_cache(
         tensors.clear()
         clips.clear()
 
-    for entry in tqdm(dataset.samples, desc="latent cache", disable=not progress):
+    bar = tqdm(dataset.samples, desc="latent cache", unit="video", disable=not progress)
+    encoded = 0
+    for entry in bar:
         stem = Path(entry["video"]).stem
         have = {key for _, key, _ in done.get(stem, [])}
         try:
@@ -162,7 +206,10 @@ def build_latent_cache(
             print(f"skipping {entry['video']}: {err}")
             continue
         with reader:
-            for start in window_starts(reader.num_frames, dataset.span, windows_per_video):
+            starts = window_starts(
+                reader.num_frames, dataset.span, windows_per_video, window_stride
+            )
+            for start in starts:
                 key = f"{stem}@{start}"
                 if key in have:
                     continue
@@ -174,6 +221,8 @@ def build_latent_cache(
                 clips.append(
                     {"stem": stem, "start": start, "fps": reader.fps / dataset.frame_stride}
                 )
+                encoded += 1
+                bar.set_postfix(windows=encoded, refresh=False)
                 if len(tensors) >= shard_size:
                     flush()
     flush()
