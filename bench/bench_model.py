@@ -10,6 +10,11 @@ Parts (run in this order; each is guarded, and the JSON is rewritten after every
   profile    GPU kernel time of one of our training steps by kind (attention, GEMM, other)
   compile    our step with per-block torch.compile (parallelize_net(compile=True))
   critic     only when named: one Cosmos-Reason1-7B best-of-N critic call (bench/parts_critic.py)
+  save       only when named: how long a checkpoint save holds training, format=pt vs dcp
+             (bench/parts_ckpt.py)
+  lora       only when named: 2B full vs LoRA (fp32 / bf16 base) and 14B LoRA steps, a 14B
+             LoRA save (bench/parts_ckpt.py); `lorasave` the 14B LoRA save alone, `savecheck`
+             the staged bytes of a format=dcp save against the weights
 
 This file is the CLI, the driver and the summary; the parts live in bench/parts_model.py
 (ours, peer, and the shared Ctx/measure harness) and bench/parts_misc.py (the rest).
@@ -53,7 +58,7 @@ from bench.parts_model import Ctx, part_ours, part_peer  # noqa: E402
 
 PARTS = ("matmul", "attention", "ours", "peer", "vae", "generate", "profile", "compile")
 # Run only when named in --parts: the best-of-N critic (a 7B VLM, bench/parts_critic.py).
-OPTIONAL_PARTS = ("critic",)
+OPTIONAL_PARTS = ("critic", "save", "lora", "lorasave", "savecheck")
 # Checkpointing variants of our net. "selN": selective on N blocks spread evenly, full on the
 # rest (a memory/speed dial between the two). "bf16-*": bf16 parameters and no optimizer, the
 # peer's setup, for a like-for-like fwd+bwd comparison.
@@ -116,6 +121,12 @@ def summarize(ctx: Ctx) -> None:
     print("\nIssue reference (H200): " + "; ".join(f"{k}: {v}" for k, v in REFERENCE_H200.items()))
     if rep.data["errors"]:
         print("\nErrors: " + "; ".join(f"{k}: {v}" for k, v in rep.data["errors"].items()))
+
+
+def _ckpt_parts():
+    from bench import parts_ckpt
+
+    return parts_ckpt
 
 
 def _attn_label(sh: Shapes) -> str:
@@ -219,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         "profile": part_profile,
         "compile": part_compile,
         "critic": part_critic,
+        "save": lambda c: _ckpt_parts().part_save(c),
+        "lora": lambda c: _ckpt_parts().part_lora(c),
+        "lorasave": lambda c: _ckpt_parts().part_lora_save(c),
+        "savecheck": lambda c: _ckpt_parts().part_save_check(c),
     }
     if model_parts:
         functions.update(model_parts.FUNCTIONS)

@@ -85,7 +85,12 @@ def parallel(
     )
 
 
-def checkpoint(save_iter: int = 200, keep_last: int = 0, load_path: str = "") -> DictConfig:
+def checkpoint(
+    save_iter: int = 200, keep_last: int = 0, load_path: str = "", format: str = "pt"
+) -> DictConfig:
+    """`format`: `pt` (every part one full file, written before training goes on: small models)
+    or `dcp` (sharded and written in the background, the model file for the last step only:
+    the GPU recipes; docs/training.md "Checkpoints")."""
     return OmegaConf.create(
         dict(
             save_iter=save_iter,
@@ -93,6 +98,7 @@ def checkpoint(save_iter: int = 200, keep_last: int = 0, load_path: str = "") ->
             load_path=load_path,
             ignore_keys=[],
             load_ema=False,
+            format=format,
         )
     )
 
@@ -211,9 +217,10 @@ def predict2_model(net: DictConfig, tokenizer: DictConfig, state_t: int = 24, **
 def gr1_dataset(
     root: str = f"{DATASETS}/benchmark_train/gr1", num_frames: int = 93, video_size=(432, 768)
 ) -> DictConfig:
-    """GR1 layout: videos/*.mp4 + t5_xxl/*.pickle (data_prep/gr1.py makes it)."""
+    """GR1 layout: videos/*.mp4 + t5_xxl/*.pickle (data_prep/gr1.py makes it). Train from a
+    latent cache (python -m data_prep.latent_cache) with `data.dataset.latent_cache_dir=DIR`."""
     return L("framework.data.dataset.VideoDataset")(
-        dataset_dir=root, num_frames=num_frames, video_size=list(video_size)
+        dataset_dir=root, num_frames=num_frames, video_size=list(video_size), latent_cache_dir=None
     )
 
 

@@ -50,6 +50,7 @@ def bridge_57frames():
     # activation (fsdp.checkpoint False).
     cfg.parallel.shard_size = 32
     cfg.checkpoint.save_iter = 500
+    cfg.checkpoint.format = "dcp"  # sharded, in the background (docs/training.md, Checkpoints)
     cfg.checkpoint.load_path = blocks.predict1_checkpoint("7B")
     return cfg
 

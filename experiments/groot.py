@@ -25,6 +25,9 @@ def groot_gr1_480():
     cfg.parallel.activation_checkpointing = "selective"
     cfg.parallel.compile = True  # per block: 2.73 -> 2.19 s per step on an H200 (performance.md)
     cfg.checkpoint.save_iter = 200
+    # Sharded and in the background: a save of the 2B job stalled training 41 s as whole files
+    # (docs/performance.md); a 14B run never gathers its optimizer on one rank.
+    cfg.checkpoint.format = "dcp"
     # The 480p recipe starts from the 720p/16fps base checkpoint (upstream/cosmos_predict2.md §10).
     cfg.checkpoint.load_path = blocks.predict2_checkpoint("2B")
     return cfg

@@ -5,12 +5,15 @@
     python -m framework.export CHECKPOINT --to pt OUT.pt
         [--experiment NAME] [--module MOD] [--load_ema] [--dtype float32|bfloat16] [-- KEY=VALUE]
 
-The model is rebuilt as inference does (the job's config.yaml next to a `model/iter_N.pt`, or
-`--experiment` for an official file), a LoRA run's adapters folded in. `diffusers` writes a folder
-that `<family.diffusers_class>.from_pretrained(OUT_DIR)` loads (the family names the class, its
-config and the key renames); `safetensors` and `pt` write one state dict in the official layout
-(`net.*` plus extra modules such as `logvar.*`), which upstream's scripts read. Writes are atomic.
-Exit 2 on a user error.
+The model is rebuilt as inference does (the job's config.yaml next to a `model/iter_N.pt` or a
+`checkpoints/optim/iter_N/` folder of `checkpoint.format=dcp`, or `--experiment` for an official
+file), a LoRA run's adapters folded in (into the base from the job's `checkpoint.load_path` when
+the run saved adapters only). `JOB/checkpoints/model/iter_N.pt` also names a format=dcp step
+whose model file was not written: the weights are then read from its sharded folder.
+`diffusers` writes a folder that `<family.diffusers_class>.from_pretrained(OUT_DIR)` loads (the
+family names the class, its config and the key renames); `safetensors` and `pt` write one state
+dict in the official layout (`net.*` plus extra modules such as `logvar.*`), which upstream's
+scripts read. Writes are atomic. Exit 2 on a user error.
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m framework.export", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("checkpoint", help="model/iter_N.pt of a job, or an official .pt")
+    p.add_argument(
+        "checkpoint", help="model/iter_N.pt or optim/iter_N/ of a job, or an official .pt"
+    )
     p.add_argument("--to", choices=FORMATS, required=True, dest="fmt")
     p.add_argument("out", help="output folder (diffusers) or file")
     p.add_argument("--experiment", help="experiment that defines the model (official files)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,16 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def replace_dir(src: str | Path, dst: str | Path) -> Path:
+    """Rename the finished folder `src` to `dst`, replacing what is there (a leftover of an
+    earlier run). Callers make `dst`'s content valid only through their own marker files."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(src, dst)
+    return dst
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

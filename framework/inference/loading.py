@@ -1,10 +1,12 @@
 """From command-line choices to a ready model: which config, which checkpoint, which weights.
 
-Config: a checkpoint inside a job folder (`<job>/checkpoints/model/iter_N.pt`) brings the job's
+Config: a checkpoint inside a job folder (`<job>/checkpoints/model/iter_N.pt`, or the sharded
+folder `<job>/checkpoints/optim/iter_N/` of `checkpoint.format=dcp`) brings the job's
 `config.yaml`; otherwise (or when `--experiment` is given explicitly) the registered experiment.
 Overrides apply on top. Checkpoint: the one given; else the experiment job's latest; else the
 experiment's `checkpoint.load_path`. Weights: the model's `load_weights` (`net.*` or the EMA
-copy, extra modules, LoRA adapters folded in), so inference always runs a plain net.
+copy, extra modules, LoRA adapters folded in; an adapters-only LoRA file takes its base from
+the job's `checkpoint.load_path`), so inference always runs a plain net.
 """
 
 from __future__ import annotations
@@ -28,17 +30,48 @@ def job_dir(cfg: DictConfig) -> Path:
 
 
 def job_dir_of_checkpoint(path: str | Path) -> Path | None:
-    """The job folder a `checkpoints/model/iter_N.pt` file belongs to, when it has config.yaml."""
+    """The job folder a `checkpoints/model/iter_N.pt` file (or `checkpoints/optim/iter_N/`
+    folder) belongs to, when it has config.yaml."""
     path = Path(path)
-    if path.parent.name == "model" and path.parent.parent.name == "checkpoints":
+    if path.parent.name in ("model", "optim") and path.parent.parent.name == "checkpoints":
         job = path.parents[2]
         if (job / "config.yaml").is_file():
             return job
     return None
 
 
+def sharded_twin(path: Path) -> Path | None:
+    """`checkpoints/optim/iter_N/` for a `checkpoints/model/iter_N.pt` that format=dcp did not
+    write (it writes the model file for the run's last step only)."""
+    from framework.trainer.checkpoint_dcp import is_dcp_dir
+
+    path = Path(path)
+    if path.is_dir():
+        return path if is_dcp_dir(path) else None
+    folder = path.parent.parent / "optim" / Path(path.name).with_suffix("").name
+    return folder if path.parent.name == "model" and is_dcp_dir(folder) else None
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A model state dict from a `.pt` file or a format=dcp folder (gathered in this process)."""
+    path = Path(path)
+    if path.is_dir() or not path.exists():
+        folder = sharded_twin(path)
+        if folder is not None:
+            from framework.trainer.checkpoint_dcp import read_model_state
+
+            return read_model_state(folder)
+        if path.is_dir():
+            raise FileNotFoundError(
+                f"{path} is a folder but not a checkpoint (no .metadata); pass a model/iter_N.pt "
+                "file or a checkpoints/optim/iter_N folder."
+            )
+    return read_checkpoint(path)
+
+
 def latest_checkpoint(job: str | Path) -> Path | None:
-    """The model file named by `<job>/checkpoints/latest_checkpoint.txt`, if it exists."""
+    """The model file named by `<job>/checkpoints/latest_checkpoint.txt` (or, for format=dcp
+    when that step has no model file, its sharded folder), if it exists."""
     marker = Path(job) / "checkpoints" / "latest_checkpoint.txt"
     if not marker.is_file():
         return None
@@ -53,11 +86,13 @@ def latest_checkpoint(job: str | Path) -> Path | None:
     ):
         if name and candidate.is_file():
             return candidate
-    return None
+    return sharded_twin(model_dir / f"{Path(name).stem}.pt") if name else None
 
 
 def require_file(path: str | Path, what: str) -> Path:
     path = Path(path)
+    if not path.exists() and sharded_twin(path) is not None:
+        return sharded_twin(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist; {download_hint(path)}.")
     return path
@@ -148,7 +183,10 @@ def build_model(
     if checkpoint is not None:
         try:
             model.load_weights(
-                read_checkpoint(checkpoint), ema=load_ema, merge_lora=lora, assign=True
+                lora_complete(read_weights(checkpoint), checkpoint),
+                ema=load_ema,
+                merge_lora=lora,
+                assign=True,
             )
         except (ValueError, RuntimeError) as err:
             detail = " ".join(str(err).split())[:300]
@@ -158,6 +196,22 @@ def build_model(
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.to(device=device, dtype=dtype)
     return model.eval().requires_grad_(False)
+
+
+def lora_complete(sd: dict[str, torch.Tensor], checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """An adapters-only LoRA checkpoint with its base added from the job's
+    `checkpoint.load_path` (framework/models/lora_files.py); any other state dict unchanged."""
+    from framework.models import lora_files
+
+    if not lora_files.is_adapter_only(sd):
+        return sd
+    job = job_dir_of_checkpoint(checkpoint)
+    if job is None:
+        raise ConfigError(
+            f"{checkpoint} holds LoRA adapters only and is not in a job folder, so its base "
+            "model is unknown; pass the job's checkpoint file."
+        )
+    return lora_files.with_base(sd, read_checkpoint(lora_files.base_path_of_job(job)))
 
 
 def text_encoder_path(enc: object) -> str | None:

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from framework.config import ConfigError
+from framework.data.latent_cache import REBUILD, identity_text
 from framework.diffusion.conditioning import Condition, guided_x0
 from framework.models.family import ModelFamily, family_of, get_family
 from framework.models.tokenizers import to_uint8, to_unit_range
@@ -67,6 +69,7 @@ class WorldModel(nn.Module):
         # Cross-attention context length: zero-padded slots still take softmax mass, so a net is
         # run with the length it was trained with.
         self.max_text_tokens = int(max_text_tokens)
+        self._latent_identity_ok = False
         self.lora = dict(lora) if lora else None
         if self.lora:
             self.family.apply_lora(self.net, **self.lora)  # freezes the base; LoRA params train
@@ -105,11 +108,12 @@ class WorldModel(nn.Module):
         `video` after a random consecutive crop to the expected length."""
         dev = self._device()
         if "latent" in batch:
+            self._check_latent_identity(batch.get("latent_identity"))
             lat = batch["latent"].to(dev, torch.float32)
             if lat.shape[2] < self.state_t:
-                raise ValueError(
+                raise ConfigError(
                     f"The cached latent has {lat.shape[2]} frames but state_t={self.state_t}; "
-                    "rebuild the latent cache with longer clips."
+                    f"{REBUILD}."
                 )
             # The tokenizers are causal, so the first state_t latents equal the encoding of the
             # first pixel_frames(state_t) frames; a later latent window would match no clip.
@@ -119,6 +123,20 @@ class WorldModel(nn.Module):
         start = self._crop_start(video.shape[2], want)
         with torch.no_grad():
             return self.tokenizer.encode(video[:, :, start : start + want]).float()
+
+    def _check_latent_identity(self, identity: str | Sequence[str] | None) -> None:
+        """Cached latents carry the identity of the tokenizer that made them (a list after
+        collation): refuse latents of another VAE (file, config or scaling) than this model's."""
+        if identity is None or self._latent_identity_ok:
+            return
+        made_by = {identity} if isinstance(identity, str) else set(identity)
+        mine = identity_text(getattr(self.tokenizer, "identity", None))
+        if made_by != {mine}:
+            raise ConfigError(
+                f"the latent cache was made by tokenizer {', '.join(sorted(made_by))}, not this "
+                f"model's {mine}: {REBUILD}."
+            )
+        self._latent_identity_ok = True
 
     def _fps(self, batch: dict, b: int, dev: torch.device) -> Tensor:
         fps = batch.get("fps")

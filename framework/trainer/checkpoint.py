@@ -6,7 +6,14 @@
                           optim/iter_{N:09d}.pt       full optimizer state, keys by parameter name
                           scheduler/iter_{N:09d}.pt   LambdaLR position
                           trainer/iter_{N:09d}.pt     step, data position, per-rank RNG, hooks
+                          manifest/iter_{N:09d}.json  the byte size of each part as written
                           latest_checkpoint.txt       one line: iter_{N:09d}.pt
+
+That is `checkpoint.format=pt`: every rank gathers, rank 0 writes, training waits. With
+`checkpoint.format=dcp` (framework/trainer/checkpoint_dcp.py) `optim/iter_N/` is a folder of
+sharded model and optimizer state written in the background, and `model/iter_N.pt` is written
+for the run's last step only. Weights that do not train and come from `checkpoint.load_path`
+(a LoRA run's base) are in neither: `exclude` names them, and a resume reads them from there.
 
 Every file is written under a temporary name, fsynced and renamed; `latest_checkpoint.txt` is
 rewritten last, so until it names the new iteration the previous one stays complete and in use.
@@ -14,15 +21,14 @@ rewritten last, so until it names the new iteration the previous one stays compl
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -33,16 +39,17 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from framework.config import ConfigError
-from framework.io import atomic_torch_save, atomic_write_text, load_torch_file, read_checkpoint
-from framework.models.hub import download_hint
+from framework.io import atomic_torch_save, atomic_write_text, load_torch_file
+from framework.trainer import checkpoint_dcp as C
 from framework.trainer import dist as D
 from framework.trainer.ema import PowerEMA, ema_key, is_ema_key, plain_key
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest_checkpoint.txt"
-MANIFEST = "manifest"  # manifest/iter_N.json: the byte size of each part as written
+MANIFEST = "manifest"  # manifest/iter_N.json: the byte size of each part (each file of a folder)
 PARTS = ("model", "optim", "scheduler", "trainer")
+FORMATS = ("pt", "dcp")
 
 
 class CheckpointWriteError(OSError):
@@ -61,20 +68,44 @@ def load_file(path: Path) -> Any:
     return load_torch_file(path)
 
 
-def _load_options() -> StateDictOptions:
+def _load_options(strict: bool = True) -> StateDictOptions:
     # Rank 0 reads the file and broadcasts: one read of the file instead of one per process.
-    return StateDictOptions(full_state_dict=True, broadcast_from_rank0=D.is_initialized())
+    return StateDictOptions(
+        full_state_dict=True, broadcast_from_rank0=D.is_initialized(), strict=strict
+    )
+
+
+def _schedule_position(scheduler: Any) -> dict:
+    sd = scheduler.state_dict()
+    # Our config, not the checkpoint, defines the schedule; only its position is saved.
+    sd["lr_lambdas"] = [None] * len(sd.get("lr_lambdas", [None]))
+    return sd
 
 
 class Checkpointer:
     """Saves and restores model, EMA, optimizer, scheduler and trainer state under `root`."""
 
-    def __init__(self, root: Path, env: D.DistEnv, keep_last: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        env: D.DistEnv,
+        keep_last: int = 0,
+        format: str = "pt",
+        exclude: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
+        if format not in FORMATS:
+            raise ConfigError(f"checkpoint.format={format!r} is not one of {FORMATS}; fix it.")
         self.root, self.env, self.keep_last = Path(root), env, int(keep_last)
+        self.format, self.exclude = format, frozenset(exclude)
+        self.writer = C.AsyncDCPWriter(env) if format == "dcp" else None
 
     def path(self, part: str, step_or_name: int | str) -> Path:
         name = iter_name(step_or_name) if isinstance(step_or_name, int) else step_or_name
         return self.root / part / name
+
+    def folder(self, step_or_name: int | str) -> Path:
+        """`optim/iter_N/`: the DCP folder of an iteration."""
+        return self.path("optim", step_or_name).with_suffix("")
 
     def latest(self) -> str | None:
         """The iteration to resume from: the one latest_checkpoint.txt names when it is complete,
@@ -108,23 +139,39 @@ class Checkpointer:
     def iterations(self, upto: str | None = None) -> list[str]:
         """Saved iteration names (any part present), newest first, at most `upto`."""
         names = {p.name for part in PARTS for p in (self.root / part).glob("iter_*.pt")}
+        names |= {f"{p.name}.pt" for p in (self.root / "optim").glob("iter_*") if p.is_dir()}
         names = {n for n in names if _NAME.match(n) and (upto is None or n <= upto)}
         return sorted(names, reverse=True)
 
     def problem(self, name: str) -> str:
         """Why iteration `name` cannot be resumed ("" when complete): a missing part, or a file
         whose size differs from the manifest written with it (a truncated or damaged copy)."""
-        missing = [p for p in PARTS if not self.path(p, name).is_file()]
+        folder = self.folder(name)
+        sharded = folder.is_dir()
+        needed = ("scheduler", "trainer") if sharded else PARTS
+        missing = [str(self.path(p, name)) for p in needed if not self.path(p, name).is_file()]
         if missing:
-            return f"{', '.join(str(self.path(p, name)) for p in missing)} is missing"
+            return f"{', '.join(missing)} is missing"
         manifest = self.root / MANIFEST / name.replace(".pt", ".json")
         if not manifest.is_file():
-            return ""  # written before manifests existed: existence is all we can check
+            # Folders are newer than manifests: without one the save did not finish. Files
+            # written before manifests existed: existence is all we can check.
+            return f"{manifest} is missing (the save did not finish)" if sharded else ""
         sizes = json.loads(manifest.read_text())
         for part, size in sizes.items():
-            have = self.path(part, name).stat().st_size
+            if isinstance(size, dict):  # a folder: the size of each of its files
+                for file, want in size.items():
+                    have = folder / file
+                    got = have.stat().st_size if have.is_file() else None
+                    if got != want:
+                        return f"{have} has {got or 0} bytes, {want} were written"
+                continue
+            path = self.path(part, name)
+            have = path.stat().st_size if path.is_file() else 0
             if have != size:
-                return f"{self.path(part, name)} has {have} bytes, {size} were written"
+                return f"{path} has {have} bytes, {size} were written"
+        if sharded and "optim" not in sizes:
+            return f"{manifest} does not list {folder}"
         return ""
 
     # ---- save ---------------------------------------------------------------------------------
@@ -137,44 +184,140 @@ class Checkpointer:
         scheduler: Any,
         ema: PowerEMA | None,
         trainer_state: dict,
+        final: bool = False,
     ) -> None:
-        """Collective: every rank gathers, rank 0 writes. Returns once the files are durable."""
-        model_sd = get_model_state_dict(model, options=_GATHER)
-        if ema is not None:
-            # Every key of a module gets its EMA twin; keys that do not train (buffers, a frozen
-            # LoRA base) repeat the regular value, so `net_ema.*` alone is a complete net.
-            ema_sd = dict(ema.full_tensors())
-            model_sd.update({ema_key(k): ema_sd.get(k, v) for k, v in list(model_sd.items())})
+        """Collective. format=pt: every rank gathers, rank 0 writes, returns once the files are
+        durable. format=dcp: returns once the save is under way (`final` also gathers the
+        whole model for model/iter_N.pt); `finish()` waits for it."""
+        if self.writer is not None:
+            return self._save_sharded(step, model, optimizer, scheduler, ema, trainer_state, final)
+        model_sd = self._full_model_state(model, ema)
         optim_sd = get_optimizer_state_dict(model, optimizer, options=_GATHER)
-        sched_sd = scheduler.state_dict()
-        # Our config, not the checkpoint, defines the schedule; only its position is saved.
-        sched_sd["lr_lambdas"] = [None] * len(sched_sd.get("lr_lambdas", [None]))
         error = None
         if self.env.is_main:
             try:
-                self._write(step, (model_sd, optim_sd, sched_sd, trainer_state))
+                parts = (model_sd, optim_sd, _schedule_position(scheduler), trainer_state)
+                self._write(step, parts)
             except OSError as err:  # a full disk, a lost mount, no permission
-                where = err.filename or self.root
-                error = (
-                    f"saving checkpoint {iter_name(step)} failed at {where}: "
-                    f"{err.strerror or err}; {self.root / LATEST} still names the previous "
-                    "checkpoint, so a restart resumes from it once the disk has room (or the "
-                    "permissions are fixed)."
-                )
+                error = self._describe(step, err)
         error = D.broadcast_object(error)  # every rank stops, not only the one that wrote
         if error:
             raise CheckpointWriteError(error)
+
+    def _full_model_state(self, model: nn.Module, ema: PowerEMA | None) -> dict:
+        """Gathered to CPU on rank 0: the saved keys and, with EMA, their `_ema` twins. Keys
+        that do not train (buffers, a frozen LoRA base kept in the file) repeat the regular
+        value, so `net_ema.*` alone is a complete net."""
+        # Frozen weights that are not saved are not gathered either: gathering a 14B LoRA
+        # run's base to CPU took 16 s of a 19 s save on an H200 (docs/performance.md).
+        options = StateDictOptions(
+            full_state_dict=True, cpu_offload=True, ignore_frozen_params=bool(self.exclude)
+        )
+        sd = get_model_state_dict(model, options=options)
+        sd = {k: v for k, v in sd.items() if k not in self.exclude}
+        if ema is not None:
+            ema_sd = dict(ema.full_tensors())
+            sd.update({ema_key(k): ema_sd.get(k, v) for k, v in list(sd.items())})
+        return sd
+
+    def _describe(self, step: int, err: BaseException) -> str:
+        failures = getattr(err, "failures", None)  # DCP's CheckpointException: rank -> error
+        if failures:
+            inner = next(iter(failures.values()))
+            err = inner[0] if isinstance(inner, tuple) else inner
+        where = getattr(err, "filename", None) or self.root
+        detail = getattr(err, "strerror", None) or " ".join(str(err).split())[:300] or repr(err)
+        return (
+            f"saving checkpoint {iter_name(step)} failed at {where}: {detail}; "
+            f"{self.root / LATEST} still names the previous checkpoint, so a restart resumes "
+            "from it once the disk has room (or the permissions are fixed)."
+        )
 
     def _write(self, step: int, parts: tuple) -> None:
         """Rank 0: each part atomically, then the manifest of their sizes, then latest."""
         sizes = {}
         for part, obj in zip(PARTS, parts):
             sizes[part] = atomic_torch_save(obj, self.path(part, step)).stat().st_size
+        self._publish(step, sizes)
+
+    def _publish(self, step: int, sizes: dict) -> None:
         manifest = self.root / MANIFEST / iter_name(step).replace(".pt", ".json")
         atomic_write_text(manifest, json.dumps(sizes) + "\n")
         atomic_write_text(self.root / LATEST, iter_name(step) + "\n")
         self.prune()
-        log.info("saved checkpoint %s", self.path("model", step))
+        log.info("saved checkpoint %s", self.root / "*" / iter_name(step))
+
+    def _save_sharded(self, step, model, optimizer, scheduler, ema, trainer_state, final) -> None:
+        folder = self.folder(step)
+        tmp = folder.with_name(folder.name + C.TMP_SUFFIX)
+        if self.env.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)  # a killed save's leftover
+        self.finish()  # the previous save is written; also every rank is past the cleanup
+        state = {"model": self._local_model_state(model, ema), "optim": None}
+        state["optim"] = get_optimizer_state_dict(model, optimizer)
+        whole = self._full_model_state(model, ema) if final else None
+        sched = _schedule_position(scheduler)
+
+        def finalize() -> None:  # rank 0, in the writer thread, after every rank's shards
+            C.publish(tmp, folder)
+            sizes: dict[str, Any] = {"optim": C.file_sizes(folder)}
+            if whole is not None:
+                sizes["model"] = atomic_torch_save(whole, self.path("model", step)).stat().st_size
+            for part, obj in (("scheduler", sched), ("trainer", trainer_state)):
+                sizes[part] = atomic_torch_save(obj, self.path(part, step)).stat().st_size
+            self._publish(step, sizes)
+
+        self.writer.submit(
+            state,
+            tmp,
+            finalize if self.env.is_main else None,
+            lambda err: self._describe(step, err),
+        )
+
+    def _local_model_state(self, model: nn.Module, ema: PowerEMA | None) -> dict:
+        """This rank's shards (DTensors under FSDP), no copy: the saved keys and the EMA."""
+        options = StateDictOptions(ignore_frozen_params=bool(self.exclude))
+        sd = get_model_state_dict(model, options=options)
+        sd = {k: v for k, v in sd.items() if k not in self.exclude}
+        if ema is not None:
+            sd.update(
+                {ema_key(n): s for n, s in zip(ema.names, ema.shadow) if n not in self.exclude}
+            )
+        return sd
+
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, ema) -> None:
+        """format=dcp: allocate the CPU staging buffers in the background (after the first
+        step, when the optimizer state exists), so no save waits for them."""
+        if self.writer is not None:
+            state = {"model": self._local_model_state(model, ema)}
+            state["optim"] = get_optimizer_state_dict(model, optimizer)
+            self.writer.prepare(state)
+
+    @property
+    def failed(self) -> bool:
+        """A background save failed on this rank (the trainer checks every step)."""
+        return self.writer is not None and self.writer.failed
+
+    def wait_staged(self) -> None:
+        """Before changing weights or optimizer state: the save in flight has copied them."""
+        if self.writer is not None:
+            self.writer.wait_staged()
+
+    def finish(self) -> None:
+        """Collective: wait for the save in flight; raise CheckpointWriteError on every rank if
+        it failed on any."""
+        if self.writer is None:
+            return
+        self.writer.wait()
+        errors = [e for e in D.all_gather_object(self.writer.error) if e]
+        self.writer.error = None
+        if errors:
+            raise CheckpointWriteError(errors[0])
+
+    def close(self) -> None:
+        """Wait for the save in flight without talking to other ranks (on the way out)."""
+        if self.writer is not None:
+            self.writer.wait()
 
     def prune(self) -> None:
         """Drop stray temp files, and iterations older than the `keep_last` newest ones up to the
@@ -182,6 +325,7 @@ class Checkpointer:
         (leftovers of an earlier run in the same folder, which the run overwrites as it goes)."""
         for tmp in [*self.root.glob("*.tmp"), *self.root.glob("*/*.tmp")]:
             tmp.unlink(missing_ok=True)
+        C.clear_tmp_dirs(self.root / "optim")  # format=dcp folders of saves a SIGKILL cut off
         marker = self.root / LATEST
         if self.keep_last <= 0 or not marker.is_file():
             return
@@ -191,6 +335,7 @@ class Checkpointer:
                 continue
             for part in PARTS:
                 self.path(part, name).unlink(missing_ok=True)
+            shutil.rmtree(self.folder(name), ignore_errors=True)
             (self.root / MANIFEST / name.replace(".pt", ".json")).unlink(missing_ok=True)
 
     # ---- load ---------------------------------------------------------------------------------
@@ -203,83 +348,56 @@ class Checkpointer:
         scheduler: Any,
         ema: PowerEMA | None,
     ) -> dict:
-        """Collective: restore everything saved under `name`; returns the trainer state."""
+        """Collective: restore everything saved under `name` (either format, any number of
+        processes for format=dcp); returns the trainer state."""
+        if self.folder(name).is_dir():
+            self._load_sharded(name, model, optimizer, ema)
+        else:
+            self._load_files(name, model, optimizer, ema)
+        scheduler.load_state_dict(load_file(self.path("scheduler", name)))
+        log.info("resumed from %s", self.root / "*" / name)
+        return load_file(self.path("trainer", name))
+
+    def _set_model(self, model: nn.Module, sd: dict, options: StateDictOptions) -> None:
+        result = set_model_state_dict(model, sd, options=options)
+        missing = sorted(set(getattr(result, "missing_keys", ())) - self.exclude)
+        if missing:
+            raise KeyError(f"the checkpoint lacks {', '.join(missing[:5])}")
+
+    def _load_files(self, name, model, optimizer, ema) -> None:
         main = self.env.is_main or not D.is_initialized()
         model_sd = load_file(self.path("model", name)) if main else {}
         ema_sd = {k: v for k, v in model_sd.items() if is_ema_key(k)}
         has_ema = D.broadcast_object(bool(ema_sd))
+        options = _load_options(strict=not self.exclude)
         if ema is not None and has_ema:
             # Load the EMA values through the model (which knows how to shard them), copy them
             # into the shadow, then load the regular weights over them.
             ema_sd = {plain_key(k): v for k, v in ema_sd.items()}
-            set_model_state_dict(model, ema_sd, options=_load_options())
+            self._set_model(model, ema_sd, options)
             ema.copy_from_params()
         plain = {k: v for k, v in model_sd.items() if not is_ema_key(k)}
-        set_model_state_dict(model, plain, options=_load_options())
+        self._set_model(model, plain, options)
         if ema is not None and not has_ema:
             log.warning("%s has no EMA weights; the EMA starts from the loaded model.", name)
             ema.copy_from_params()
         optim_sd = load_file(self.path("optim", name)) if main else {}
         set_optimizer_state_dict(model, optimizer, optim_sd, options=_load_options())
-        scheduler.load_state_dict(load_file(self.path("scheduler", name)))
-        log.info("resumed from %s", self.path("model", name))
-        return load_file(self.path("trainer", name))
 
-
-def check_load_path(checkpoint: DictConfig) -> Path:
-    """The `checkpoint.load_path` file, or a one-line error saying how to get it."""
-    path = Path(str(checkpoint.load_path))
-    if not path.is_file():
-        raise ConfigError(
-            f"checkpoint.load_path={path} does not exist; {download_hint(path)} (or pass "
-            "checkpoint.load_path=<file>, or checkpoint.load_path='' to train from scratch)."
-        )
-    return path
-
-
-def load_pretrained(model: nn.Module, checkpoint: DictConfig) -> None:
-    """Initialise `model` from `checkpoint.load_path` (an official file or one of ours).
-
-    A model with `load_weights` (every family model) takes the file's `net.*` (or, with
-    `checkpoint.load_ema`, the EMA copy) and its extra modules' keys, drops what its family
-    documents and `checkpoint.ignore_keys`, and fails naming anything else that does not match.
-    Any other model loads the chosen copy of its own state dict strictly.
-    """
-    path = check_load_path(checkpoint)
-    sd = read_checkpoint(path)
-    ema, ignore = bool(checkpoint.get("load_ema", False)), list(checkpoint.get("ignore_keys", []))
-    try:
-        if hasattr(model, "load_weights"):
-            model.load_weights(sd, ema=ema, ignore=ignore)
-        else:
-            _load_strict(model, _one_copy(sd, ema, ignore))
-    except (ValueError, RuntimeError) as err:
-        raise ConfigError(f"checkpoint.load_path={path}: {str(err).splitlines()[0]}") from None
-    log.info("loaded %d tensors from %s%s", len(sd), path, " (EMA)" if ema else "")
-
-
-def _one_copy(sd: dict, ema: bool, ignore: list[str]) -> dict:
-    """The regular (or EMA) copy of a model-level state dict, `ignore` patterns (matched on the
-    key below its top-level module) dropped."""
-    if ema and not any(is_ema_key(k) for k in sd):
-        raise ValueError("the file has no EMA weights; set checkpoint.load_ema=false.")
-    out = {}
-    for key, value in sd.items():
-        if is_ema_key(key) != ema:
-            continue
-        key = plain_key(key) if ema else key
-        if not any(fnmatch.fnmatchcase(key.partition(".")[2], p) for p in ignore):
-            out[key] = value
-    return out
-
-
-def _load_strict(model: nn.Module, sd: dict) -> None:
-    want = set(model.state_dict())
-    missing, unexpected = sorted(want - set(sd)), sorted(set(sd) - want)
-    if missing or unexpected:
-        raise ValueError(
-            f"the file does not match the model (missing: {', '.join(missing[:5]) or 'none'}; "
-            f"unexpected: {', '.join(unexpected[:5]) or 'none'}); use the matching experiment "
-            "or drop keys with checkpoint.ignore_keys."
-        )
-    model.load_state_dict(sd, strict=True)
+    def _load_sharded(self, name, model, optimizer, ema) -> None:
+        folder = self.folder(name)
+        stored = C.stored_keys(folder)
+        model_sd = {k: v for k, v in get_model_state_dict(model).items() if k not in self.exclude}
+        absent = [k for k in model_sd if f"model.{k}" not in stored]
+        if absent:
+            raise KeyError(f"{folder} lacks {', '.join(absent[:5])}")
+        has_ema = ema is not None and any(f"model.{ema_key(n)}" in stored for n in ema.names)
+        state = {"model": dict(model_sd), "optim": get_optimizer_state_dict(model, optimizer)}
+        if has_ema:
+            state["model"].update({ema_key(n): s for n, s in zip(ema.names, ema.shadow)})
+        C.dcp_load(folder, state)  # in place, into this rank's shards
+        self._set_model(model, model_sd, StateDictOptions(strict=False))
+        if ema is not None and not has_ema:
+            log.warning("%s has no EMA weights; the EMA starts from the loaded model.", name)
+            ema.copy_from_params()
+        set_optimizer_state_dict(model, optimizer, state["optim"])

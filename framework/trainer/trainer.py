@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -24,19 +25,23 @@ from framework.config import ConfigError, instantiate
 from framework.hooks.base import HookList
 from framework.io import UnsafeFileError
 from framework.trainer import dist as D
-from framework.trainer.checkpoint import Checkpointer, check_load_path, load_pretrained
+from framework.trainer.checkpoint import Checkpointer
 from framework.trainer.data import BatchStream
-from framework.trainer.ema import PowerEMA
+from framework.trainer.ema import PowerEMA, clean_name
 from framework.trainer.metrics import MetricsSink
+from framework.trainer.pretrained import check_load_path, load_pretrained
 from framework.trainer.report import run_report
 from framework.trainer.state import (
     JobLock,
+    clip_by_norm_,
+    frozen_to_,
     job_dir_of,
     preemption_signals,
     rng_state,
     seed_everything,
     set_determinism,
     set_rng_state,
+    squared_grad_norm,
     to_device,
     write_run_files,
     zero_nonfinite_grads_,
@@ -96,12 +101,21 @@ class Trainer:
         if cfg.checkpoint.get("load_path"):
             check_load_path(cfg.checkpoint)  # before allocating a multi-billion-parameter net
         self.model: nn.Module = instantiate(cfg.model)
+        # Weights that do not train and come from load_path (a LoRA run's base) are read from
+        # there at every start and never written into checkpoints.
+        frozen = {clean_name(n) for n, p in self.model.named_parameters() if not p.requires_grad}
         self.checkpointer = Checkpointer(
-            self.job_dir / "checkpoints", self.env, cfg.checkpoint.keep_last
+            self.job_dir / "checkpoints",
+            self.env,
+            cfg.checkpoint.keep_last,
+            cfg.checkpoint.get("format", "pt"),
+            exclude=frozen if cfg.checkpoint.get("load_path") else (),
         )
         resume_from = self.checkpointer.latest()
-        if resume_from is None and cfg.checkpoint.get("load_path"):
+        if cfg.checkpoint.get("load_path") and (resume_from is None or frozen):
             load_pretrained(self.model, cfg.checkpoint)
+        if self.autocast_dtype is not None:
+            frozen_to_(self.model, self.autocast_dtype)
         self.model.to(self.device)
         self.mesh = D.build_mesh(cfg.parallel, self.env)
         self._context_parallel()
@@ -122,6 +136,7 @@ class Trainer:
         self.step = 0
         self.last_saved_step: int | None = None
         self.stop_requested = False
+        self._prepared = False
         self.counters = {"nonfinite_steps": 0, "nonfinite_in_a_row": 0, "nonfinite_grads": 0}
         self._signal: int | None = None
         self.pending_signal: int | None = None
@@ -158,10 +173,11 @@ class Trainer:
 
     def fit(self) -> bool:
         """Train to train.max_steps. Returns False when stopped early by SIGTERM/SIGUSR1. The job
-        folder's lock is released when it returns or raises."""
+        folder's lock is released when it returns or raises, after any save in flight."""
         try:
             return self._fit()
         finally:
+            self.checkpointer.close()
             if self.lock is not None:
                 self.lock.release()
 
@@ -187,6 +203,9 @@ class Trainer:
                     continue
                 self.counters["nonfinite_in_a_row"] = 0
                 self.step += 1
+                if not self._prepared:  # the optimizer state exists now
+                    self.checkpointer.prepare(self.model, self.optimizer, self.ema)
+                    self._prepared = True
                 self.hooks.after_step(self, self.step, result.loss, result.metrics)
         if self.stop_requested:
             log.warning("stop signal received: saving step %d and exiting", self.step)
@@ -194,6 +213,7 @@ class Trainer:
             if self.is_main:
                 (self.job_dir / PREEMPTED).write_text(f"{self.step}\n")
         self.hooks.after_train(self)
+        self.checkpointer.finish()  # a background save is written (or its failure raised)
         self.sink.close()
         return not self.stop_requested
 
@@ -214,29 +234,44 @@ class Trainer:
             loss_sum += loss.detach().float()
             for k, v in metrics.items():
                 model_metrics[k] = model_metrics.get(k, 0.0) + v / self.accum
-        bad_grads = zero_nonfinite_grads_(self.params, self.device)
-        stop = float(self._signal is not None)
-        totals = torch.stack(
-            [
-                loss_sum / self.accum,
-                (~loss_sum.isfinite()).float(),
-                bad_grads.float(),
-                torch.tensor(stop, device=self.device),
-            ]
-        )
-        loss, nonfinite, bad, stop = D.all_reduce_sum(totals).tolist()
+        # One all-reduce and one host sync: the mean loss, "loss not finite", the squared
+        # gradient norm (shared by the non-finite check and clipping), stop and save failures.
+        flags = [float(self._signal is not None), float(self.checkpointer.failed)]
+        values = [loss_sum / self.accum, (~loss_sum.isfinite()).float()]
+        values.append(squared_grad_norm(self.params, self.device))
+        totals = torch.cat([torch.stack(values), torch.tensor(flags, device=self.device)])
+        totals = D.all_reduce_sum(totals)
+        loss, nonfinite, sq_norm, stop, failed = totals.tolist()
         self.stop_requested |= stop > 0
+        if failed > 0:
+            self.checkpointer.finish()  # raises CheckpointWriteError on every rank
         if nonfinite > 0:
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(loss=float("nan"), skipped=True)
+        bad, norm_sq = 0.0, totals[2]
+        if not math.isfinite(sq_norm):
+            # NaN/Inf gradient values (the loss was finite): zero them, count, measure again.
+            again = torch.stack(
+                [
+                    zero_nonfinite_grads_(self.params, self.device).float(),
+                    squared_grad_norm(self.params, self.device),
+                ]
+            )
+            again = D.all_reduce_sum(again)
+            bad, sq_norm = again.tolist()
+            norm_sq = again[1]
         lr = self.scheduler.get_last_lr()[0]
-        grad_norm = self._clip_grad_norm()
+        # Replicas (DDP, HSDP) hold the same gradients: each shard is counted once.
+        self._clip((norm_sq / self.replicas).sqrt())
+        self.checkpointer.wait_staged()  # a save in flight has copied the weights it writes
         self.optimizer.step()
+        self.optimizer.grad_scale = None
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.step)
         self.counters["nonfinite_grads"] += int(bad / self.replicas)
+        grad_norm = math.sqrt(sq_norm / self.replicas)
         # Context-parallel ranks share their samples (and each computes the same loss, so the
         # mean over all ranks above counts each sample once): count samples and FLOPs per
         # data-parallel replica.
@@ -277,12 +312,10 @@ class Trainer:
             return self.step_module.no_sync()
         return nullcontext()
 
-    def _clip_grad_norm(self) -> float:
-        max_norm = float(self.cfg.train.grad_clip or 0) or float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        if hasattr(norm, "full_tensor"):
-            norm = norm.full_tensor()
-        return float(norm)
+    def _clip(self, norm: Tensor) -> None:
+        max_norm = float(self.cfg.train.grad_clip or 0)  # 0 = no clipping
+        if max_norm > 0:
+            clip_by_norm_(self.optimizer, self.params, norm, max_norm)
 
     def _context_parallel(self) -> None:
         """Split each sample's latent frames over `parallel.context_parallel` ranks (before
@@ -328,7 +361,8 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------------
 
     def save_checkpoint(self) -> None:
-        """Save the current step (once per step, however many hooks ask)."""
+        """Save the current step (once per step, however many hooks ask); at train.max_steps
+        with the whole model file (format=dcp writes it for the last step only)."""
         if self.last_saved_step == self.step:
             return
         state = {
@@ -341,7 +375,13 @@ class Trainer:
             "counters": dict(self.counters),
         }
         self.checkpointer.save(
-            self.step, self.model, self.optimizer, self.scheduler, self.ema, state
+            self.step,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.ema,
+            state,
+            final=self.step >= self.max_steps,
         )
         self.last_saved_step = self.step
 
@@ -405,5 +445,6 @@ class Trainer:
     @contextmanager
     def ema_weights(self) -> Iterator[None]:
         """The EMA weights in the model for the block (plain weights when EMA is off)."""
+        self.checkpointer.wait_staged()  # a save in flight copies the weights being swapped
         with self.ema.swapped() if self.ema is not None else nullcontext():
             yield

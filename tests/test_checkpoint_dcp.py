@@ -1,0 +1,277 @@
+"""checkpoint.format=dcp (framework/trainer/checkpoint_dcp.py): sharded folders written in the
+background, exact resume, a kill or a full disk at any point of a save, resume on another number
+of processes (gloo, CPU), and the commands that read a step saved without a model file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import tests.toy_experiments  # noqa: F401  (registers toy_regression)
+from framework import io as io_mod
+from framework.config import apply_overrides, get
+from framework.trainer import EXIT_OK, Trainer, run
+from framework.trainer import checkpoint_dcp as C
+from framework.trainer.checkpoint import CheckpointWriteError
+from framework.trainer.entry import EXIT_WRITE
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = [
+    "train.max_steps=8",
+    "checkpoint.save_iter=4",
+    "model.input_noise=0.1",
+    "train.ema.enabled=true",
+    "+checkpoint.format=dcp",
+]
+
+
+def cfg(tmp_path: Path, *overrides: str):
+    return apply_overrides(
+        get("toy_regression"), [f"job.output_root={tmp_path}", *STEPS, *overrides]
+    )
+
+
+def state(t: Trainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in t.model.parameters()] + [s.clone() for s in t.ema.shadow]
+
+
+def root(tmp_path: Path, name: str = "toy_regression") -> Path:
+    return tmp_path / "worldtune_tests" / "toy" / name / "checkpoints"
+
+
+def latest(tmp_path: Path, name: str = "toy_regression") -> str:
+    return (root(tmp_path, name) / "latest_checkpoint.txt").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, list[torch.Tensor]]:
+    out = tmp_path_factory.mktemp("ref")
+    t = Trainer(cfg(out))
+    t.fit()
+    return out, state(t)
+
+
+def test_layout_sharded_folders_and_a_model_file_for_the_last_step(reference):
+    out, _ = reference
+    ckpt = root(out)
+    assert latest(out) == "iter_000000008.pt"
+    for step in (4, 8):
+        folder = ckpt / "optim" / f"iter_{step:09d}"
+        assert C.is_dcp_dir(folder)
+        keys = C.stored_keys(folder)
+        assert "model.net.0.weight" in keys and "model.net_ema.0.weight" in keys
+        assert any(k.startswith("optim.state.net.0.weight") for k in keys)
+        sizes = json.loads((ckpt / "manifest" / f"iter_{step:09d}.json").read_text())
+        assert sizes["optim"] == C.file_sizes(folder)
+        assert (ckpt / "scheduler" / f"iter_{step:09d}.pt").is_file()
+    # The official-layout model file: the last step only; the folder holds the same weights.
+    assert not (ckpt / "model" / "iter_000000004.pt").exists()
+    whole = torch.load(ckpt / "model" / "iter_000000008.pt", weights_only=True)
+    sharded = C.read_model_state(ckpt / "optim" / "iter_000000008")
+    assert whole.keys() == sharded.keys() and all(torch.equal(whole[k], sharded[k]) for k in whole)
+    assert not list(ckpt.rglob("*.tmp*"))
+
+
+def test_resume_from_a_sharded_step_is_exact(tmp_path, reference):
+    Trainer(cfg(tmp_path, "train.max_steps=6")).fit()
+    # The run stopped at 6, after the save of 4; 6 (its last step) was saved too: go back to 4.
+    (root(tmp_path) / "latest_checkpoint.txt").write_text("iter_000000004.pt\n")
+    resumed = Trainer(cfg(tmp_path))
+    assert resumed.step == 4
+    resumed.fit()
+    assert all(torch.equal(a, b) for a, b in zip(state(resumed), reference[1]))
+
+
+def test_sigkill_then_restart_gives_the_same_losses(tmp_path):
+    def train(name: str, *extra: str, armed: bool = False) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("TOY_SIGNAL_ARMED", None)
+        if armed:
+            env["TOY_SIGNAL_ARMED"] = "1"
+        cmd = [sys.executable, "-c", "from tests.toy_experiments import main; main()"]
+        cmd += ["toy_regression", f"job.output_root={tmp_path}", f"job.name={name}", *STEPS]
+        cmd += ["train.max_steps=12", "data.num_workers=1", *extra]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    kill = "+hooks.zz={_target_:tests.toy_experiments.SignalAtStep,step:10,sig:SIGKILL}"
+    assert train("ref").returncode == 0
+    assert train("crash", kill, armed=True).returncode == -9
+    # Step 8's save was under way or done when the kill came: latest names 4 or 8, never a
+    # half-written step.
+    assert latest(tmp_path, "crash") in ("iter_000000004.pt", "iter_000000008.pt")
+    again = train("crash", kill)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    def losses(name: str) -> dict[int, float]:
+        job = tmp_path / "worldtune_tests" / "toy" / name
+        rows = [json.loads(x) for x in (job / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in rows}
+
+    assert losses("crash") == losses("ref")
+
+
+# A save of step 8 (the last) renames, in order: the folder, model, scheduler, trainer, manifest,
+# latest. The writer thread catches the "kill"; the run stops with a write error.
+STAGES = {
+    "folder": "optim/iter_000000008",
+    "model": "model/iter_000000008.pt",
+    "scheduler": "scheduler/iter_000000008.pt",
+    "trainer": "trainer/iter_000000008.pt",
+    "manifest": "manifest/iter_000000008.json",
+    "latest": "latest_checkpoint.txt",
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_kill_at_any_stage_leaves_the_previous_checkpoint_named(
+    tmp_path, monkeypatch, reference, stage
+):
+    real = os.replace
+    armed = {"on": True}
+
+    def dies(src, dst):
+        if armed["on"] and str(dst).endswith(STAGES[stage]) and "iter_000000004" not in str(src):
+            if stage != "latest" or (root(tmp_path) / "manifest/iter_000000008.json").exists():
+                raise KeyboardInterrupt(f"killed before {dst}")
+        real(src, dst)
+
+    monkeypatch.setattr(io_mod.os, "replace", dies)
+    with pytest.raises(CheckpointWriteError, match="killed before"):
+        Trainer(cfg(tmp_path)).fit()
+    armed["on"] = False
+    assert latest(tmp_path) == "iter_000000004.pt"
+    resumed = Trainer(cfg(tmp_path))
+    assert resumed.step == 4
+    resumed.fit()
+    assert all(torch.equal(a, b) for a, b in zip(state(resumed), reference[1]))
+    assert not list(root(tmp_path).rglob("*.tmpdir"))
+
+
+def test_leftovers_of_a_killed_save_are_not_used_and_are_replaced(tmp_path, reference, caplog):
+    Trainer(cfg(tmp_path, "train.max_steps=4")).fit()
+    ckpt = root(tmp_path)
+    # SIGKILL while writing step 8 (a half folder), and a killed run that renamed its folder of
+    # step 12 but died before the manifest: neither is complete.
+    (ckpt / "optim" / "iter_000000008.tmpdir").mkdir()
+    (ckpt / "optim" / "iter_000000008.tmpdir" / "__0_0.distcp").write_bytes(b"half")
+    (ckpt / "optim" / "iter_000000012").mkdir()
+    (ckpt / "optim" / "iter_000000012" / ".metadata").write_bytes(b"x")
+    (ckpt / "latest_checkpoint.txt").write_text("iter_000000012.pt\n")
+    with caplog.at_level(logging.WARNING):
+        resumed = Trainer(cfg(tmp_path))
+    assert resumed.step == 4
+    assert "iter_000000012.pt is incomplete or damaged" in caplog.text
+    resumed.fit()
+    assert latest(tmp_path) == "iter_000000008.pt"
+    assert all(torch.equal(a, b) for a, b in zip(state(resumed), reference[1]))
+    assert not (ckpt / "optim" / "iter_000000008.tmpdir").exists()
+
+
+def test_a_config_that_does_not_fit_the_folder_is_refused_in_one_line(tmp_path):
+    from framework.config import ConfigError
+
+    Trainer(cfg(tmp_path, "train.max_steps=4")).fit()
+    (root(tmp_path) / "optim" / "iter_000000002.tmpdir").mkdir()  # a cut-off save's leftover
+    with pytest.raises(ConfigError, match="does not fit this config"):
+        Trainer(cfg(tmp_path, "model.hidden=32"))
+    t = Trainer(cfg(tmp_path, "train.max_steps=6", "checkpoint.save_iter=2"))
+    t.fit()
+    assert not (root(tmp_path) / "optim" / "iter_000000002.tmpdir").exists()  # pruned
+
+
+def test_a_full_disk_in_the_background_stops_the_run_with_exit_5(tmp_path, monkeypatch, caplog):
+    real = C.FileSystemWriter.write_data
+
+    def full(self, plan, planner):
+        if "iter_000000004" in str(self.path):
+            raise OSError(28, "No space left on device", str(self.path))
+        return real(self, plan, planner)
+
+    monkeypatch.setattr(C.FileSystemWriter, "write_data", full)
+    with caplog.at_level(logging.ERROR):
+        code = run(cfg(tmp_path, "checkpoint.save_iter=2"), [])
+    assert code == EXIT_WRITE
+    assert "saving checkpoint iter_000000004.pt failed" in caplog.text
+    assert "No space left on device" in caplog.text
+    job = root(tmp_path).parent
+    steps = [json.loads(x)["step"] for x in (job / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) <= 6  # found at the next step's all-reduce, at the latest at save 6
+    assert latest(tmp_path) == "iter_000000002.pt"
+    assert not list(root(tmp_path).rglob("*.tmpdir"))
+    monkeypatch.setattr(C.FileSystemWriter, "write_data", real)
+    assert run(cfg(tmp_path, "checkpoint.save_iter=2"), []) == EXIT_OK
+    assert latest(tmp_path) == "iter_000000008.pt"
+
+
+# ---- another number of processes (gloo) ---------------------------------------------------------
+
+ENTRY = ["-c", "from tests.toy_experiments import main; main()", "toy_regression"]
+COMMON = [
+    "train.max_steps=8",
+    "checkpoint.save_iter=4",
+    "train.ema.enabled=true",
+    "+checkpoint.format=dcp",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(out: Path, name: str, nproc: int, *overrides: str) -> str:
+    """One run on `nproc` processes (torchrun for 2) with the global batch kept at 8."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [f"job.output_root={out}", f"job.name={name}", *COMMON, *overrides]
+    if nproc == 1:
+        cmd = [sys.executable, *ENTRY, "data.batch_size=8", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+        cmd += [f"--master_port={free_port()}", "--no-python", sys.executable, *ENTRY]
+        cmd += ["data.batch_size=4", "parallel.strategy=fsdp", "parallel.shard_size=-1", *args]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return done.stdout + done.stderr
+
+
+def run_losses(out: Path, name: str) -> list[float]:
+    job = out / "worldtune_tests" / "toy" / name
+    rows = [json.loads(x) for x in (job / "metrics.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r["loss"] for r in rows}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("before,after", [(2, 1), (1, 2)], ids=["2to1", "1to2"])
+def test_resume_on_another_number_of_processes(tmp_path, before, after):
+    """Saved by FSDP shards on 2 processes and resumed by one (or the reverse): the optimizer,
+    EMA and weights are resharded by DCP, and with the same global batch the losses continue
+    as an uninterrupted one-process run's (random streams restart from the seed: this toy
+    draws none)."""
+    launch(tmp_path, "single", 1)
+    launch(tmp_path, "moved", before, "train.max_steps=4")
+    log = launch(tmp_path, "moved", after)
+    assert "random streams restart from the seed" in log
+    assert run_losses(tmp_path, "moved") == pytest.approx(
+        run_losses(tmp_path, "single"), rel=1e-5, abs=1e-6
+    )
+    a = torch.load(
+        tmp_path / "worldtune_tests/toy/moved/checkpoints/model/iter_000000008.pt",
+        weights_only=True,
+    )
+    b = torch.load(
+        tmp_path / "worldtune_tests/toy/single/checkpoints/model/iter_000000008.pt",
+        weights_only=True,
+    )
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
