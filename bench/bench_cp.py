@@ -181,6 +181,8 @@ def generation_model(run: Run, tokenizer=None):
     model = world_model(run, tokenizer)
     # As framework/inference/loading.py places a net for generation: bf16 weights on CUDA.
     model.net.to(torch.bfloat16 if run.device.type == "cuda" else torch.float32).eval()
+    if run.args.compile:
+        model.compile_for_inference()  # as video2world --compile
     return model
 
 
@@ -207,6 +209,7 @@ def part_generate(run: Run) -> None:
     from framework.models.tokenizers import WanVAETokenizer
 
     sh, dev = run.shapes, run.device
+    torch.manual_seed(5)  # the same random VAE in every run, so saved videos compare
     with torch.device(dev):
         tok = WanVAETokenizer(path=None, config=dict(sh.vae))
     tok.place(dev)
@@ -219,10 +222,17 @@ def part_generate(run: Run) -> None:
     def generate(num_steps: int):
         return model.generate(image.to(dev), emb.to(dev), guidance=7.0, num_steps=num_steps)
 
-    generate(1)  # every kernel and the VAE once
+    start = time.perf_counter()
+    generate(1)  # every kernel and the VAE once (and compiles with --compile)
+    if run.main:
+        print(f"warm-up generation (1 step): {time.perf_counter() - start:.1f} s", flush=True)
     flops = (steps + 1) * 2 * model_flops(run) / 3  # sample() calls the net steps + 1 times
-    name = f"generate {steps} steps, CFG, incl. VAE"
-    timed(run, name, "generate", lambda: generate(steps), flops, 0, 1)
+    name = f"generate {steps} steps, CFG, incl. VAE" + (" +compile" if run.args.compile else "")
+    video = []
+    timed(run, name, "generate", lambda: video.append(generate(steps)), flops, 0, 1)
+    if run.args.save_video and run.main and video:
+        # uint8 [1,3,T,H,W]: compare runs (eager/compiled, cp 1/2) with bench.video_psnr
+        torch.save(video[-1].cpu(), run.args.save_video)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -231,9 +241,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", choices=("2B", "14B"), default="2B")
     p.add_argument("--cp", type=int, default=0, help="context-parallel degree (default: all ranks)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
-    p.add_argument("--compile", action="store_true", help="per-block torch.compile in the step")
+    p.add_argument(
+        "--compile", action="store_true", help="per-block torch.compile (step and generation)"
+    )
     p.add_argument("--iters", type=int, default=None, help="timed steps (default 5; smoke 2)")
     p.add_argument("--gen-steps", type=int, default=35)
+    p.add_argument("--save-video", default="", help="rank 0 saves the generated uint8 video here")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, CPU works")
     args = p.parse_args(argv)
     args.iters = args.iters or (2 if args.smoke else 5)

@@ -7,6 +7,7 @@ Parts (run in this order; each is guarded, and the JSON is rewritten after every
   peer       diffusers CosmosTransformer3DModel fwd+bwd, with and without gradient checkpointing
   vae        Wan VAE encode and decode of one 93-frame clip (random weights)
   generate   one 35-step generation with CFG through WorldModel.generate
+  generate_compile  only when named: the same with per-block torch.compile (video2world --compile)
   profile    GPU kernel time of one of our training steps by kind (attention, GEMM, other)
   compile    our step with per-block torch.compile (parallelize_net(compile=True))
   critic     only when named: one Cosmos-Reason1-7B best-of-N critic call (bench/parts_critic.py)
@@ -58,7 +59,7 @@ from bench.parts_model import Ctx, part_ours, part_peer  # noqa: E402
 
 PARTS = ("matmul", "attention", "ours", "peer", "vae", "generate", "profile", "compile")
 # Run only when named in --parts: the best-of-N critic (a 7B VLM, bench/parts_critic.py).
-OPTIONAL_PARTS = ("critic", "save", "lora", "lorasave", "savecheck")
+OPTIONAL_PARTS = ("critic", "save", "lora", "lorasave", "savecheck", "generate_compile")
 # Checkpointing variants of our net. "selN": selective on N blocks spread evenly, full on the
 # rest (a memory/speed dial between the two). "bf16-*": bf16 parameters and no optimizer, the
 # peer's setup, for a like-for-like fwd+bwd comparison.
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "peer": part_peer,
         "vae": part_vae,
         "generate": part_generate,
+        "generate_compile": lambda c: part_generate(c, compile=True),
         "profile": part_profile,
         "compile": part_compile,
         "critic": part_critic,

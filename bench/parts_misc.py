@@ -169,7 +169,9 @@ def part_vae(ctx: Ctx) -> None:
 # ---- 6. generation -----------------------------------------------------------------------------
 
 
-def part_generate(ctx: Ctx) -> None:
+def part_generate(ctx: Ctx, compile: bool = False) -> None:
+    """One 35-step CFG generation and one batched forward; `compile`: per-block torch.compile
+    of the net, as `video2world --compile` does (the warm-up generation compiles)."""
     from framework.diffusion.rectified_flow import RectifiedFlowObjective
     from framework.diffusion.samplers import MultistepSampler
     from framework.models.world_model import WorldModel
@@ -181,6 +183,9 @@ def part_generate(ctx: Ctx) -> None:
     net.to(torch.bfloat16 if ctx.cuda else torch.float32)
     tok = build_tokenizer(ctx)
     model = WorldModel(net, tok, RectifiedFlowObjective(), MultistepSampler(), sh.latent[2])
+    if compile:
+        model.compile_for_inference()
+    tag = "+compile" if compile else ""
     image = torch.randint(0, 256, (1, 3, 1, *sh.pixel_hw), dtype=torch.uint8, device=dev)
     emb = torch.randn(1, sh.text_len, sh.text_dim, device=dev)
     steps = sh.gen_steps
@@ -195,11 +200,14 @@ def part_generate(ctx: Ctx) -> None:
 
     # Warm up with one step (every kernel and the VAE run once), then time the real thing once:
     # it takes about a minute, a second run would not fit the time budget.
+    start = time.perf_counter()
     generate(1)
+    sync(ctx.device)
+    print(f"  warm-up generation (1 step{tag}): {time.perf_counter() - start:.1f} s", flush=True)
     row = measure(
         ctx,
         "generate",
-        f"generate {steps} steps, CFG, incl. VAE",
+        f"generate{tag} {steps} steps, CFG, incl. VAE",
         lambda: generate(steps),
         flops,
         warmup=0,
@@ -222,7 +230,7 @@ def part_generate(ctx: Ctx) -> None:
     fwd = measure(
         ctx,
         "generate",
-        "generate: one step (forward, batch 2)",
+        f"generate{tag}: one step (forward, batch 2)",
         forward,
         2 * fl["fwd"],
         note=f"(attention calls: {4 * len(net.blocks)}) bf16 params",
@@ -231,7 +239,7 @@ def part_generate(ctx: Ctx) -> None:
         detail = {"total_seconds": row["seconds"], "seconds_per_step": row["seconds"] / steps}
         if fwd:
             detail["net_seconds_estimate"] = calls * fwd["seconds"]
-        ctx.report.detail("generate", detail)
+        ctx.report.detail(f"generate{tag}", detail)
         print(f"  -> {row['seconds'] / steps:.3f} s per step over {steps} steps", flush=True)
 
 

@@ -160,12 +160,14 @@ def build_model(
     checkpoint: str | Path | None,
     load_ema: bool = False,
     device: torch.device | str | None = None,
+    compile: bool = False,
 ) -> torch.nn.Module:
     """The configured model with the checkpoint's weights, in eval mode on `device`.
 
     The net is built on the meta device and the weights are assigned, so a 14B model never
     exists twice in memory. A LoRA run's adapters are folded into the weights, so the built model
     has none. On CUDA the net runs in bf16 (as upstream inference); on the CPU in float32.
+    `compile`: per-block torch.compile of the net (the first generation pays for compiling).
     """
     device = torch.device(device) if device is not None else default_device()
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
@@ -195,7 +197,10 @@ def build_model(
             ) from None
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.to(device=device, dtype=dtype)
-    return model.eval().requires_grad_(False)
+    model.eval().requires_grad_(False)
+    if compile:
+        model.compile_for_inference()
+    return model
 
 
 def lora_complete(sd: dict[str, torch.Tensor], checkpoint: str | Path) -> dict[str, torch.Tensor]:

@@ -89,6 +89,12 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
     a("--guidance", type=float, default=7.0)
     a("--seed", type=int, default=0)
     a("--num_steps", type=int, default=35)
+    a(
+        "--compile",
+        action="store_true",
+        help="torch.compile each DiT block (the first video also pays for compiling; "
+        "docs/performance.md has the speed-up)",
+    )
     a("--save_path", default="output/generated_video.mp4")
     a(
         "--batch_input_json",
@@ -327,7 +333,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     device = loading.default_device()
     # Prompts first, weights second: the text encoder is freed before the DiT is loaded.
     embed = embed_prompts(cfg.model.get("text_encoder"), items, s, device)
-    model = loading.build_model(cfg, checkpoint, args.load_ema, device)
+    model = loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile)
     if cp is not None:
         model.context_parallel(cp)
     say = print if writer else (lambda *a, **k: None)

@@ -40,7 +40,8 @@ def net_context_parallel(net: nn.Module, group: Any) -> None:
 class ModelFamily:
     """What one family of networks provides. Only `name` and `net_classes` are required.
 
-    - parallelize(net, mesh, *, activation_checkpointing, compile, fsdp): in place.
+    - parallelize(net, mesh, *, activation_checkpointing, compile, fsdp, compile_backend):
+      in place.
     - flops_per_sample(net, latent_thw, text_len) -> training FLOPs of one sample (fwd + bwd).
     - load_official(net, state_dict): strict load of `net.`-prefixed or stripped keys, dropping
       exactly `ignored_keys`; raises naming missing/unexpected keys.

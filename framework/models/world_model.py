@@ -192,6 +192,23 @@ class WorldModel(nn.Module):
             for name in self.extra_names:
                 shard(getattr(self, name), mesh)
 
+    def compile_for_inference(self, backend: str = "inductor") -> None:
+        """Per-block torch.compile of the net for generation: the family's parallelize with
+        compile only (no checkpointing, no FSDP). Identical blocks share one graph, so the first
+        call compiles one block; later calls reuse it."""
+        if self.family.parallelize is None:
+            raise ValueError(
+                f"model family {self.family.name!r} has no per-block compile; drop --compile."
+            )
+        self.family.parallelize(
+            self.net,
+            None,
+            activation_checkpointing="none",
+            compile=True,
+            fsdp=False,
+            compile_backend=backend,
+        )
+
     def context_parallel(self, group) -> None:
         """Split each sample's latent frames across the process group `group` through the
         family's hook (docs/training.md, Context parallel). Every rank of the group then runs
