@@ -15,7 +15,8 @@ Parts (run in this order; each is guarded, and the JSON is rewritten after every
              (bench/parts_ckpt.py)
   lora       only when named: 2B full vs LoRA (fp32 / bf16 base) and 14B LoRA steps, a 14B
              LoRA save (bench/parts_ckpt.py); `lorasave` the 14B LoRA save alone, `savecheck`
-             the staged bytes of a format=dcp save against the weights
+             the staged bytes of a format=dcp save against the weights; `loraprofile` the
+             2B LoRA step's kernel time by kind against full fine-tuning, and both compiled
 
 This file is the CLI, the driver and the summary; the parts live in bench/parts_model.py
 (ours, peer, and the shared Ctx/measure harness) and bench/parts_misc.py (the rest).
@@ -59,7 +60,15 @@ from bench.parts_model import Ctx, part_ours, part_peer  # noqa: E402
 
 PARTS = ("matmul", "attention", "ours", "peer", "vae", "generate", "profile", "compile")
 # Run only when named in --parts: the best-of-N critic (a 7B VLM, bench/parts_critic.py).
-OPTIONAL_PARTS = ("critic", "save", "lora", "lorasave", "savecheck", "generate_compile")
+OPTIONAL_PARTS = (
+    "critic",
+    "save",
+    "lora",
+    "lorasave",
+    "savecheck",
+    "generate_compile",
+    "loraprofile",
+)
 # Checkpointing variants of our net. "selN": selective on N blocks spread evenly, full on the
 # rest (a memory/speed dial between the two). "bf16-*": bf16 parameters and no optimizer, the
 # peer's setup, for a like-for-like fwd+bwd comparison.
@@ -236,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "lora": lambda c: _ckpt_parts().part_lora(c),
         "lorasave": lambda c: _ckpt_parts().part_lora_save(c),
         "savecheck": lambda c: _ckpt_parts().part_save_check(c),
+        "loraprofile": lambda c: _ckpt_parts().part_lora_profile(c),
     }
     if model_parts:
         functions.update(model_parts.FUNCTIONS)

@@ -211,6 +211,40 @@ def part_lora(ctx: Ctx) -> None:
         free_memory(ctx.device)
 
 
+def part_lora_profile(ctx: Ctx) -> None:
+    """Where a 2B LoRA step's time goes against full fine-tuning (eager, selective
+    checkpointing): GPU kernel time by kind for each, then both steps timed with per-block
+    compile (what the recipes run)."""
+    from bench.parts_misc import profile_step
+    from framework.models.cosmos2.parallelize import parallelize_net
+
+    flops = ours_flops(ctx)["fwd_bwd"]
+    runs = [("full", 0, None), ("lora-r16-bf16base", 16, torch.bfloat16)]
+    for label, rank, dtype in runs:
+        net = _lora_net(ctx, "2B", rank, dtype)
+        profile_step(ctx, net, label, flops if not rank else None)
+        del net
+        free_memory(ctx.device)
+    for label, rank, dtype in runs:
+        net = _lora_net(ctx, "2B", rank, dtype)
+        parallelize_net(net, None, activation_checkpointing="selective", compile=True, fsdp=False)
+        inputs = ours_inputs(ctx.shapes, ctx.device, torch.float32)
+        _, step_with, params = ours_step_fns(ctx, net, inputs, autocast=True)
+        measure(
+            ctx,
+            "loraprofile",
+            f"{label} train step +compile",
+            step_with(make_optimizer(params)),
+            flops,
+            warmup=2,
+            iters=3,
+            record_sdpa=False,
+        )
+        del net, params, inputs
+        free_memory(ctx.device)
+        torch._dynamo.reset()
+
+
 def _lora_save(ctx: Ctx, net, opt) -> None:
     """A format=dcp save of the 14B LoRA state: the frozen base (from load_path) is excluded."""
     from framework.trainer.checkpoint import Checkpointer

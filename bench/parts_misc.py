@@ -275,12 +275,18 @@ def kernel_kind(name: str) -> str:
 
 
 def part_profile(ctx: Ctx, mode: str = "selective") -> None:
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
     fl = ours_flops(ctx)
     net = build_ours(ctx)
     set_checkpointing(net, mode)
+    profile_step(ctx, net, mode, fl["fwd_bwd"])
+
+
+def profile_step(ctx: Ctx, net: torch.nn.Module, variant: str, flops: float | None) -> dict:
+    """GPU kernel time of one train step of `net` (AdamW over its trainable parameters) by kind;
+    returns {kind: seconds} and adds rows and a detail under `profile`."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
     inputs = ours_inputs(ctx.shapes, ctx.device, torch.float32)
     _, step_with, params = ours_step_fns(ctx, net, inputs, autocast=True)
     step = step_with(make_optimizer(params))
@@ -314,9 +320,9 @@ def part_profile(ctx: Ctx, mode: str = "selective") -> None:
     kernels.sort(key=lambda k: -k["seconds"])
     busy = sum(kinds.values())
     ctx.report.detail(
-        "profile",
+        f"profile {variant}",
         {
-            "variant": mode,
+            "variant": variant,
             "wall_seconds": wall,
             "device_busy_seconds": busy,
             "by_kind": kinds,
@@ -325,16 +331,16 @@ def part_profile(ctx: Ctx, mode: str = "selective") -> None:
     )
     ctx.report.row(
         "profile",
-        f"profiled train step ({mode}) wall",
+        f"profiled train step ({variant}) wall",
         wall,
         None,
-        fl["fwd_bwd"],
+        flops,
         note=f"device busy {busy:.3f} s ({100 * busy / wall:.0f}% of wall)",
     )
     for kind, seconds in sorted(kinds.items(), key=lambda kv: -kv[1]):
         ctx.report.row(
             "profile",
-            f"  kernels: {kind}",
+            f"  {variant} kernels: {kind}",
             seconds,
             None,
             None,
@@ -342,6 +348,7 @@ def part_profile(ctx: Ctx, mode: str = "selective") -> None:
         )
     for k in kernels[:8]:
         print(f"    {k['seconds']:8.4f} s  x{k['calls']:<5} {k['kind']:<18} {k['name'][:90]}")
+    return kinds
 
 
 # ---- 8. torch.compile --------------------------------------------------------------------------
