@@ -270,3 +270,15 @@ def test_mean_std_must_be_plain_tensors(tmp_path, small_vae, stats):
     (folder / "mean_std.pt").write_bytes(buf.getvalue())
     with pytest.raises(ValueError, match="readable with weights_only=True"):
         CosmosCV8x8x8Tokenizer(str(folder), config=SMALL)
+
+
+@pytest.mark.parametrize("given", [1, 9])
+def test_first_latents_do_not_depend_on_later_frames(given, stats):
+    """CosmosCV8x8x8Tokenizer.causal: generation encodes only the given frames."""
+    tok = CosmosCV8x8x8Tokenizer(None, config=SMALL, latents_mean=stats[0], latents_std=stats[1])
+    assert tok.causal
+    video = _video(1, 17)
+    full = tok.encode(video)
+    prefix = tok.encode(video[:, :, :given])
+    assert prefix.shape[2] == tok.latent_frames(given)
+    torch.testing.assert_close(prefix, full[:, :, : prefix.shape[2]], rtol=1e-5, atol=1e-5)

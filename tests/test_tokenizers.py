@@ -162,3 +162,19 @@ def test_wan_original_tokenizer_pth(tmp_path, small_vae, video):
     assert tok.identity.startswith("wan2.1-vae-")
     with pytest.raises(ValueError, match="matching `config`"):
         WanVAETokenizer(str(path), config=dict(SMALL, base_dim=16))
+
+
+@pytest.mark.parametrize("given", [1, 5])
+def test_wan_vae_first_latents_do_not_depend_on_later_frames(given, video):
+    """WanVAETokenizer.causal: generation encodes only the given frames (WorldModel.generate)."""
+    tok = WanVAETokenizer(None, config=SMALL)
+    assert tok.causal
+    full = tok.encode(video)
+    prefix = tok.encode(video[:, :, :given])
+    assert prefix.shape[2] == tok.latent_frames(given)
+    torch.testing.assert_close(prefix, full[:, :, : prefix.shape[2]], rtol=1e-5, atol=1e-6)
+    later = video.clone()
+    later[:, :, given:] = 255 - later[:, :, given:]  # other later frames: same first latents
+    torch.testing.assert_close(
+        tok.encode(later)[:, :, : prefix.shape[2]], prefix, rtol=1e-5, atol=1e-6
+    )

@@ -303,3 +303,23 @@ def test_compile_for_inference_without_family_parallelize_is_one_line():
     model.family = dataclasses.replace(model.family, parallelize=None)
     with pytest.raises(ValueError, match="drop --compile"):
         model.compile_for_inference()
+
+
+@pytest.mark.parametrize("given", [1, 5])
+def test_generation_encodes_only_the_given_frames_of_a_causal_tokenizer(given):
+    """The same video whether the whole padded clip is encoded (a tokenizer not marked causal)
+    or only the given frames (causal): the latents after them are never used."""
+    model = make_model(StandInNet(48), state_t=3, tokenizer=PixelTokenizer(spatial=2, temporal=4))
+    batch = make_batch(b=1, frames=9)
+    clip = batch["video"][:, :, :given]
+    frames = []
+    encode = model.tokenizer.encode
+    model.tokenizer.encode = lambda x: frames.append(x.shape[2]) or encode(x)
+    outs = {}
+    for causal in (True, False):
+        model.tokenizer.causal = causal
+        outs[causal] = model.generate(
+            clip, batch["t5_text_embeddings"], num_conditional_frames=given, num_steps=3, seed=2
+        )
+    assert frames == [given, 9]  # the causal path encodes the given frames only
+    assert torch.equal(outs[True], outs[False])

@@ -51,6 +51,10 @@ class _TokenizerBase(nn.Module):
     spatial_compression: int
     temporal_compression: int
     latent_channels: int
+    # True when the first latents do not depend on later frames: encode(x[:, :, :n]) equals the
+    # first latent_frames(n) latents of encode(x) (tested per tokenizer). Generation then encodes
+    # only the given frames instead of the whole padded clip.
+    causal: bool = False
 
     def latent_frames(self, num_pixel_frames: int) -> int:
         return 1 + (num_pixel_frames - 1) // self.temporal_compression
@@ -94,6 +98,7 @@ class PixelTokenizer(_TokenizerBase):
         self.temporal_compression = temporal
         self.latent_channels = 3 * spatial * spatial * temporal
         self.identity = f"pixel-s{spatial}-t{temporal}"
+        self.causal = True  # frame groups after the first never reach back
 
     @torch.no_grad()
     def encode(self, video: Tensor) -> Tensor:
@@ -145,6 +150,8 @@ class WanVAETokenizer(_TokenizerBase):
     weights. `config` overrides the default (= Wan2.1) `AutoencoderKLWan` kwargs for `.pth` files.
     `latents_mean/std` default to the config's (Wan2.1 constants, upstream/cosmos_predict2.md §5).
     `dtype` None means bf16 on CUDA (as upstream) and float32 elsewhere."""
+
+    causal = True  # causal 3D convolutions in time (tests/test_*tokenizer*.py check it)
 
     def __init__(
         self,

@@ -127,6 +127,8 @@ class CosmosCV8x8x8Tokenizer(_TokenizerBase):
     `dtype` None means bf16 on CUDA (as upstream) and float32 elsewhere.
     """
 
+    causal = True  # causal 3D convolutions in time (tests/test_*tokenizer*.py check it)
+
     def __init__(
         self,
         path: str | None = LOCAL_DIR,
