@@ -132,11 +132,11 @@ def build_model(config: dict, device: torch.device):
 def video_inputs(model, frames: np.ndarray, fps: float, device: torch.device) -> dict[str, Any]:
     """The critic's inputs for a clip: its frame preparation and patches, token ids with the
     right number of video placeholders (random text ids around them)."""
-    from framework.inference import critic as C
+    from framework.inference import critic_frames as CF
 
-    layout = C.VisionLayout()
-    video, sample_fps = C.prepare_frames(frames, fps, layout)
-    pixels, grid = C.patchify(video, layout)
+    layout = CF.VisionLayout()
+    video, sample_fps = CF.prepare_frames(frames, fps, layout)
+    pixels, grid = CF.patchify(video, layout)
     cfg = model.config
     n_video = grid[0] * grid[1] * grid[2] // layout.merge_size**2
     gen = torch.Generator().manual_seed(0)

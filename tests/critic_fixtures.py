@@ -101,7 +101,8 @@ def make_tiny_reason1(folder: str | Path, seed: int = 0) -> Path:
     chat_template.json, preprocessor_config.json) holding a tiny random Qwen2.5-VL."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from framework.inference.critic import CLIP_MEAN, CLIP_STD, SYSTEM_PROMPT, USER_PROMPT
+    from framework.inference.critic import SYSTEM_PROMPT, USER_PROMPT
+    from framework.inference.critic_frames import CLIP_MEAN, CLIP_STD
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from framework.inference import critic as C
+from framework.inference import critic_frames as CF
 from framework.inference import media
 from tests.critic_fixtures import make_tiny_reason1
 
@@ -70,21 +71,21 @@ def test_components_survive_text_that_is_not_xml():
 def test_frames_follow_the_upstream_stack_for_a_93_frame_480p_clip():
     """qwen-vl-utils 0.0.11 at fps 16 and 8192*28*28 total pixels, then the 4.51.3 image
     processor at min 256*28*28: 92 frames of 280x476, then 364x588, 12,558 video tokens."""
-    n = C.num_sampled_frames(93, 16.0)
-    budget = max(min(C.VIDEO_MAX_PIXELS, C.TOTAL_PIXELS / n * 2), C.VIDEO_MIN_PIXELS * 1.05)
-    stage1 = C.smart_resize(432, 768, 28, C.VIDEO_MIN_PIXELS, budget)
-    stage2 = C.smart_resize(*stage1, 28, C.PROCESSOR_MIN_PIXELS, C.PROCESSOR_MAX_PIXELS)
+    n = CF.num_sampled_frames(93, 16.0)
+    budget = max(min(CF.VIDEO_MAX_PIXELS, CF.TOTAL_PIXELS / n * 2), CF.VIDEO_MIN_PIXELS * 1.05)
+    stage1 = CF.smart_resize(432, 768, 28, CF.VIDEO_MIN_PIXELS, budget)
+    stage2 = CF.smart_resize(*stage1, 28, CF.PROCESSOR_MIN_PIXELS, CF.PROCESSOR_MAX_PIXELS)
     assert (n, stage1, stage2) == (92, (280, 476), (364, 588))
     assert n // 2 * (364 // 14) * (588 // 14) // 4 == 12558
     # Few frames at a low rate: never more than the video has, always even.
-    assert C.num_sampled_frames(33, 4.0) == 32 and C.num_sampled_frames(3, 8.0) == 2
+    assert CF.num_sampled_frames(33, 4.0) == 32 and CF.num_sampled_frames(3, 8.0) == 2
     with pytest.raises(ValueError, match="too short"):
-        C.num_sampled_frames(1, 16.0)
+        CF.num_sampled_frames(1, 16.0)
 
     frames = np.zeros((9, 72, 128, 3), np.uint8)  # small: the output size is set by min pixels
-    video, fps = C.prepare_frames(frames, 16.0, C.VisionLayout())
+    video, fps = CF.prepare_frames(frames, 16.0, CF.VisionLayout())
     assert video.shape[:2] == (8, 3) and video.shape[2] % 28 == video.shape[3] % 28 == 0
-    assert video.shape[2] * video.shape[3] >= C.PROCESSOR_MIN_PIXELS
+    assert video.shape[2] * video.shape[3] >= CF.PROCESSOR_MIN_PIXELS
     assert fps == pytest.approx(8 / 9 * 16)
 
 
@@ -99,7 +100,7 @@ def test_patches_match_transformers_image_processor():
     img = rng.integers(0, 256, (56, 84, 3), dtype=np.uint8)
     ref = Qwen2VLImageProcessorPil()(images=[img], do_resize=False, return_tensors="pt")
     frames = torch.from_numpy(img).permute(2, 0, 1)[None].float().expand(2, -1, -1, -1)
-    ours, grid = C.patchify(frames, C.VisionLayout())
+    ours, grid = CF.patchify(frames, CF.VisionLayout())
     assert grid == ref["image_grid_thw"][0].tolist() == [1, 4, 6]
     torch.testing.assert_close(ours, ref["pixel_values"].float(), atol=1e-5, rtol=1e-5)
 
