@@ -20,7 +20,7 @@ from framework.models.cosmos2 import (
     load_official,
     net_config,
 )
-from framework.models.cosmos2.net import Patchify, RopePosition3D, Timesteps
+from framework.models.cosmos2.embeddings import Patchify, RopePosition3D, Timesteps
 from framework.models.cosmos2.parallelize import SDPA_OPS, parallelize_net
 
 SMALL = dict(

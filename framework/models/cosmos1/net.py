@@ -42,14 +42,8 @@ from framework.models.context_parallel import (
     context_parallel_of,
 )
 from framework.models.cosmos1.position import LearnablePosEmbAxis, VideoRopePosition3DEmb
-from framework.models.cosmos2.net import (
-    MLP,
-    PatchEmbed,
-    RMSNorm,
-    TimestepEmbedding,
-    Timesteps,
-    apply_rope,
-)
+from framework.models.cosmos2.embeddings import PatchEmbed, TimestepEmbedding, Timesteps, apply_rope
+from framework.models.cosmos2.net import MLP, RMSNorm
 
 # TransformerEngine adds `_extra_state` entries to official files (§4.4); both official loaders
 # skip them, and they hold no weights.
