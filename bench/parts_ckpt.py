@@ -24,24 +24,11 @@ from pathlib import Path
 
 import torch
 
-from bench.common import free_memory, peak_gib, reset_peak
-from bench.parts_model import (
-    Ctx,
-    build_ours,
-    make_optimizer,
-    measure,
-    ours_flops,
-    ours_inputs,
-    ours_step_fns,
-    set_checkpointing,
-)
+from bench.common import free_memory, peak_gib, reset_peak, sync
+from bench.parts_misc import profile_step, train_step
+from bench.parts_model import Ctx, build_ours, measure, ours_flops, set_checkpointing
 
 LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
-
-
-def _sync(ctx: Ctx) -> None:
-    if ctx.cuda:
-        torch.cuda.synchronize(ctx.device)
 
 
 class _Holder(torch.nn.Module):
@@ -64,10 +51,7 @@ def part_save(ctx: Ctx) -> None:
     net = build_ours(ctx)
     set_checkpointing(net, "selective")
     model = _Holder(net)
-    fwd_bwd, _, params = ours_step_fns(
-        ctx, net, ours_inputs(ctx.shapes, ctx.device, torch.float32), True
-    )
-    opt = make_optimizer(params)
+    fwd_bwd, _, params, opt = train_step(ctx, net)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     env = DistEnv(device=ctx.device)
     trainer_state = {"step": 0, "rng": [torch.get_rng_state()]}
@@ -75,7 +59,7 @@ def part_save(ctx: Ctx) -> None:
     ckpt: Checkpointer | None = None
 
     def step() -> float:
-        _sync(ctx)
+        sync(ctx.device)
         t = time.perf_counter()
         fwd_bwd()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -83,7 +67,7 @@ def part_save(ctx: Ctx) -> None:
             ckpt.wait_staged()  # what the trainer does before the optimizer step
         opt.step()
         opt.zero_grad(set_to_none=True)
-        _sync(ctx)
+        sync(ctx.device)
         return time.perf_counter() - t
 
     try:
@@ -189,16 +173,14 @@ def part_lora(ctx: Ctx) -> None:
     ]
     for label, size, rank, dtype in runs:
         net = _lora_net(ctx, size, rank, dtype)
-        inputs = ours_inputs(ctx.shapes, ctx.device, torch.float32)
-        _, step_with, params = ours_step_fns(ctx, net, inputs, autocast=True)
-        opt = make_optimizer(params)
+        _, step, params, opt = train_step(ctx, net)
         trainable = sum(p.numel() for p in params)
         frozen = sum(p.numel() * p.element_size() for p in net.parameters() if not p.requires_grad)
         measure(
             ctx,
             "lora",
             f"{label} train step",
-            step_with(opt),
+            step,
             flops if size == "2B" else None,
             warmup=1,
             iters=2,
@@ -207,7 +189,7 @@ def part_lora(ctx: Ctx) -> None:
         )
         if size == "14B":
             _lora_save(ctx, net, opt)
-        del net, opt, params, inputs
+        del net, opt, params, step
         free_memory(ctx.device)
 
 
@@ -215,7 +197,6 @@ def part_lora_profile(ctx: Ctx) -> None:
     """Where a 2B LoRA step's time goes against full fine-tuning (eager, selective
     checkpointing): GPU kernel time by kind for each, then both steps timed with per-block
     compile (what the recipes run)."""
-    from bench.parts_misc import profile_step
     from framework.models.cosmos2.parallelize import parallelize_net
 
     flops = ours_flops(ctx)["fwd_bwd"]
@@ -228,19 +209,18 @@ def part_lora_profile(ctx: Ctx) -> None:
     for label, rank, dtype in runs:
         net = _lora_net(ctx, "2B", rank, dtype)
         parallelize_net(net, None, activation_checkpointing="selective", compile=True, fsdp=False)
-        inputs = ours_inputs(ctx.shapes, ctx.device, torch.float32)
-        _, step_with, params = ours_step_fns(ctx, net, inputs, autocast=True)
+        step = train_step(ctx, net)[1]
         measure(
             ctx,
             "loraprofile",
             f"{label} train step +compile",
-            step_with(make_optimizer(params)),
+            step,
             flops,
             warmup=2,
             iters=3,
             record_sdpa=False,
         )
-        del net, params, inputs
+        del net, step
         free_memory(ctx.device)
         torch._dynamo.reset()
 
@@ -280,11 +260,9 @@ def _lora_save(ctx: Ctx, net, opt) -> None:
 def part_lora_save(ctx: Ctx) -> None:
     """14B LoRA (bf16 base): one step for the optimizer state, then the format=dcp save."""
     net = _lora_net(ctx, "14B", 32, torch.bfloat16)
-    inputs = ours_inputs(ctx.shapes, ctx.device, torch.float32)
-    _, step_with, params = ours_step_fns(ctx, net, inputs, autocast=True)
-    opt = make_optimizer(params)
-    step_with(opt)()
-    _sync(ctx)
+    _, step, _, opt = train_step(ctx, net)
+    step()
+    sync(ctx.device)
     _lora_save(ctx, net, opt)
 
 
@@ -301,10 +279,7 @@ def part_save_check(ctx: Ctx) -> None:
     net = build_ours(ctx)
     set_checkpointing(net, "selective")
     model = _Holder(net)
-    inputs = ours_inputs(ctx.shapes, ctx.device, torch.float32)
-    _, step_with, params = ours_step_fns(ctx, net, inputs, True)
-    opt = make_optimizer(params)
-    step = step_with(opt)
+    _, step, _, opt = train_step(ctx, net)
     step()
     names = [
         "net.x_embedder.proj.1.weight",

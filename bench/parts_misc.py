@@ -5,9 +5,11 @@ step and the per-block torch.compile step. Used by bench/bench_model.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.optim import Optimizer
 
 from bench.common import count_flops, nominal_tflops, peak_gib, sync, time_calls
 from bench.parts_model import (
@@ -281,15 +283,23 @@ def part_profile(ctx: Ctx, mode: str = "selective") -> None:
     profile_step(ctx, net, mode, fl["fwd_bwd"])
 
 
+def train_step(ctx: Ctx, net: torch.nn.Module) -> tuple[Callable, Callable, list, Optimizer]:
+    """(fwd_bwd, step, trainable params, optimizer) of `net` at the bench shape: fp32 inputs
+    under the trainer's autocast; a step is fwd+bwd, clip and the trainer's AdamW. The profile
+    and the checkpoint/LoRA parts (bench/parts_ckpt.py) all train through this."""
+    inputs = ours_inputs(ctx.shapes, ctx.device, torch.float32)
+    fwd_bwd, step_with, params = ours_step_fns(ctx, net, inputs, autocast=True)
+    opt = make_optimizer(params)
+    return fwd_bwd, step_with(opt), params, opt
+
+
 def profile_step(ctx: Ctx, net: torch.nn.Module, variant: str, flops: float | None) -> dict:
     """GPU kernel time of one train step of `net` (AdamW over its trainable parameters) by kind;
     returns {kind: seconds} and adds rows and a detail under `profile`."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    inputs = ours_inputs(ctx.shapes, ctx.device, torch.float32)
-    _, step_with, params = ours_step_fns(ctx, net, inputs, autocast=True)
-    step = step_with(make_optimizer(params))
+    step = train_step(ctx, net)[1]
     for _ in range(2):
         step()
     sync(ctx.device)
