@@ -282,3 +282,31 @@ def test_first_latents_do_not_depend_on_later_frames(given, stats):
     prefix = tok.encode(video[:, :, :given])
     assert prefix.shape[2] == tok.latent_frames(given)
     torch.testing.assert_close(prefix, full[:, :, : prefix.shape[2]], rtol=1e-5, atol=1e-5)
+
+
+def test_scaled_tokenizer_is_causal_when_its_tokenizer_is(stats):
+    """Predict1's tokenizer is ScaledTokenizer(CV8x8x8): it reports the inner `causal`, so
+    generation encodes only the given frames through it (as for the Predict2 family)."""
+    from framework.models.cosmos1.latent_scale import ScaledTokenizer
+    from framework.models.tokenizers import PixelTokenizer
+    from tests.test_world_model import StandInNet, make_batch, make_model
+
+    cv = CosmosCV8x8x8Tokenizer(None, config=SMALL, latents_mean=stats[0], latents_std=stats[1])
+    assert ScaledTokenizer(cv, 0.5).causal
+    inner = PixelTokenizer(spatial=2, temporal=4)
+    inner.causal = False
+    assert not ScaledTokenizer(inner, 0.5).causal
+    inner.causal = True
+    model = make_model(StandInNet(48), state_t=3, tokenizer=ScaledTokenizer(inner, 0.5))
+    frames = []
+    encode = inner.encode
+    inner.encode = lambda x: frames.append(x.shape[2]) or encode(x)
+    batch = make_batch(b=1, frames=9)
+    model.generate(
+        batch["video"][:, :, :1],
+        batch["t5_text_embeddings"],
+        num_conditional_frames=1,
+        num_steps=2,
+        seed=0,
+    )
+    assert frames == [1]  # not the 9-frame padded clip

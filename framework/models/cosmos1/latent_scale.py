@@ -53,6 +53,13 @@ class ScaledTokenizer(_TokenizerBase):
             )
         return t.view(1, -1, 1, 1, 1)
 
+    @property
+    def causal(self) -> bool:
+        # A per-channel affine map of each latent frame keeps the inner tokenizer's causality;
+        # without this the base class's False made Predict1 generation encode the whole padded
+        # clip (WorldModel._encode_condition).
+        return self.inner.causal
+
     def place(self, device: torch.device | str) -> None:
         self.inner.place(device)
 
