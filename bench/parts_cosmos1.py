@@ -12,7 +12,8 @@ Parts (run in this order; each guarded, the JSON rewritten after each):
            then the full step (fwd, bwd, clip 1.0, fused AdamW with weight decay on every
            parameter as bridge_57frames); `bf16-<mode>` variants: bf16 weights, fwd+bwd only
   master   bf16 weights + fp32 master weights and fp32 AdamW moments kept by the optimizer
-           (upstream's precision, §6.3): the full step, per variant
+           (upstream's precision, §6.3; the trainer's optim.master_weights=true): the full
+           step with the trainer's step tail, per variant
   compile  the best eager `ours` mode with per-sub-block torch.compile: the full step
 
 FLOPs: torch.utils.flop_counter on meta tensors (no recompute counted) and flops.py's 3x forward.
@@ -324,46 +325,30 @@ def part_ours(ctx: Ctx) -> None:
 # ---- bf16 weights with fp32 master weights ------------------------------------------------------
 
 
-class MasterAdamW:
-    """bf16 model weights, fp32 master weights and moments in the optimizer (upstream's FusedAdam
-    with master_weights, §6.2-6.3), in chunks so the fp32 copy of the gradients stays small."""
-
-    def __init__(self, params: list, chunks: int = 8) -> None:
-        self.params = params
-        self.groups = [params[i::chunks] for i in range(chunks)]
-        self.masters = [[p.detach().float() for p in g] for g in self.groups]
-        for m in (m for ms in self.masters for m in ms):
-            m.requires_grad_(True)
-        self.opts = [adamw(ms) for ms in self.masters]
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for group, masters, opt in zip(self.groups, self.masters, self.opts):
-            for p, m in zip(group, masters):
-                m.grad = None if p.grad is None else p.grad.float()
-            opt.step()
-            for p, m in zip(group, masters):
-                p.copy_(m)
-                m.grad = None
-
-    def clear(self) -> None:
-        self.opts, self.masters = [], []
-
-
 def part_master(ctx: Ctx) -> None:
+    """bf16 weights, fp32 master weights and moments in the optimizer (upstream's FusedAdam with
+    master_weights, §6.2-6.3): the trainer's `optim.master_weights=true` (MasterAdamW, one
+    compiled kernel per tensor) and the trainer's step tail (one fused gradient norm, clipping
+    as the optimizer's grad_scale, one host read-back)."""
+    from experiments.bridge import adamw_every_param
+    from framework.trainer.state import clip_by_norm_, squared_grad_norm
+
     step = build_step(ctx, torch.bfloat16)
     params = step.params()
     fl = flops(ctx)["fwd_bwd"]
     for mode in [v for v in ctx.variants if not v.startswith("bf16-")]:
         set_mode(step.net, mode)
-        opt = MasterAdamW(params)
+        opt = adamw_every_param(params, 2**-14.3, 0.1, eps=1e-10, master_weights=True)
 
         def train_step(opt=opt) -> None:
             for p in params:
                 p.grad = None
             step.loss().backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            norm = squared_grad_norm(params, ctx.device).sqrt()
+            clip_by_norm_(opt, params, norm, 1.0)
             opt.step()
+            opt.grad_scale = None
+            float(norm)  # the trainer reads its step's numbers back once
 
         measure(
             ctx,
@@ -372,9 +357,9 @@ def part_master(ctx: Ctx) -> None:
             train_step,
             fl,
             record_sdpa=False,
-            note="fwd+bwd+clip+fused AdamW on fp32 masters (8 chunks)",
+            note="optim.master_weights=true: MasterAdamW, clip in grad_scale, one read-back",
         )
-        opt.clear()
+        opt.state.clear()
         for p in params:
             p.grad = None
         free_memory(ctx.device)

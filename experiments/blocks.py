@@ -27,8 +27,11 @@ def job(project: str = "worldtune", group: str = "debug", name: str | None = Non
 
 def optim(lr: float = 2**-14.5, weight_decay: float = 0.1, betas=(0.9, 0.99), eps: float = 1e-8):
     """AdamW; the trainer passes the parameters. Defaults: the Predict2 recipes
-    (upstream/cosmos_predict2.md §2.2)."""
-    return L(ADAMW)(lr=lr, weight_decay=weight_decay, betas=list(betas), eps=eps)
+    (upstream/cosmos_predict2.md §2.2). `master_weights=true`: bf16 weights, fp32 master copy
+    in the optimizer (one GPU or DDP; framework/trainer/master_adamw.py)."""
+    return L(ADAMW)(
+        lr=lr, weight_decay=weight_decay, betas=list(betas), eps=eps, master_weights=False
+    )
 
 
 def lambda_linear(

@@ -18,12 +18,14 @@ from framework.config import L, experiment
 GROUP = "diffusion_video2world_instruction"
 
 
-def adamw_every_param(params, lr: float, weight_decay: float, betas=(0.9, 0.99), eps=1e-8):
+def adamw_every_param(
+    params, lr: float, weight_decay: float, betas=(0.9, 0.99), eps=1e-8, master_weights=False
+):
     """The trainer's AdamW with weight decay on every parameter, norm gains included: upstream's
     one parameter group (§1.4, §9 item 7). framework.trainer.optim.adamw exempts 1-D tensors."""
     from framework.trainer.optim import adamw
 
-    optimizer = adamw(params, lr, weight_decay, betas, eps)
+    optimizer = adamw(params, lr, weight_decay, betas, eps, master_weights=master_weights)
     for group in optimizer.param_groups:
         group["weight_decay"] = weight_decay
     return optimizer
@@ -39,7 +41,9 @@ def bridge_57frames():
     model = blocks.predict1_model(blocks.predict1_net("7B"), blocks.cv8x8x8(), state_t=8)
     data = blocks.loader(blocks.bridge_dataset(num_frames=57, video_size=(256, 320)))
     cfg = blocks.base(model, data, "posttraining", GROUP)
-    cfg.optim = L(adamw_every_param)(lr=2**-14.3, weight_decay=0.1, betas=[0.9, 0.99], eps=1e-10)
+    cfg.optim = L(adamw_every_param)(
+        lr=2**-14.3, weight_decay=0.1, betas=[0.9, 0.99], eps=1e-10, master_weights=False
+    )
     # Warm-up 2500 > 2000 steps: the LR ends at 0.8x its peak, as upstream (§9 item 6).
     cfg.sched = blocks.lambda_linear(
         warm_up=2500, cycle=10_000_000_000_000, f_start=1e-6, f_max=1.0, f_min=1.0

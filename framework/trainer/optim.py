@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from framework.trainer.master_adamw import MasterAdamW
+
 
 def adamw(
     params: Iterable[nn.Parameter],
@@ -18,7 +20,8 @@ def adamw(
     betas: Sequence[float] = (0.9, 0.99),
     eps: float = 1e-8,
     fused: bool | None = None,
-) -> torch.optim.AdamW:
+    master_weights: bool = False,
+) -> torch.optim.Optimizer:
     """AdamW over `params` with two groups: matrices decay, 1-D tensors (norms, biases) do not.
 
     Upstream computes the same split but gives both groups the same decay
@@ -29,6 +32,8 @@ def adamw(
         params: the trainable parameters (the trainer passes `model.trainable_parameters()`).
         fused: torch's fused kernel (replaces apex FusedAdam); None picks it when every parameter
             lives on CUDA.
+        master_weights: the parameters are (or will be, by the trainer) bf16 and the optimizer
+            keeps fp32 master weights and moments (framework/trainer/master_adamw.py).
     """
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -40,6 +45,8 @@ def adamw(
         for group, wd in ((decay, weight_decay), (no_decay, 0.0))
         if group
     ]
+    if master_weights:
+        return MasterAdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
     if fused is None:
         fused = all(p.device.type == "cuda" for p in params)
     # foreach (one kernel per op over all tensors) where not fused: torch's CPU default is a

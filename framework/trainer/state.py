@@ -109,7 +109,7 @@ def squared_grad_norm(params: Iterable[torch.nn.Parameter], device: torch.device
     grads = local_grads(params)
     if not grads:
         return torch.zeros((), device=device)
-    return torch.stack(torch._foreach_norm(grads)).float().square().sum()
+    return torch.stack(torch._foreach_norm(grads, dtype=torch.float32)).square().sum()
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ from framework.trainer import dist as D
 from framework.trainer.checkpoint import Checkpointer
 from framework.trainer.data import BatchStream
 from framework.trainer.ema import PowerEMA, clean_name
+from framework.trainer.master_adamw import params_to_
 from framework.trainer.metrics import MetricsSink
 from framework.trainer.pretrained import check_load_path, load_pretrained
 from framework.trainer.report import run_report
@@ -92,6 +93,7 @@ class Trainer:
         self.job_dir = job_dir_of(cfg)
         self.max_steps = int(cfg.train.max_steps)
         self.accum = int(cfg.train.grad_accum)
+        self.master_weights = bool(cfg.optim.get("master_weights", False))
         self.autocast_dtype = self._precision(cfg.train.precision)
         set_determinism(bool(cfg.train.deterministic))
         self.lock = self._lock_job_dir()
@@ -116,6 +118,8 @@ class Trainer:
             load_pretrained(self.model, cfg.checkpoint)
         if self.autocast_dtype is not None:
             frozen_to_(self.model, self.autocast_dtype)
+        if self.master_weights:  # the optimizer keeps the fp32 copy (master_adamw.py)
+            params_to_((p for p in self.model.parameters() if p.requires_grad), torch.bfloat16)
         self.model.to(self.device)
         self.mesh = D.build_mesh(cfg.parallel, self.env)
         self._context_parallel()
@@ -295,7 +299,7 @@ class Trainer:
     def _precision(self, precision: str) -> torch.dtype | None:
         if precision not in ("bf16", "fp32"):
             raise ConfigError(f"train.precision={precision!r} must be bf16 or fp32; fix it.")
-        if precision == "bf16" and self.device.type != "cuda":
+        if precision == "bf16" and self.device.type != "cuda" and not self.master_weights:
             log.warning("train.precision=bf16 needs CUDA; this CPU run computes in fp32.")
             return None
         return torch.bfloat16 if precision == "bf16" else None

@@ -89,6 +89,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.weight_decay": at_least(0, integer=False),
     "optim.eps": positive(),
     "optim.betas": betas(),
+    "optim.master_weights": one_of(True, False),
     "parallel.strategy": one_of("none", "ddp", "fsdp"),
     "parallel.shard_size": (
         lambda v: v in (None, -1) or (isinstance(v, int) and v >= 1),
@@ -130,6 +131,18 @@ def validate(cfg: DictConfig) -> DictConfig:
             continue
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is not allowed: use {allowed}.")
+    if _value(cfg, "optim.master_weights") is True:
+        if _value(cfg, "train.precision") != "bf16":
+            raise ConfigError(
+                "optim.master_weights=true keeps bf16 weights and needs train.precision=bf16; "
+                "set it or drop optim.master_weights."
+            )
+        if _value(cfg, "parallel.strategy") == "fsdp":
+            raise ConfigError(
+                "optim.master_weights=true does not work with parallel.strategy=fsdp (FSDP "
+                "already keeps fp32 sharded weights and computes in bf16); use "
+                "parallel.strategy=none or ddp, or drop optim.master_weights."
+            )
     size = _value(cfg, "data.dataset.video_size")
     if (
         size is not _ABSENT
