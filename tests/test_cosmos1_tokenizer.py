@@ -7,7 +7,10 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -270,6 +273,27 @@ def test_mean_std_must_be_plain_tensors(tmp_path, small_vae, stats):
     (folder / "mean_std.pt").write_bytes(buf.getvalue())
     with pytest.raises(ValueError, match="readable with weights_only=True"):
         CosmosCV8x8x8Tokenizer(str(folder), config=SMALL)
+
+
+def test_a_dry_run_first_does_not_leave_later_tokenizers_on_meta():
+    """A dry run that is the process's first import of diffusers' CV8x8x8 module once made its
+    module-level wavelets meta tensors, so every later tokenizer failed its first encode. A fresh
+    interpreter, since this one has imported the module already."""
+    code = f"""
+import torch
+from framework.models.cosmos1 import CosmosCV8x8x8Tokenizer
+from framework.models.meta import building_on_meta
+with torch.device("meta"), building_on_meta():
+    CosmosCV8x8x8Tokenizer(None, config={SMALL!r})
+tok = CosmosCV8x8x8Tokenizer(None, config={SMALL!r})
+print(tok.encode(torch.zeros(1, 3, 9, 16, 24, dtype=torch.uint8)).device)
+"""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["cpu"]
 
 
 @pytest.mark.parametrize("given", [1, 9])

@@ -189,9 +189,9 @@ class WanVAETokenizer(_TokenizerBase):
 
     @staticmethod
     def _build(path: str | None, config: dict) -> nn.Module:
-        from diffusers import AutoencoderKLWan
+        from framework.models.meta import import_on_cpu, on_meta
 
-        from framework.models.meta import on_meta
+        AutoencoderKLWan = import_on_cpu("diffusers", "AutoencoderKLWan")
 
         # A dry run builds on the meta device and needs shapes only, not weights.
         if on_meta():

@@ -162,10 +162,9 @@ class CosmosCV8x8x8Tokenizer(_TokenizerBase):
 
     @staticmethod
     def _build(path: str | None, config: dict) -> tuple[nn.Module, tuple, list[str]]:
-        from diffusers import AutoencoderKLCosmos
+        from framework.models.meta import import_on_cpu, on_meta
 
-        from framework.models.meta import on_meta
-
+        AutoencoderKLCosmos = import_on_cpu("diffusers", "AutoencoderKLCosmos")
         if on_meta() or torch.get_default_device().type == "meta":
             # A dry run needs shapes only, not weights.
             with torch.device("meta"):
