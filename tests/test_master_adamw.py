@@ -16,7 +16,9 @@ from framework.trainer.state import clip_by_norm_
 def _pair(seed: int = 0):
     """The same weights as fp32 parameters and as bf16 parameters (values exact in bf16)."""
     g = torch.Generator().manual_seed(seed)
-    shapes = [(8, 5), (5,), (3, 4, 2)]
+    # ranks 1 to 5 and dimensions of size 1, as a real net has (the compiled update once hit
+    # dynamo's recompile limit on these when it took tensors unflattened)
+    shapes = [(8, 5), (5,), (3, 4, 2), (1, 16), (4, 1, 3, 2, 2), (1,), (2, 1, 6), (9, 1)]
     values = [torch.randn(s, generator=g).bfloat16().float() for s in shapes]
     ref = [torch.nn.Parameter(v.clone()) for v in values]
     low = [torch.nn.Parameter(v.bfloat16()) for v in values]
@@ -39,6 +41,7 @@ def test_masters_follow_torch_adamw_and_params_are_the_rounded_masters(compiled)
     opt.compile = compiled
     # the decay group and the 1-D no-decay group are those of the fp32 optimizer
     assert [gr["weight_decay"] for gr in opt.param_groups] == [0.1, 0.0]
+    torch._dynamo.reset()
     for _ in range(5):
         _grads(ref, low, g)
         opt_ref.step()

@@ -43,7 +43,7 @@ _compiled = None
 
 
 def _fused_update():
-    """The update compiled once per number of dimensions, for any sizes: Inductor makes it one
+    """The update compiled once for any length (inputs are flattened): Inductor makes it one
     kernel that reads the bf16 gradient and the three fp32 states and writes them and the bf16
     weight (28 bytes per parameter), where eager PyTorch would take about 70."""
     global _compiled
@@ -88,6 +88,7 @@ class MasterAdamW(torch.optim.Optimizer):
                     )
         self.compile = compile
         self.grad_scale: Tensor | None = None
+        self._flat: dict[Tensor, tuple[Tensor, ...]] = {}  # master, then flat views of the state
 
     def _update_fn(self, device: torch.device):
         use = self.compile if self.compile is not None else device.type == "cuda"
@@ -119,7 +120,9 @@ class MasterAdamW(torch.optim.Optimizer):
                 loss = closure()
         # Per tensor only what must be: this loop runs for every tensor of a 7B net (about 700)
         # while the GPU waits on it, so the step counters move in one foreach call and the
-        # tensors go to the kernel as they are (one compiled graph per number of dimensions).
+        # flat views of the state are made once. Flat inputs keep the compiled graphs to two
+        # (length 1 and any length): shapes as they are hit dynamo's recompile limit on the 7B
+        # net (ranks 1 to 5, dimensions of size 1).
         for group in self.param_groups:
             live = [p for p in group["params"] if p.grad is not None]
             if not live:
@@ -133,7 +136,10 @@ class MasterAdamW(torch.optim.Optimizer):
                 hp = hps.get(key)
                 if hp is None:
                     hp = hps[key] = self._hyper(group, key[0], p.device)
-                fn(p, p.grad, s["master"], s["exp_avg"], s["exp_avg_sq"], hp)
+                flat = self._flat.get(p)
+                if flat is None or flat[0] is not s["master"]:  # new or replaced state
+                    flat = self._flat[p] = (s["master"], *(s[k].view(-1) for k in MASTER_KEYS))
+                fn(p.view(-1), p.grad.reshape(-1), *flat[1:], hp)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -144,6 +150,7 @@ class MasterAdamW(torch.optim.Optimizer):
             for pid, s in state_dict["state"].items()
         }
         super().load_state_dict(state_dict)
+        self._flat.clear()
         ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         for pid, p in zip(ids, params):
