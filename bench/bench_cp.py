@@ -181,6 +181,10 @@ def generation_model(run: Run, tokenizer=None):
     model = world_model(run, tokenizer)
     # As framework/inference/loading.py places a net for generation: bf16 weights on CUDA.
     model.net.to(torch.bfloat16 if run.device.type == "cuda" else torch.float32).eval()
+    if run.args.fp8:  # as video2world --fp8
+        from framework.models.fp8 import to_fp8_
+
+        to_fp8_(model.net)
     if run.args.compile:
         model.compile_for_inference()  # as video2world --compile
     return model
@@ -202,7 +206,9 @@ def part_forward(run: Run) -> None:
             net(x, ts, text, cond, pad)
 
     flops = 2 * model_flops(run) / 3  # forward = a third of fwd+bwd, batch 2
-    timed(run, "generate: one CFG step (forward, batch 2)", "forward", forward, flops, 2, 5)
+    name = "generate: one CFG step (forward, batch 2)"
+    name += (" +compile" if run.args.compile else "") + (" +fp8" if run.args.fp8 else "")
+    timed(run, name, "forward", forward, flops, 2, 5)
 
 
 def part_generate(run: Run) -> None:
@@ -228,6 +234,7 @@ def part_generate(run: Run) -> None:
         print(f"warm-up generation (1 step): {time.perf_counter() - start:.1f} s", flush=True)
     flops = (steps + 1) * 2 * model_flops(run) / 3  # sample() calls the net steps + 1 times
     name = f"generate {steps} steps, CFG, incl. VAE" + (" +compile" if run.args.compile else "")
+    name += " +fp8" if run.args.fp8 else ""
     video = []
     timed(run, name, "generate", lambda: video.append(generate(steps)), flops, 0, 1)
     if run.args.save_video and run.main and video:
@@ -244,6 +251,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--compile", action="store_true", help="per-block torch.compile (step and generation)"
     )
+    p.add_argument("--fp8", action="store_true", help="FP8 linear layers (generation parts)")
     p.add_argument("--iters", type=int, default=None, help="timed steps (default 5; smoke 2)")
     p.add_argument("--gen-steps", type=int, default=35)
     p.add_argument("--save-video", default="", help="rank 0 saves the generated uint8 video here")

@@ -161,6 +161,7 @@ def build_model(
     load_ema: bool = False,
     device: torch.device | str | None = None,
     compile: bool = False,
+    fp8: bool = False,
 ) -> torch.nn.Module:
     """The configured model with the checkpoint's weights, in eval mode on `device`.
 
@@ -168,6 +169,7 @@ def build_model(
     exists twice in memory. A LoRA run's adapters are folded into the weights, so the built model
     has none. On CUDA the net runs in bf16 (as upstream inference); on the CPU in float32.
     `compile`: per-block torch.compile of the net (the first generation pays for compiling).
+    `fp8`: the net's token-wise linear layers as FP8 matmuls (framework/models/fp8.py).
     """
     device = torch.device(device) if device is not None else default_device()
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
@@ -198,6 +200,11 @@ def build_model(
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.to(device=device, dtype=dtype)
     model.eval().requires_grad_(False)
+    if fp8:
+        from framework.models.fp8 import check_fp8_device, to_fp8_
+
+        check_fp8_device(device)
+        to_fp8_(model.net)
     if compile:
         model.compile_for_inference()
     return model

@@ -95,6 +95,12 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
         help="torch.compile each DiT block (the first video also pays for compiling; "
         "docs/performance.md has the speed-up)",
     )
+    a(
+        "--fp8",
+        action="store_true",
+        help="FP8 matmuls in the DiT's linear layers (H100/H200-class GPUs; faster, not bit-equal: "
+        "docs/performance.md has the speed and the PSNR against bf16)",
+    )
     a("--save_path", default="output/generated_video.mp4")
     a(
         "--batch_input_json",
@@ -333,7 +339,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     device = loading.default_device()
     # Prompts first, weights second: the text encoder is freed before the DiT is loaded.
     embed = embed_prompts(cfg.model.get("text_encoder"), items, s, device)
-    model = loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile)
+    model = loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile, args.fp8)
     if cp is not None:
         model.context_parallel(cp)
     say = print if writer else (lambda *a, **k: None)
