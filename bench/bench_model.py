@@ -17,6 +17,8 @@ Parts (run in this order; each is guarded, and the JSON is rewritten after every
              LoRA save (bench/parts_ckpt.py); `lorasave` the 14B LoRA save alone, `savecheck`
              the staged bytes of a format=dcp save against the weights; `loraprofile` the
              2B LoRA step's kernel time by kind against full fine-tuning, and both compiled
+  trainer    only when named: the end-to-end step, `launch.train groot_gr1_480` on synthetic
+             clips, VAE in the step vs a latent cache (bench/parts_trainer.py)
 
 This file is the CLI, the driver and the summary; the parts live in bench/parts_model.py
 (ours, peer, and the shared Ctx/measure harness) and bench/parts_misc.py (the rest).
@@ -68,6 +70,7 @@ OPTIONAL_PARTS = (
     "savecheck",
     "generate_compile",
     "loraprofile",
+    "trainer",
 )
 # Checkpointing variants of our net. "selN": selective on N blocks spread evenly, full on the
 # rest (a memory/speed dial between the two). "bf16-*": bf16 parameters and no optimizer, the
@@ -137,6 +140,12 @@ def _ckpt_parts():
     from bench import parts_ckpt
 
     return parts_ckpt
+
+
+def _trainer_part(ctx) -> None:
+    from bench.parts_trainer import part_trainer
+
+    part_trainer(ctx)
 
 
 def _attn_label(sh: Shapes) -> str:
@@ -246,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "lorasave": lambda c: _ckpt_parts().part_lora_save(c),
         "savecheck": lambda c: _ckpt_parts().part_save_check(c),
         "loraprofile": lambda c: _ckpt_parts().part_lora_profile(c),
+        "trainer": _trainer_part,
     }
     if model_parts:
         functions.update(model_parts.FUNCTIONS)
