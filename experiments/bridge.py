@@ -59,6 +59,19 @@ def bridge_57frames():
     return cfg
 
 
+@experiment(job_name="video2world_instruction_bridge_57frames_1gpu")
+def bridge_57frames_1gpu():
+    """bridge_57frames on one H200 (141 GB): upstream's precision (bf16 weights and gradients,
+    fp32 master weights and moments in the optimizer, §6.3) with nothing sharded, and no EMA
+    (its fp32 copy, 27 GiB, does not fit beside the step's 117 GiB). 0.37 s per step on an H200
+    (docs/performance.md)."""
+    cfg = bridge_57frames()
+    cfg.parallel.strategy = "none"
+    cfg.optim.master_weights = True
+    cfg.train.ema.enabled = False
+    return cfg
+
+
 @experiment(job_name="video2world_instruction_bridge_57frames_lora")
 def bridge_57frames_lora():
     """Predict1 7B LoRA (rank 16, alpha 16) on Bridge; fits far fewer GPUs than full tuning."""

@@ -19,6 +19,7 @@ from PIL import Image
 
 from framework.config import get, instantiate, load_all
 from framework.inference import video2world as v2w
+from framework.trainer.validate import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 load_all()
@@ -53,6 +54,11 @@ def test_bridge_recipe_values():
     assert cfg.model.sampler.sigma_min == 0.0002 and cfg.model.sampler.num_steps == 35
     lora = get("bridge_57frames_lora")
     assert lora.model.lora.rank == 16 and lora.job.name.endswith("_lora")
+    assert cfg.optim.master_weights is False  # FSDP keeps its own fp32 shards
+    one = get("bridge_57frames_1gpu")
+    assert one.parallel.strategy == "none" and one.optim.master_weights is True
+    assert not one.train.ema.enabled and one.optim.lr == cfg.optim.lr
+    validate(one)  # master weights with strategy none and bf16 pass the cross-key checks
 
 
 def test_dryrun_prints_the_7b_count(capsys):
