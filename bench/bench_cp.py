@@ -14,6 +14,8 @@ Parts (each guarded; the JSON is rewritten after every part):
   forward   one batch-2 forward of the net in bf16 weights: one CFG step of generation
   generate  WorldModel.generate with CFG (--gen-steps, default 35) including the Wan VAE (random
             weights); every rank runs the VAE, the net's frames are split
+  profile   only when named: one CFG forward under torch.profiler, device time by kernel kind
+            and the self-attention kernels' TFLOP/s (with --compile / --fp8 as given)
 
 Rows: seconds (median of the timed calls, rank 0's clock after a barrier), peak GiB (largest over
 the ranks), TFLOP/s per GPU (model FLOPs of the sample from cosmos2/flops.py / seconds / ranks).
@@ -38,10 +40,18 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from bench.common import Report, Shapes, env_info, free_memory, is_oom, peak_gib  # noqa: E402
+from bench.common import (  # noqa: E402
+    Report,
+    Shapes,
+    env_info,
+    free_memory,
+    is_oom,
+    peak_gib,
+    sync,
+)
 from framework.trainer import dist as D  # noqa: E402
 
-PARTS = ("step", "forward", "generate")
+PARTS = ("step", "forward", "generate", "profile")
 
 
 @dataclasses.dataclass
@@ -190,7 +200,8 @@ def generation_model(run: Run, tokenizer=None):
     return model
 
 
-def part_forward(run: Run) -> None:
+def forward_fn(run: Run):
+    """One CFG forward of the generation net (batch 2: cond and uncond), and its FLOPs."""
     sh, dev = run.shapes, run.device
     net = generation_model(run).net
     b, c, t, h, w = sh.latent
@@ -205,10 +216,63 @@ def part_forward(run: Run) -> None:
         with torch.no_grad(), run.autocast():
             net(x, ts, text, cond, pad)
 
-    flops = 2 * model_flops(run) / 3  # forward = a third of fwd+bwd, batch 2
-    name = "generate: one CFG step (forward, batch 2)"
-    name += (" +compile" if run.args.compile else "") + (" +fp8" if run.args.fp8 else "")
-    timed(run, name, "forward", forward, flops, 2, 5)
+    return forward, 2 * model_flops(run) / 3  # forward = a third of fwd+bwd, batch 2
+
+
+def _suffix(run: Run) -> str:
+    return (" +compile" if run.args.compile else "") + (" +fp8" if run.args.fp8 else "")
+
+
+def part_forward(run: Run) -> None:
+    forward, flops = forward_fn(run)
+    timed(
+        run,
+        "generate: one CFG step (forward, batch 2)" + _suffix(run),
+        "forward",
+        forward,
+        flops,
+        2,
+        5,
+    )
+
+
+def part_profile(run: Run) -> None:
+    """Device time of one CFG forward by kernel kind (attention, GEMM, other), and the
+    self-attention kernels' rate: what bounds generation (docs/performance.md)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.parts_misc import kernel_kind
+
+    forward, flops = forward_fn(run)
+    for _ in range(3):  # compiles with --compile
+        forward()
+    sync(run.device)
+    cuda = run.device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        start = time.perf_counter()
+        forward()
+        sync(run.device)
+        wall = time.perf_counter() - start
+    kinds: dict[str, float] = {}
+    for evt in prof.key_averages():
+        us = getattr(evt, "self_device_time_total", 0.0) if cuda else evt.self_cpu_time_total
+        if us > 0 and (not cuda or str(getattr(evt, "device_type", "")).endswith("CUDA")):
+            kind = kernel_kind(evt.key)
+            kinds[kind] = kinds.get(kind, 0.0) + us / 1e6
+    busy = sum(kinds.values())
+    sh = run.shapes
+    _, _, t, h, w = sh.latent
+    tokens = t * (h // 2) * (w // 2)
+    # QK^T and PV of self-attention: 4 L^2 D per sample and block, 2 samples (CFG)
+    attn_flops = 2 * 4 * tokens**2 * sh.net["model_channels"] * sh.net["num_blocks"]
+    name = "profile: one CFG forward" + _suffix(run)
+    run.report.row("profile", name, wall, None, flops, note=f"device busy {busy:.3f} s")
+    for kind, sec in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        note = f"{100 * sec / max(busy, 1e-12):.0f}% of device time"
+        if kind == "attention":
+            note += f"; self-attention at {attn_flops / sec / 1e12:.0f} TFLOP/s"
+        run.report.row("profile", f"  kernels: {kind}", sec, None, None, note=note)
 
 
 def part_generate(run: Run) -> None:
@@ -247,7 +311,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="", help="JSON report (rank 0 writes it)")
     p.add_argument("--size", choices=("2B", "14B"), default="2B")
     p.add_argument("--cp", type=int, default=0, help="context-parallel degree (default: all ranks)")
-    p.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
+    p.add_argument(
+        "--parts",
+        default="step,forward,generate",
+        help=f"subset of {','.join(PARTS)} (profile: one CFG forward's kernel time by kind)",
+    )
     p.add_argument(
         "--compile", action="store_true", help="per-block torch.compile (step and generation)"
     )
@@ -282,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         if run.main:
             print(f"[{part}] ({time.perf_counter() - t0:.0f} s elapsed)", flush=True)
         try:
-            {"step": part_step, "forward": part_forward, "generate": part_generate}[part](run)
+            fns = {"step": part_step, "forward": part_forward, "generate": part_generate}
+            fns["profile"] = part_profile
+            fns[part](run)
         except Exception as err:  # a part's set-up failing must not lose the others
             report.error(part, err)
         report.write()
