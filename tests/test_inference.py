@@ -429,3 +429,14 @@ def test_mistyped_override_on_a_job_config_fails(job, capsys):
     _, ckpt = job
     assert v2w.main(["--checkpoint", str(ckpt), "--", "model.stat_t=4"]) == v2w.USER_ERROR
     assert "model.stat_t" in capsys.readouterr().err
+
+
+def test_fp8_off_the_gpu_is_one_clear_error_and_writes_nothing(job, tmp_path, capsys):
+    _, ckpt = job
+    out = tmp_path / "v.mp4"
+    args = ["--checkpoint", str(ckpt), "--input_path", str(png(tmp_path / "in.png"))]
+    args += ["--prompt", "p", "--num_steps", "1", "--save_path", str(out), "--fp8"]
+    assert v2w.main(args) != 0
+    err = capsys.readouterr().err
+    assert "--fp8 needs an NVIDIA GPU" in err and "Drop --fp8" in err
+    assert not out.exists()
