@@ -190,7 +190,7 @@ def generate_missing(
         return failed, 0
     device = loading.default_device()
     embed = v2w.embed_prompts(cfg.model.get("text_encoder"), [it for it, _ in todo], s, device)
-    model = loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile)
+    model = loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile, args.fp8)
     print(f"model from {checkpoint}; {sum(len(m) for _, m in todo)} video(s) to generate")
     written = 0
     for n, (item, missing) in enumerate(todo, 1):
