@@ -78,9 +78,11 @@ class MasterAdamW(torch.optim.Optimizer):
     ) -> None:
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
+        # FSDP has imported torch.distributed.tensor by the time its parameters arrive here
+        dtensor = getattr(getattr(torch.distributed, "tensor", None), "DTensor", ())
         for group in self.param_groups:
             for p in group["params"]:
-                if isinstance(p, torch.distributed.tensor.DTensor):
+                if isinstance(p, dtensor):
                     raise ValueError(
                         "optim.master_weights=true does not work with FSDP (its "
                         "mixed-precision policy already keeps fp32 weights); drop "
