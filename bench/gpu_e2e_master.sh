@@ -19,11 +19,4 @@ tail -3 $OUT/bridge_master.log
 timeout 420 python3 -m bench.bench_model --parts trainer --out $OUT/trainer_e2e_h200.json \
   > $OUT/trainer_e2e.log 2>&1
 grep -A4 "^name" $OUT/trainer_e2e.log | tail -4; grep -i error $OUT/trainer_e2e.log | tail -3
-python3 - $OUT <<'PY'
-import json, sys, statistics, pathlib
-for f in sorted(pathlib.Path(sys.argv[1]).glob("*metrics.jsonl")):
-    rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
-    t = [r["step_time"] for r in rows if "step_time" in r][3:]
-    print(f.name, "steps", len(rows), "median step_time", statistics.median(t), "min", min(t),
-          "max", max(t), "peak", max(r.get("peak_mem_gib", 0) for r in rows))
-PY
+python3 -m bench.step_times $OUT

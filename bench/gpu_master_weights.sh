@@ -21,12 +21,4 @@ timeout 170 "${T[@]}" job.name=master optim.master_weights=true > $OUT/bridge_ma
 timeout 170 "${T[@]}" job.name=fp32 > $OUT/bridge_fp32.log 2>&1
 for j in master fp32; do cp $R/*/*/$j/metrics.jsonl $OUT/bridge_trainer_${j}_metrics.jsonl; done
 for f in $OUT/*.log; do echo "== $f"; tail -4 $f; done
-python3 - $OUT <<'PY'
-import json, sys, statistics, pathlib
-for f in sorted(pathlib.Path(sys.argv[1]).glob("*metrics.jsonl")):
-    rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
-    t = [r["step_time"] for r in rows if "step_time" in r][3:]
-    print(f.name, "steps", len(rows), "median step_time", statistics.median(t) if t else None,
-          "min", min(t) if t else None, "peak", max(r.get("peak_mem_gib", 0) for r in rows),
-          "last loss", rows[-1].get("loss") if rows else None)
-PY
+python3 -m bench.step_times $OUT

@@ -36,13 +36,4 @@ cp $(find $R -path "*bridge_57frames/metrics.jsonl") $OUT/bridge_trainer_metrics
 [ -n "${SKIP_FSDP:-}" ] || timeout 150 torchrun --standalone --nproc_per_node=2 -m bench.bench_cp --cp 1 --parts step \
   --out $OUT/fsdp2_step_h200x2.json > $OUT/fsdp2_step.log 2>&1
 for f in $OUT/*.log; do echo "== $f"; tail -3 $f; done
-python3 - $OUT <<'PY'
-import json, sys, statistics, pathlib
-for f in sorted(pathlib.Path(sys.argv[1]).glob("*metrics.jsonl")):
-    rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
-    t = [r["step_time"] for r in rows if "step_time" in r][3:]
-    w = [r.get("data_wait", 0) for r in rows][3:]
-    print(f.name, "steps", len(rows), "median step_time", statistics.median(t) if t else None,
-          "median data_wait", statistics.median(w) if w else None,
-          "peak", max(r.get("peak_mem_gib", 0) for r in rows))
-PY
+python3 -m bench.step_times $OUT

@@ -11,15 +11,14 @@ the wall time but not in the step times.
 
 from __future__ import annotations
 
-import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.parts_model import Ctx
+from bench.step_times import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,19 +30,6 @@ def _run(args: list[str], timeout: float) -> None:
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"{' '.join(args[:2])} exited {done.returncode}: {' | '.join(tail)}")
-
-
-def _steps(job_dir: Path, skip: int) -> dict:
-    rows = [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if "step_time" in r][skip:]
-    if not rows:
-        raise RuntimeError(f"{job_dir}: no step times after the first {skip} steps")
-    return {
-        "seconds": statistics.median(r["step_time"] for r in rows),
-        "data_wait": statistics.median(r.get("data_wait", 0.0) for r in rows),
-        "peak": max((r.get("peak_mem_gib") or 0.0) for r in rows) or None,
-        "steps": len(rows),
-    }
 
 
 def part_trainer(ctx: Ctx) -> None:
@@ -86,11 +72,11 @@ def part_trainer(ctx: Ctx) -> None:
             ("cached", "from data_prep.latent_cache (2 windows per video)"),
         ):
             job = next(runs.glob(f"*/*/{name}"))
-            s = _steps(job, skip)
+            s = summarize(job / "metrics.jsonl", skip)
             ctx.report.row(
                 "trainer",
                 f"trainer {exp} step, {name}",
-                s["seconds"],
+                s["median"],
                 s["peak"],
                 None,
                 note=f"{what}; median of {s['steps']} steps; data wait {s['data_wait']:.4f} s",
