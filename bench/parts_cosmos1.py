@@ -200,17 +200,6 @@ def adamw(params: list) -> torch.optim.Optimizer:
     return adamw_every_param(params, lr=2**-14.3, weight_decay=0.1, eps=1e-10)
 
 
-def clip_in_adamw_(opt: torch.optim.Optimizer, params: list, max_norm: float) -> torch.Tensor:
-    """Clip by global norm without a scaling pass over the gradients: fused AdamW divides each
-    gradient by `grad_scale` as it reads it (the hook GradScaler uses), so the clip factor
-    max_norm / (norm + 1e-6), as clip_grad_norm_ computes it, goes there as its inverse. One
-    fused norm, no host sync; a non-finite norm would need the trainer's exact scan first."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    opt.grad_scale = ((norm + 1e-6) / max_norm).clamp(min=1.0)
-    return norm
-
-
 def run_variant(
     ctx: Ctx, step: Step, mode: str, label: str, fp32: bool = True, with_variants: bool = True
 ) -> dict | None:
@@ -257,9 +246,12 @@ def run_variant(
         float(torch.nn.utils.clip_grad_norm_(params, 1.0))
         opt.step()
 
+    from framework.trainer.state import clip_by_norm_, squared_grad_norm
+
     def folded_step() -> None:
         fwd_bwd()
-        clip_in_adamw_(opt, params, 1.0)
+        # the trainer's clip: one fused norm, the factor as fused AdamW's grad_scale
+        clip_by_norm_(opt, params, squared_grad_norm(params, ctx.device).sqrt(), 1.0)
         opt.step()
 
     row = measure(
