@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError
 from framework.inference import loading
-from framework.io import UnsafeFileError, atomic_torch_save, atomic_write
+from framework.io import UnsafeFileError, atomic_torch_save, atomic_write, temp_dir_beside
 
 FORMATS = ("diffusers", "safetensors", "pt")
 
@@ -53,7 +52,7 @@ def to_diffusers(model: torch.nn.Module, out_dir: Path, dtype: torch.dtype) -> P
     ref.to(dtype)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir_beside(out_dir)  # the umask's mode, not mkdtemp's 0700
     try:
         ref.save_pretrained(tmp, safe_serialization=True)
         if out_dir.exists():

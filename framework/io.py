@@ -2,7 +2,10 @@
 
 Every file worldtune writes that another step reads back (checkpoints, config.yaml, pickles,
 JSON indexes) goes through `atomic_write`: a temporary file in the same folder, fsynced, then
-renamed over the target, so a kill at any moment leaves either the old file or the new one. Every
+renamed over the target, so a kill at any moment leaves either the old file or the new one. The
+temporary files and folders are created with the modes a plain `open(path, "w")` or `mkdir` gives
+(0666/0777 less the umask; an existing file's mode is kept), not tempfile's private 0600/0700: lab
+mates on shared storage read checkpoints and run folders like any other file. Every
 `.pt` file worldtune reads goes through `read_checkpoint`: `weights_only=True` (a pickle that
 holds code is refused), memory-mapped (a 14B file is not read into RAM up front).
 """
@@ -11,8 +14,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +37,39 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def _beside(path: Path, make: Callable[[Path], None]) -> Path:
+    """A fresh hidden name beside `path`, created by `make` (which fails if the name exists)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            make(tmp)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}; remove its .*.tmp leftovers.")
+
+
+def temp_file_beside(path: str | Path) -> Path:
+    """An empty temporary file beside `path`, with the mode `open(path, "w")` would give it: the
+    existing file's mode if there is one, else 0666 less the umask (mkstemp's 0600 would hide
+    checkpoints from the rest of a lab's group)."""
+    path = Path(path)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666
+
+    def make(tmp: Path) -> None:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+        if path.is_file():
+            os.chmod(tmp, mode)  # O_CREAT applied the umask; a rewrite keeps the file's own mode
+
+    return _beside(path, make)
+
+
+def temp_dir_beside(path: str | Path) -> Path:
+    """An empty temporary folder beside `path`, 0777 less the umask as `mkdir` gives (not
+    mkdtemp's 0700), to be filled and renamed to `path`."""
+    return _beside(Path(path), lambda tmp: os.mkdir(tmp, 0o777))
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call `write(f)` on a temporary binary file beside `path`, then rename it into place.
 
@@ -40,8 +77,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_file_beside(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
