@@ -57,6 +57,6 @@ def snapshot(repo_id: str, local_dir: str | Path, repo_type: str | None = None, 
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(
             f"downloading {repo_id} failed: {msg}; check the network and "
-            "`huggingface-cli login`, then re-run (finished files are kept)"
+            "`hf auth login`, then re-run (finished files are kept)"
         ) from err
     return local_dir

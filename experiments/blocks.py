@@ -164,7 +164,7 @@ LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
 
 
 def predict2_checkpoint(size: str = "2B", file: str = "model-720p-16fps.pt") -> str:
-    """Where `huggingface-cli download nvidia/Cosmos-Predict2-<size>-Video2World` puts a file."""
+    """Where `hf download nvidia/Cosmos-Predict2-<size>-Video2World` puts a file."""
     return f"{CHECKPOINTS}/{PREDICT2_HUB.format(size=size)}/{file}"
 
 

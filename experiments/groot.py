@@ -1,7 +1,7 @@
 """Cosmos-Predict2 Video2World post-training on GR1 humanoid clips (DreamGen benchmark).
 
 Data: `python -m data_prep.gr1 --dataset_path datasets/benchmark_train/gr1` (downloads
-nvidia/GR1-100 and writes T5-11B embeddings). Weights: `huggingface-cli download
+nvidia/GR1-100 and writes T5-11B embeddings). Weights: `hf download
 nvidia/Cosmos-Predict2-2B-Video2World \
 --local-dir checkpoints/nvidia/Cosmos-Predict2-2B-Video2World`
 (the same for 14B).

@@ -79,6 +79,6 @@ def test_missing_official_checkpoint_names_the_download_command(tmp_path):
     errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1
     assert (
-        "huggingface-cli download nvidia/Cosmos-Predict2-2B-Video2World --local-dir "
+        "hf download nvidia/Cosmos-Predict2-2B-Video2World --local-dir "
         f"{tmp_path}/checkpoints/nvidia/Cosmos-Predict2-2B-Video2World"
     ) in errors[0]

@@ -345,7 +345,7 @@ def test_errors_name_the_file_and_the_fix(job, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert (
         err.count("\n") == 1
-        and "huggingface-cli download nvidia/Cosmos-Predict2-14B-"
+        and "hf download nvidia/Cosmos-Predict2-14B-"
         "Sample-GR00T-Dreams-GR1 --local-dir checkpoints/nvidia/Cosmos-Predict2-14B-Sample-"
         "GR00T-Dreams-GR1`"
         in err
@@ -365,7 +365,7 @@ def test_errors_name_the_file_and_the_fix(job, tmp_path, monkeypatch, capsys):
     )
     assert f"python -m data_prep.synthetic {tmp_path}/gone" in capsys.readouterr().err
     assert (
-        "huggingface-cli download google-t5/t5-11b --local-dir checkpoints/google-t5/t5-11b"
+        "hf download google-t5/t5-11b --local-dir checkpoints/google-t5/t5-11b"
         in loading.download_hint("google-t5/t5-11b")
     )
 
