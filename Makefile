@@ -1,5 +1,8 @@
 # Every target that needs the environment depends on the install stamp, so on a fresh clone
-# `make train` and `make test` install what is missing first.
+# `make train` and `make test` install what is missing first. `make install` installs Python
+# packages into .venv only; the system packages that only the test suite needs (ffmpeg, SLURM,
+# chromium) are `make install-test-system`, which `make test` runs first and which says what it
+# installs before asking for sudo (it asks for nothing when they are there).
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,12 +15,15 @@ NODE_RANK ?= 0
 MASTER_ADDR ?= 127.0.0.1
 MASTER_PORT ?= 29500
 
-.PHONY: install train dryrun list test lint generate eval clean-venv sweep slurm
+.PHONY: install install-test-system train dryrun list test test-fast lint generate eval \
+	clean-venv sweep slurm
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml launch/install_system.sh
-	bash launch/install_system.sh
+install-test-system:
+	@bash launch/install_system.sh
+
+$(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch that lies on this disk; no torchvision
@@ -47,8 +53,14 @@ dryrun: $(STAMP)
 list: $(STAMP)
 	@$(PY) -m launch.train --list
 
-test: $(STAMP)
+# The whole suite (CI runs this). test-fast leaves out the tests marked slow (subprocesses,
+# torchrun, SLURM, Chromium, long runs) and needs no system packages; docs/performance.md has
+# both timings.
+test: $(STAMP) install-test-system
 	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m 'not slow' $(ARGS)
 
 LINT_DIRS := framework experiments launch data_prep tests bench
 

@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-INSTALL_HINT = "run `make install` (it apt-installs slurmctld slurmd slurm-client munge)"
+INSTALL_HINT = (
+    "run `make install-test-system` (it apt-installs slurmctld slurmd slurm-client munge)"
+)
 DAEMONS = ("munged", "slurmctld", "slurmd")
 COMMANDS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo", "mungekey")
 

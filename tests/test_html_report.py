@@ -1,5 +1,6 @@
 """report.html as a person sees it: opened from disk in real headless Chromium (Debian's
-package; `make install` installs it), its DOM after the page's script ran, and a screenshot."""
+package; `make install-test-system` installs it), its DOM after the page's script ran, and a
+screenshot."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def chromium(url: str, *args: str, timeout: int = 60) -> str:
     exe = shutil.which("chromium")
     if exe is None:
         pytest.fail(
-            "chromium is not installed; run `make install` (launch/install_system.sh installs "
-            "Debian's chromium) or `apt-get install --no-install-recommends chromium`."
+            "chromium is not installed; run `make install-test-system` (launch/install_system.sh "
+            "installs Debian's chromium) or `apt-get install --no-install-recommends chromium`."
         )
     with tempfile.TemporaryDirectory() as profile:
         # Virtual time lets the videos load and the page's script run before the dump.

@@ -232,7 +232,7 @@ def test_a_recorded_slurm_job_that_is_pending_means_running(tmp_path, monkeypatc
 
 def test_missing_slurm_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setattr(local_slurm, "_find", lambda name: None)
-    with pytest.raises(local_slurm.SlurmUnavailable, match=r"run `make install`"):
+    with pytest.raises(local_slurm.SlurmUnavailable, match=r"run `make install-test-system`"):
         local_slurm.LocalSlurm(tmp_path).start()
 
 

@@ -1,7 +1,8 @@
 """The SLURM launchers on a real SLURM: a private single-node cluster on 127.0.0.1 (its own
 slurm.conf, munge key and socket in a temporary folder; daemons ended by PID at the end).
 
-A machine without SLURM fails these tests with the command that installs it (`make install`).
+A machine without SLURM fails these tests with the command that installs it
+(`make install-test-system`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def slurm(tmp_path_factory):
     missing = missing_programs()
     if missing:
         pytest.fail(
-            f"SLURM is not installed ({', '.join(missing)} missing); run `make install` "
-            "(it apt-installs slurmctld slurmd slurm-client munge).",
+            f"SLURM is not installed ({', '.join(missing)} missing); run "
+            "`make install-test-system` (it apt-installs slurmctld slurmd slurm-client munge).",
             pytrace=False,
         )
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
