@@ -162,3 +162,62 @@ def test_user_module_from_command_line(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "cli_lab_run" in out.stdout and "Registered from --module." in out.stdout
+
+
+def test_user_package_named_experiments_is_reported_in_one_line(tmp_path):
+    # A lab's own `experiments` package in the folder it runs from comes first on sys.path.
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "__init__.py").write_text("")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-m", "launch.train", "--list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert out.returncode == 2, out.stdout
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert f"the `experiments` package at {tmp_path / 'experiments'} is not worldtune's" in (
+        out.stderr
+    )
+    assert "rename your package" in out.stderr
+
+
+def _installed_package(tmp_path, module: str, body: str, group: str = registry.ENTRY_POINTS):
+    """A package as pip installs it: the module plus a .dist-info with its entry point."""
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(body))
+    info = tmp_path / "my_lab_pkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-lab-pkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\nmy_lab = {module}\n")
+
+
+def test_entry_point_registers_a_user_module(tmp_path, monkeypatch, clean_registry):
+    _installed_package(
+        tmp_path,
+        "my_lab_ep_exps",
+        '''
+        from experiments import blocks
+        from framework.config import experiment
+        from omegaconf import OmegaConf
+
+        @experiment
+        def my_lab_ep_run():
+            """Registered by an entry point."""
+            return blocks.base(OmegaConf.create({"a": 1}), OmegaConf.create({"b": 2}))
+        ''',
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("WORLDTUNE_EXPERIMENTS", raising=False)
+    assert "my_lab_ep_run" not in names()
+    load_all()
+    assert get("my_lab_ep_run").job.name == "my_lab_ep_run"
+    monkeypatch.delitem(sys.modules, "my_lab_ep_exps")
+
+
+def test_broken_entry_point_names_its_package(tmp_path, monkeypatch, clean_registry):
+    _installed_package(tmp_path, "my_lab_broken", "import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"entry point my_lab = my_lab_broken .*my-lab-pkg"):
+        load_all()

@@ -1,7 +1,8 @@
 """The experiment registry: `@experiment` functions return a fresh config tree each call.
 
-Experiments live in the `experiments` package and in modules named by `WORLDTUNE_EXPERIMENTS`
-(comma-separated) or `--module`, so users add their own without editing the framework.
+Experiments live in the `experiments` package and in the user's modules, registered without
+editing the framework three ways: a `worldtune.experiments` entry point of an installed package,
+`WORLDTUNE_EXPERIMENTS` (comma-separated module names) or `--module`.
 Job names, one explicit rule: `get(NAME)` sets `job.name` to the decorator's `job_name=` or else
 the registered name; a body that sets it is refused, so a derived experiment (which calls its
 parent's function) never inherits, and overwrites, its parent's run folder."""
@@ -13,6 +14,8 @@ import inspect
 import os
 import pkgutil
 from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +26,7 @@ from framework.config.overrides import closest
 
 TOP_LEVEL_KEYS = tuple("job model data optim sched train parallel checkpoint logging hooks".split())
 ENV_MODULES = "WORLDTUNE_EXPERIMENTS"
+ENTRY_POINTS = "worldtune.experiments"
 
 
 class Entry(NamedTuple):
@@ -67,11 +71,22 @@ def experiment(
 
 
 def load_all(modules: Iterable[str] = ()) -> None:
-    """Import the `experiments` package, then the user's modules (env var and `modules`)."""
+    """Import the `experiments` package, then the user's modules: entry points of the
+    `worldtune.experiments` group, the env var's and `modules`."""
     import experiments
 
+    _check_not_shadowed(experiments)
     for info in pkgutil.iter_modules(experiments.__path__, "experiments."):
         importlib.import_module(info.name)
+    for ep in entry_points(group=ENTRY_POINTS):
+        try:
+            ep.load()
+        except ImportError as err:
+            dist = ep.dist.name if ep.dist else "an installed package"
+            raise ConfigError(
+                f"entry point {ep.name} = {ep.value} ({ENTRY_POINTS}, from {dist}) cannot be "
+                f"imported ({err}); fix or reinstall {dist}."
+            ) from None
     extra = [m.strip() for m in os.environ.get(ENV_MODULES, "").split(",") if m.strip()]
     for module in [*extra, *modules]:
         try:
@@ -79,8 +94,21 @@ def load_all(modules: Iterable[str] = ()) -> None:
         except ModuleNotFoundError as err:
             raise ConfigError(
                 f"experiment module {module!r} cannot be imported ({err}); check its name and "
-                "that its folder is on PYTHONPATH."
+                "that its folder is on PYTHONPATH (or register it as an entry point)."
             ) from None
+
+
+def _check_not_shadowed(package) -> None:
+    """Our top-level names are generic: a user's own `experiments` package earlier on sys.path
+    (the current folder comes first) would silently hide every built-in experiment."""
+    ours = Path(__file__).resolve().parents[2] / "experiments"
+    found = Path(package.__file__).resolve().parent if package.__file__ else None
+    if found != ours:
+        raise ConfigError(
+            f"the `experiments` package at {found or list(package.__path__)} is not worldtune's "
+            f"({ours}) and hides its experiments; rename your package (e.g. my_lab_experiments) "
+            "or run from another folder."
+        )
 
 
 def names() -> list[str]:
