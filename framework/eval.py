@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from omegaconf.errors import OmegaConfBaseException
 
+from framework import jobs
 from framework.config import ConfigError
 from framework.data.heldout import HeldOutItem, build_dataset, heldout_of
 from framework.inference import loading
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     result["checkpoint"] = str(checkpoint)
-    job = loading.job_dir_of_checkpoint(checkpoint)
+    job = jobs.job_of_checkpoint(checkpoint)
     default = (job / f"eval_{Path(checkpoint).stem}.json") if job else Path("output/eval.json")
     out = write_json(result, args.output or default)
     print(format_table(result))

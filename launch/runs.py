@@ -1,5 +1,6 @@
 """Where a training run stands, read from its job folder: the latest checkpoint's step, a local
-launch still holding the folder's lock, and the SLURM job recorded for it.
+launch still holding the folder's lock (both framework/jobs.py's), and the SLURM job recorded
+for it.
 
 The launchers use this to skip finished runs, resume unfinished ones and never start a second
 copy of a run that is still going.
@@ -7,18 +8,15 @@ copy of a run that is still going.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from framework.config import ConfigError
+from framework.jobs import latest_step, launch_lock_holder
 
-LOCK_FILE = "local_launch.lock"  # in <job folder>/logs: flock'ed while a local launch trains it
 JOBS_FILE = "slurm_jobs.txt"  # in <job folder>/logs: the SLURM job ids submitted for it
 # squeue states of a job that is still going, or will run again.
 ACTIVE_STATES = {
@@ -63,19 +61,10 @@ class State:
         return f"{self.kind} ({self.detail})" if self.detail else self.kind
 
 
-def latest_step(job_dir: Path) -> int | None:
-    """The step of checkpoints/latest_checkpoint.txt, which a restart resumes from."""
-    path = job_dir / "checkpoints" / "latest_checkpoint.txt"
-    if not path.is_file():
-        return None
-    match = re.search(r"iter_(\d+)", path.read_text())
-    return int(match.group(1)) if match else None
-
-
 def state_of(run: Run) -> State:
     """Running (locally or on SLURM) wins over what the checkpoints say."""
     step = latest_step(run.job_dir)
-    holder = lock_holder(run.job_dir)
+    holder = launch_lock_holder(run.job_dir)
     if holder:
         return State("running", step, f"pid {holder}")
     job = active_job(run.job_dir)
@@ -85,43 +74,6 @@ def state_of(run: Run) -> State:
     if step is not None and step >= run.max_steps:
         return State("finished", step)
     return State("partial" if step else "new", step)
-
-
-# --- local launches: an flock on <job folder>/logs/local_launch.lock --------------------------
-
-
-def take_lock(job_dir: Path) -> IO | None:
-    """The lock file, locked for us; None when another launch holds it. The training process
-    inherits the descriptor, so the lock lasts as long as it runs, even if we die first."""
-    path = job_dir / "logs" / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
-
-
-def note_pid(lock: IO, pid: int) -> None:
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{pid}\n")
-    lock.flush()
-
-
-def lock_holder(job_dir: Path) -> str | None:
-    """The pid written in the lock file when some process holds the lock, else None."""
-    path = job_dir / "logs" / LOCK_FILE
-    if not path.is_file():
-        return None
-    with open(path) as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return f.read().strip() or "?"
-    return None
 
 
 # --- SLURM jobs: ids appended to <job folder>/logs/slurm_jobs.txt, asked of squeue ------------

@@ -402,7 +402,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def build_run(experiment: str, overrides: list[str], modules: list[str]) -> Run:
     """The run, its config built and checked; nothing is written."""
-    from framework.trainer.state import job_dir_of
+    from framework.jobs import job_dir_of
 
     load_all(modules)
     name = resolve_name(experiment)

@@ -38,17 +38,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError, apply_overrides, get, load_all
 from framework.config.registry import resolve_name
+from framework.jobs import job_dir_of, latest_step, note_pid, take_launch_lock
 from framework.trainer.validate import validate
 from launch import slurm
-from launch.runs import (
-    LaunchError,
-    Run,
-    latest_step,
-    note_pid,
-    record_job,
-    state_of,
-    take_lock,
-)
+from launch.runs import LaunchError, Run, record_job, state_of
 from launch.sweep_report import INDEX, report
 
 USER_ERROR = 2
@@ -139,8 +132,6 @@ def plan(
     experiment: str, overrides: list[str], modules: list[str] = (), name: str | None = None
 ) -> Sweep:
     """Every run of the sweep, each config built and checked; nothing is written."""
-    from framework.trainer.state import job_dir_of
-
     load_all(modules)
     exp = resolve_name(experiment)
     points, swept = expand(overrides)
@@ -234,7 +225,7 @@ def launch_local(todo: list[Run], nproc: int) -> int:
     """Train the runs one after another; returns how many failed."""
     failed = 0
     for i, run in enumerate(todo, 1):
-        lock = take_lock(run.job_dir)
+        lock = take_launch_lock(run.job_dir)
         if lock is None:
             print(f"[{i}/{len(todo)}] {run.name}: another launch started it meanwhile; skipped")
             continue

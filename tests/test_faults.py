@@ -17,9 +17,9 @@ import torch
 import tests.toy_experiments  # noqa: F401  (registers toy_regression)
 from framework import io as io_mod
 from framework.config import ConfigError, apply_overrides, get
+from framework.jobs import JobLock
 from framework.trainer import EXIT_OK, Trainer, run
 from framework.trainer.entry import EXIT_USER_ERROR, EXIT_WRITE
-from framework.trainer.state import JobLock
 from launch import train as launch_train
 
 STEPS = ["train.max_steps=8", "checkpoint.save_iter=4", "model.input_noise=0.1"]

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from framework.jobs import latest_step, note_pid, take_launch_lock
+from framework.jobs import launch_lock_holder as lock_holder
 from launch import local_slurm, runs
-from launch.runs import LaunchError, Run, State, latest_step, lock_holder, state_of, take_lock
+from launch.runs import LaunchError, Run, State, state_of
 from launch.slurm import SlurmOptions, main, render_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,9 +201,9 @@ def test_state_new_partial_finished(tmp_path):
 
 def test_a_held_lock_means_running(tmp_path):
     run = a_run(tmp_path)
-    lock = take_lock(run.job_dir)
-    runs.note_pid(lock, 4242)
-    assert lock_holder(run.job_dir) == "4242" and take_lock(run.job_dir) is None
+    lock = take_launch_lock(run.job_dir)
+    note_pid(lock, 4242)
+    assert lock_holder(run.job_dir) == "4242" and take_launch_lock(run.job_dir) is None
     assert str(state_of(run)) == "running (pid 4242)"
     lock.close()
     assert lock_holder(run.job_dir) is None and state_of(run).kind == "new"

@@ -14,7 +14,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 import tests.toy_experiments  # noqa: F401  (registers toy_regression)
 from framework.config import ConfigError
-from launch import runs, sweep
+from framework.jobs import note_pid, take_launch_lock
+from launch import sweep
 from launch.sweep_report import report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,8 +173,8 @@ def test_local_sweep_runs_skips_resumes_and_reports(tmp_path, cli):
     assert all((j / "overrides.txt").read_text().count("# started") == 1 for j in jobs)
 
     # A run still held by another launch is left alone; the other one resumes to step 6.
-    lock = runs.take_lock(jobs[0])
-    runs.note_pid(lock, os.getpid())
+    lock = take_launch_lock(jobs[0])
+    note_pid(lock, os.getpid())
     longer = [*args[:-2], "train.max_steps=6", "checkpoint.save_iter=2"]
     code, out, _ = cli(*longer)
     lock.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from framework import jobs
 from framework.config import ConfigError, apply_overrides, from_yaml, get, instantiate, load_all
 from framework.io import read_checkpoint
 from framework.models.hub import download_hint
@@ -24,32 +25,12 @@ from framework.models.hub import download_hint
 
 def job_dir(cfg: DictConfig) -> Path:
     """`<output_root>/<project>/<group>/<name>` of a config: where the trainer wrote it."""
-    from framework.trainer.state import job_dir_of
-
-    return job_dir_of(cfg)
+    return jobs.job_dir_of(cfg)
 
 
-def job_dir_of_checkpoint(path: str | Path) -> Path | None:
-    """The job folder a `checkpoints/model/iter_N.pt` file (or `checkpoints/optim/iter_N/`
-    folder) belongs to, when it has config.yaml."""
-    path = Path(path)
-    if path.parent.name in ("model", "optim") and path.parent.parent.name == "checkpoints":
-        job = path.parents[2]
-        if (job / "config.yaml").is_file():
-            return job
-    return None
-
-
-def sharded_twin(path: Path) -> Path | None:
-    """`checkpoints/optim/iter_N/` for a `checkpoints/model/iter_N.pt` that format=dcp did not
-    write (it writes the model file for the run's last step only)."""
-    from framework.trainer.checkpoint_dcp import is_dcp_dir
-
-    path = Path(path)
-    if path.is_dir():
-        return path if is_dcp_dir(path) else None
-    folder = path.parent.parent / "optim" / Path(path.name).with_suffix("").name
-    return folder if path.parent.name == "model" and is_dcp_dir(folder) else None
+job_dir_of_checkpoint = jobs.job_of_checkpoint
+sharded_twin = jobs.sharded_twin
+latest_checkpoint = jobs.latest_model
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -69,26 +50,6 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)
 
 
-def latest_checkpoint(job: str | Path) -> Path | None:
-    """The model file named by `<job>/checkpoints/latest_checkpoint.txt` (or, for format=dcp
-    when that step has no model file, its sharded folder), if it exists."""
-    marker = Path(job) / "checkpoints" / "latest_checkpoint.txt"
-    if not marker.is_file():
-        return None
-    name = marker.read_text().strip()
-    model_dir = marker.parent / "model"
-    # The marker may hold a file name ("iter_000000100.pt"), a stem or a path.
-    for candidate in (
-        Path(name),
-        model_dir / name,
-        model_dir / f"{name}.pt",
-        model_dir / f"{Path(name).stem}.pt",
-    ):
-        if name and candidate.is_file():
-            return candidate
-    return sharded_twin(model_dir / f"{Path(name).stem}.pt") if name else None
-
-
 def require_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.exists() and sharded_twin(path) is not None:
@@ -106,9 +67,9 @@ def resolve(
     modules: list[str] = (),
 ) -> tuple[DictConfig, Path]:
     """(config, checkpoint path) following the module docstring's order."""
-    job = job_dir_of_checkpoint(checkpoint) if checkpoint else None
+    job = jobs.job_of_checkpoint(checkpoint) if checkpoint else None
     if job is not None and experiment is None:
-        cfg = from_yaml(job / "config.yaml")
+        cfg = from_yaml(job / jobs.CONFIG)
         OmegaConf.set_struct(cfg, True)  # so a mistyped override fails, as for experiments
     elif checkpoint and experiment is None:
         raise ConfigError(
@@ -121,7 +82,7 @@ def resolve(
     apply_overrides(cfg, overrides)
     if checkpoint:
         return cfg, require_file(checkpoint, "Checkpoint")
-    latest = latest_checkpoint(job_dir(cfg))
+    latest = jobs.latest_model(job_dir(cfg))
     if latest is not None:
         return cfg, latest
     load_path = cfg.checkpoint.get("load_path") if "checkpoint" in cfg else None
@@ -217,7 +178,7 @@ def lora_complete(sd: dict[str, torch.Tensor], checkpoint: str | Path) -> dict[s
 
     if not lora_files.is_adapter_only(sd):
         return sd
-    job = job_dir_of_checkpoint(checkpoint)
+    job = jobs.job_of_checkpoint(checkpoint)
     if job is None:
         raise ConfigError(
             f"{checkpoint} holds LoRA adapters only and is not in a job folder, so its base "

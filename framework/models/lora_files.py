@@ -51,7 +51,9 @@ def with_base(adapters: Mapping[str, Tensor], base: Mapping[str, Tensor]) -> dic
 
 def base_path_of_job(job: Path) -> Path:
     """The `checkpoint.load_path` a LoRA job started from (its config.yaml), checked to exist."""
-    config = Path(job) / "config.yaml"
+    from framework.jobs import CONFIG
+
+    config = Path(job) / CONFIG
     if not config.is_file():
         raise ConfigError(
             f"{config} not found: an adapters-only LoRA checkpoint needs its run's config.yaml "

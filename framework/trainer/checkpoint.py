@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from framework import jobs
 from framework.config import ConfigError
 from framework.io import atomic_torch_save, atomic_write_text, load_torch_file
 from framework.trainer import checkpoint_dcp as C
@@ -46,9 +46,8 @@ from framework.trainer.ema import PowerEMA, ema_key, is_ema_key, plain_key
 
 log = logging.getLogger(__name__)
 
-LATEST = "latest_checkpoint.txt"
-MANIFEST = "manifest"  # manifest/iter_N.json: the byte size of each part (each file of a folder)
-PARTS = ("model", "optim", "scheduler", "trainer")
+LATEST, MANIFEST, PARTS = jobs.LATEST, jobs.MANIFEST, jobs.PARTS
+iter_name = jobs.iter_name
 FORMATS = ("pt", "dcp")
 
 
@@ -56,12 +55,7 @@ class CheckpointWriteError(OSError):
     """Saving failed (disk full, permissions); the previous checkpoint is still named latest."""
 
 
-_NAME = re.compile(r"^iter_(\d{9})\.pt$")
 _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-def iter_name(step: int) -> str:
-    return f"iter_{step:09d}.pt"
 
 
 def load_file(path: Path) -> Any:
@@ -100,25 +94,22 @@ class Checkpointer:
         self.writer = C.AsyncDCPWriter(env) if format == "dcp" else None
 
     def path(self, part: str, step_or_name: int | str) -> Path:
-        name = iter_name(step_or_name) if isinstance(step_or_name, int) else step_or_name
-        return self.root / part / name
+        return jobs.part_path(self.root, part, step_or_name)
 
     def folder(self, step_or_name: int | str) -> Path:
         """`optim/iter_N/`: the DCP folder of an iteration."""
-        return self.path("optim", step_or_name).with_suffix("")
+        return jobs.dcp_folder(self.root, step_or_name)
+
+    def manifest(self, step_or_name: int | str) -> Path:
+        return jobs.manifest_path(self.root, step_or_name)
 
     def latest(self) -> str | None:
         """The iteration to resume from: the one latest_checkpoint.txt names when it is complete,
         else (with a warning) the newest complete earlier one; None without a marker."""
         marker = self.root / LATEST
-        if not marker.is_file():
+        named = jobs.read_latest(self.root)
+        if named is None:
             return None
-        named = marker.read_text().strip()
-        if not _NAME.match(named):
-            raise ConfigError(
-                f"{marker} holds {named!r}, not iter_NNNNNNNNN.pt; fix or delete it "
-                "to start from scratch."
-            )
         problem = self.problem(named)
         if not problem:
             return named
@@ -138,10 +129,7 @@ class Checkpointer:
 
     def iterations(self, upto: str | None = None) -> list[str]:
         """Saved iteration names (any part present), newest first, at most `upto`."""
-        names = {p.name for part in PARTS for p in (self.root / part).glob("iter_*.pt")}
-        names |= {f"{p.name}.pt" for p in (self.root / "optim").glob("iter_*") if p.is_dir()}
-        names = {n for n in names if _NAME.match(n) and (upto is None or n <= upto)}
-        return sorted(names, reverse=True)
+        return jobs.iterations(self.root, upto)
 
     def problem(self, name: str) -> str:
         """Why iteration `name` cannot be resumed ("" when complete): a missing part, or a file
@@ -152,7 +140,7 @@ class Checkpointer:
         missing = [str(self.path(p, name)) for p in needed if not self.path(p, name).is_file()]
         if missing:
             return f"{', '.join(missing)} is missing"
-        manifest = self.root / MANIFEST / name.replace(".pt", ".json")
+        manifest = self.manifest(name)
         if not manifest.is_file():
             # Folders are newer than manifests: without one the save did not finish. Files
             # written before manifests existed: existence is all we can check.
@@ -241,7 +229,7 @@ class Checkpointer:
         self._publish(step, sizes)
 
     def _publish(self, step: int, sizes: dict) -> None:
-        manifest = self.root / MANIFEST / iter_name(step).replace(".pt", ".json")
+        manifest = self.manifest(step)
         atomic_write_text(manifest, json.dumps(sizes) + "\n")
         atomic_write_text(self.root / LATEST, iter_name(step) + "\n")
         self.prune()
@@ -336,7 +324,7 @@ class Checkpointer:
             for part in PARTS:
                 self.path(part, name).unlink(missing_ok=True)
             shutil.rmtree(self.folder(name), ignore_errors=True)
-            (self.root / MANIFEST / name.replace(".pt", ".json")).unlink(missing_ok=True)
+            self.manifest(name).unlink(missing_ok=True)
 
     # ---- load ---------------------------------------------------------------------------------
 

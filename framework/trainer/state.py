@@ -1,5 +1,6 @@
 """Small process-level helpers of the trainer: seeds and RNG state, determinism, signals, the job
-folder's run files, batch placement and gradient sanitising."""
+folder's run files, batch placement and gradient sanitising. The job folder's layout and lock
+are framework/jobs.py's."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from framework.config import ConfigError
+from framework import jobs
 from framework.io import atomic_write_text
 from framework.trainer.metrics import plain_config
 
@@ -25,20 +26,13 @@ from framework.trainer.metrics import plain_config
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-def job_dir_of(cfg: DictConfig) -> Path:
-    """output_root/project/group/name (DESIGN contract 3)."""
-    job = cfg.job
-    root = job.get("output_root") or os.environ.get("OUTPUT_ROOT", "checkpoints")
-    return Path(str(root)) / str(job.project) / str(job.group) / str(job.name)
-
-
 def write_run_files(job_dir: Path, cfg: DictConfig, overrides: Iterable[str]) -> None:
     """config.yaml (resolved, secrets masked) and overrides.txt (appended on each start)."""
     job_dir.mkdir(parents=True, exist_ok=True)
     text = OmegaConf.to_yaml(OmegaConf.create(plain_config(cfg)), sort_keys=False)
-    atomic_write_text(job_dir / "config.yaml", text)
+    atomic_write_text(job_dir / jobs.CONFIG, text)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    with open(job_dir / "overrides.txt", "a") as f:
+    with open(job_dir / jobs.OVERRIDES, "a") as f:
         f.write(f"# started {stamp}\n" + "".join(f"{o}\n" for o in overrides))
 
 
@@ -183,52 +177,3 @@ def preemption_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-class JobLock:
-    """An exclusive flock on `<job_dir>/run.lock` while a run uses the folder, so a second start
-    of the same job, from another process, stops at once and says who holds it. The kernel drops
-    the lock when the holder exits, even on SIGKILL, so a crash never leaves a stale lock. Within
-    one process the lock is shared (counted), so code that builds trainers in turn (tests, a
-    notebook) is not locked out by its own earlier trainer."""
-
-    NAME = "run.lock"
-    _held: dict[Path, list] = {}  # path -> [open file, count] for this process
-
-    def __init__(self, job_dir: Path) -> None:
-        import fcntl
-        import socket
-
-        job_dir.mkdir(parents=True, exist_ok=True)
-        self.path = (job_dir / self.NAME).resolve()
-        self.released = False
-        if self.path in self._held:
-            self._held[self.path][1] += 1
-            return
-        file = open(self.path, "a+")  # noqa: SIM115  (held for the life of the run)
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.seek(0)
-            holder = file.read().strip() or "another process"
-            file.close()
-            raise ConfigError(
-                f"{job_dir} is in use by {holder}; wait for that run to end or stop it, or "
-                "start this one under another job.name."
-            ) from None
-        file.seek(0)
-        file.truncate()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        file.write(f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n")
-        file.flush()
-        self._held[self.path] = [file, 1]
-
-    def release(self) -> None:
-        if self.released or self.path not in self._held:
-            return
-        self.released = True
-        entry = self._held[self.path]
-        entry[1] -= 1
-        if entry[1] == 0:
-            entry[0].close()
-            del self._held[self.path]

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from framework.config import ConfigError, instantiate
 from framework.hooks.base import HookList
 from framework.io import UnsafeFileError
+from framework.jobs import LATEST, PREEMPTED, JobLock, checkpoints_of, job_dir_of
 from framework.trainer import dist as D
 from framework.trainer.checkpoint import Checkpointer
 from framework.trainer.data import BatchStream
@@ -33,10 +34,8 @@ from framework.trainer.metrics import MetricsSink
 from framework.trainer.pretrained import check_load_path, load_pretrained
 from framework.trainer.report import run_report
 from framework.trainer.state import (
-    JobLock,
     clip_by_norm_,
     frozen_to_,
-    job_dir_of,
     preemption_signals,
     rng_state,
     seed_everything,
@@ -50,8 +49,6 @@ from framework.trainer.state import (
 from framework.trainer.validate import validate
 
 log = logging.getLogger(__name__)
-# Marker left in the job folder by a run stopped with SIGTERM/SIGUSR1 (holds the saved step).
-PREEMPTED = "PREEMPTED"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -107,7 +104,7 @@ class Trainer:
         # there at every start and never written into checkpoints.
         frozen = {clean_name(n) for n, p in self.model.named_parameters() if not p.requires_grad}
         self.checkpointer = Checkpointer(
-            self.job_dir / "checkpoints",
+            checkpoints_of(self.job_dir),
             self.env,
             cfg.checkpoint.keep_last,
             cfg.checkpoint.get("format", "pt"),
@@ -409,7 +406,7 @@ class Trainer:
             )
         except (RuntimeError, ValueError, KeyError) as err:
             if isinstance(err, UnsafeFileError):
-                marker = self.checkpointer.root / "latest_checkpoint.txt"
+                marker = self.checkpointer.root / LATEST
                 raise ConfigError(
                     f"{str(err).splitlines()[0]} Write an earlier iteration's name into {marker}, "
                     "or start over under another job.name."
