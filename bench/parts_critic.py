@@ -119,20 +119,21 @@ GEN_SECONDS = {"2B": 55.2, "14B": 176.19}
 def build_model(config: dict, device: torch.device):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from framework.inference.critic import _dtype_kwargs
+    from framework.models.qwen_vl import dtype_kwargs, use_upstream_positions
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with torch.device(device):
         model = Qwen2_5_VLForConditionalGeneration._from_config(
-            Qwen2_5_VLConfig(**config), attn_implementation="sdpa", **_dtype_kwargs(dtype)
+            Qwen2_5_VLConfig(**config), attn_implementation="sdpa", **dtype_kwargs(dtype)
         )
-    return model.eval()
+    return use_upstream_positions(model.eval())
 
 
 def video_inputs(model, frames: np.ndarray, fps: float, device: torch.device) -> dict[str, Any]:
     """The critic's inputs for a clip: its frame preparation and patches, token ids with the
     right number of video placeholders (random text ids around them)."""
     from framework.inference import critic_frames as CF
+    from framework.models import qwen_vl
 
     layout = CF.VisionLayout()
     video, sample_fps = CF.prepare_frames(frames, fps, layout)
@@ -145,7 +146,11 @@ def video_inputs(model, frames: np.ndarray, fps: float, device: torch.device) ->
     ids = before + [cfg.vision_start_token_id] + [cfg.video_token_id] * n_video
     ids += [cfg.vision_end_token_id] + after
     input_ids = torch.tensor([ids], device=device)
+    types = {}
+    if qwen_vl.takes_token_types(model):  # transformers 5.x: 3-D positions need token types
+        types["mm_token_type_ids"] = qwen_vl.token_types(input_ids, cfg)
     return {
+        **types,
         "input_ids": input_ids,
         "attention_mask": torch.ones_like(input_ids),
         "pixel_values_videos": pixels.to(device, model.dtype),

@@ -58,7 +58,7 @@ def tiny_tokenizer(texts: list[str], vocab_size: int = 300):
     )
 
 
-def tiny_config(vocab_size: int, ids: dict[str, int]):
+def tiny_config(vocab_size: int, ids: dict[str, int], initializer_range: float = 0.02):
     from transformers import Qwen2_5_VLConfig
 
     text = dict(
@@ -74,6 +74,7 @@ def tiny_config(vocab_size: int, ids: dict[str, int]):
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
+        initializer_range=initializer_range,
     )
     vision = dict(
         depth=2,
@@ -84,6 +85,7 @@ def tiny_config(vocab_size: int, ids: dict[str, int]):
         patch_size=14,
         spatial_merge_size=2,
         temporal_patch_size=2,
+        initializer_range=initializer_range,
     )
     return Qwen2_5_VLConfig(
         text_config=text,
@@ -93,12 +95,15 @@ def tiny_config(vocab_size: int, ids: dict[str, int]):
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
 
 
-def make_tiny_reason1(folder: str | Path, seed: int = 0) -> Path:
+def make_tiny_reason1(folder: str | Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
     """A checkpoint folder laid out like nvidia/Cosmos-Reason1-7B's (config, weights, tokenizer,
-    chat_template.json, preprocessor_config.json) holding a tiny random Qwen2.5-VL."""
+    chat_template.json, preprocessor_config.json) holding a tiny random Qwen2.5-VL.
+    `initializer_range` above the default 0.02 gives logits that react to positions by more
+    than rounding (the position tests use 0.3)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from framework.inference.critic import SYSTEM_PROMPT, USER_PROMPT
@@ -110,7 +115,9 @@ def make_tiny_reason1(folder: str | Path, seed: int = 0) -> Path:
     tokenizer = tiny_tokenizer([SYSTEM_PROMPT, USER_PROMPT, words])
     ids = {s: tokenizer.convert_tokens_to_ids(s) for s in SPECIAL}
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(tiny_config(len(tokenizer), ids)).eval()
+    model = Qwen2_5_VLForConditionalGeneration(
+        tiny_config(len(tokenizer), ids, initializer_range)
+    ).eval()
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))

@@ -72,7 +72,10 @@ def test_frames_follow_the_upstream_stack_for_a_93_frame_480p_clip():
     """qwen-vl-utils 0.0.11 at fps 16 and 8192*28*28 total pixels, then the 4.51.3 image
     processor at min 256*28*28: 92 frames of 280x476, then 364x588, 12,558 video tokens."""
     n = CF.num_sampled_frames(93, 16.0)
-    budget = max(min(CF.VIDEO_MAX_PIXELS, CF.TOTAL_PIXELS / n * 2), CF.VIDEO_MIN_PIXELS * 1.05)
+    # qwen-vl-utils 0.0.11 fetch_video: max(min(VIDEO_MAX_PIXELS, total / n * 2),
+    # int(min_pixels * 1.05)) with min_pixels = 128*28*28.
+    budget = max(min(768 * 28 * 28, 8192 * 28 * 28 / n * 2), int(128 * 28 * 28 * 1.05))
+    assert CF.frame_pixel_cap(n) == budget
     stage1 = CF.smart_resize(432, 768, 28, CF.VIDEO_MIN_PIXELS, budget)
     stage2 = CF.smart_resize(*stage1, 28, CF.PROCESSOR_MIN_PIXELS, CF.PROCESSOR_MAX_PIXELS)
     assert (n, stage1, stage2) == (92, (280, 476), (364, 588))
@@ -81,6 +84,12 @@ def test_frames_follow_the_upstream_stack_for_a_93_frame_480p_clip():
     assert CF.num_sampled_frames(33, 4.0) == 32 and CF.num_sampled_frames(3, 8.0) == 2
     with pytest.raises(ValueError, match="too short"):
         CF.num_sampled_frames(1, 16.0)
+
+    # Long videos hit the floor, which upstream rounds down to 105,369 pixels: a 252x480
+    # frame then becomes 224x420 (224x448 under the unrounded 105,369.6).
+    assert CF.frame_pixel_cap(200) == 105369
+    assert CF.smart_resize(252, 480, 28, CF.VIDEO_MIN_PIXELS, 105369) == (224, 420)
+    assert CF.smart_resize(252, 480, 28, CF.VIDEO_MIN_PIXELS, 105369.6) == (224, 448)
 
     frames = np.zeros((9, 72, 128, 3), np.uint8)  # small: the output size is set by min pixels
     video, fps = CF.prepare_frames(frames, 16.0, CF.VisionLayout())

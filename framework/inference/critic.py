@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from framework.inference.critic_frames import patchify, prepare_frames, read_frames, vision_layout
+from framework.models import qwen_vl
 
 # ---- the upstream question (docs/upstream/best_of_n.md §4) -------------------------------------
 
@@ -211,28 +212,6 @@ def critic_class(spec: str) -> type[Critic]:
 # ---- Cosmos-Reason1 (Qwen2.5-VL through transformers) ------------------------------------------
 
 
-def chat_template(folder: Path, tokenizer: Any) -> str:
-    """The checkpoint's chat template: chat_template.json / .jinja (the processor's), else the
-    tokenizer's own."""
-    import json
-
-    if (folder / "chat_template.json").is_file():
-        return json.loads((folder / "chat_template.json").read_text())["chat_template"]
-    if (folder / "chat_template.jinja").is_file():
-        return (folder / "chat_template.jinja").read_text()
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.chat_template
-    raise CriticError(f"{folder} has no chat template (chat_template.json); re-download it.")
-
-
-def _dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
-    # transformers renamed from_pretrained's torch_dtype to dtype in 4.56.
-    import transformers
-
-    major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
-    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
-
-
 def default_device() -> torch.device:
     if torch.cuda.is_available():
         from framework.trainer.dist import local_rank
@@ -248,7 +227,6 @@ class CosmosReason1(Critic):
     name = "cosmos_reason1"
     hub_id = "nvidia/Cosmos-Reason1-7B"
     default_checkpoint = "checkpoints/nvidia/Cosmos-Reason1-7B"
-    model_class = "Qwen2_5_VLForConditionalGeneration"
 
     def __init__(
         self,
@@ -256,37 +234,49 @@ class CosmosReason1(Critic):
         device: torch.device | str | None = None,
         sampling: Sampling | None = None,
     ) -> None:
-        import transformers
-
-        folder = Path(checkpoint_dir or self.default_checkpoint)
-        self.check(str(folder))
+        folder = self.resolve(checkpoint_dir)
         self.folder = folder
         self.device = torch.device(device) if device is not None else default_device()
         self.sampling = sampling or Sampling()
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
-        self.template = chat_template(folder, self.tokenizer)
-        model_cls = getattr(transformers, self.model_class)
-        self.model = model_cls.from_pretrained(
-            str(folder),
-            attn_implementation="sdpa",
-            device_map={"": str(self.device)} if self.device.type == "cuda" else None,
-            **_dtype_kwargs(dtype),
-        ).eval()
-        if self.device.type != "cuda":
-            self.model.to(self.device)
+        try:
+            self.model, self.tokenizer = qwen_vl.load_qwen_vl(
+                folder, device=self.device, hub_id=self.hub_id, label=self.name
+            )
+        except qwen_vl.QwenVLError as err:
+            if err.cause is None:
+                raise CriticError(str(err)) from None
+            raise CriticError(
+                f"critic {self.name} cannot be loaded from {folder} ({err.cause}); check the "
+                "folder or pass --checkpoint_dir."
+            ) from None
+        self.template = self.tokenizer.chat_template
         self.layout = vision_layout(folder, self.model.config.vision_config)
         self.video_token_id = int(self.model.config.video_token_id)
         self.video_token = self.tokenizer.convert_ids_to_tokens(self.video_token_id)
+        # transformers 5.x computes 3-D positions only for inputs that carry token types.
+        self.token_types = qwen_vl.takes_token_types(self.model)
 
     @classmethod
-    def check(cls, checkpoint_dir: str | None) -> None:
-        folder = Path(checkpoint_dir or cls.default_checkpoint)
+    def resolve(cls, checkpoint_dir: str | None) -> Path:
+        """The weights folder: `checkpoint_dir` (default checkpoints/nvidia/Cosmos-Reason1-7B,
+        upstream's place), or a hub id's snapshot in the Hugging Face cache."""
+        name = checkpoint_dir or cls.default_checkpoint
+        if qwen_vl.is_hub_id(name):
+            try:
+                return qwen_vl.resolve(name, label=cls.name)
+            except qwen_vl.QwenVLError as err:
+                raise CriticError(str(err)) from None
+        folder = Path(name)
         if not (folder / "config.json").is_file():
             raise CriticError(
                 f"{cls.name} weights not found in {folder} (no config.json); download them with "
                 f"`hf download {cls.hub_id} --local-dir {folder}` or pass --checkpoint_dir."
             )
+        return folder
+
+    @classmethod
+    def check(cls, checkpoint_dir: str | None) -> None:
+        cls.resolve(checkpoint_dir)
 
     def settings(self) -> dict[str, Any]:
         return {"checkpoint_dir": str(self.folder), **asdict(self.sampling)}
@@ -316,7 +306,11 @@ class CosmosReason1(Critic):
 
         input_ids = torch.tensor([ids(before) + [self.video_token_id] * n + ids(after)])
         dev = self.device
+        extra = {}
+        if self.token_types:
+            extra["mm_token_type_ids"] = qwen_vl.token_types(input_ids, self.model.config).to(dev)
         return {
+            **extra,
             "input_ids": input_ids.to(dev),
             "attention_mask": torch.ones_like(input_ids).to(dev),
             "pixel_values_videos": pixels.to(dev, self.model.dtype),

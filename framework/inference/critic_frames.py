@@ -72,6 +72,13 @@ def num_sampled_frames(total: int, video_fps: float, fps: float = SAMPLE_FPS) ->
     return n
 
 
+def frame_pixel_cap(n: int) -> float:
+    """qwen-vl-utils 0.0.11's per-frame pixel cap for `n` sampled frames: the total budget
+    shared by frame pairs, at most VIDEO_MAX_PIXELS and at least int(VIDEO_MIN_PIXELS * 1.05)
+    (upstream rounds this floor down to an int; it binds from ~122 frames on)."""
+    return max(min(VIDEO_MAX_PIXELS, TOTAL_PIXELS / n * FRAME_FACTOR), int(VIDEO_MIN_PIXELS * 1.05))
+
+
 def resize_bicubic(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Antialiased bicubic resize of float [T, 3, H, W] (what torchvision's resize runs)."""
     if tuple(frames.shape[-2:]) == tuple(size):
@@ -118,10 +125,7 @@ def prepare_frames(
     # Stage 1, qwen-vl-utils: per-frame budget from the total; torchvision resizes the uint8
     # frames, so the result is rounded back to uint8 values.
     h, w = video.shape[-2:]
-    max_pixels = max(
-        min(VIDEO_MAX_PIXELS, TOTAL_PIXELS / n * FRAME_FACTOR), VIDEO_MIN_PIXELS * 1.05
-    )
-    size = smart_resize(h, w, QWEN_FACTOR, VIDEO_MIN_PIXELS, max_pixels)
+    size = smart_resize(h, w, QWEN_FACTOR, VIDEO_MIN_PIXELS, frame_pixel_cap(n))
     video = resize_bicubic(video, size).round().clamp(0, 255)
     # Stage 2, the image processor (transformers 4.51.3) on the float frames, not rounded.
     size = smart_resize(*size, layout.factor, PROCESSOR_MIN_PIXELS, PROCESSOR_MAX_PIXELS)
