@@ -1,5 +1,6 @@
-"""GPU benchmark of context parallel (issue 16): the Predict2 training step and generation with each
-sample's latent frames split over the processes of one job (framework/models/context_parallel.py).
+"""GPU benchmark of context parallel (issue 16): the Predict2 training step and generation with
+each sample's latent frames split over the processes of one job
+(framework/models/dit/context_parallel.py).
 
     python -m bench.bench_cp --out cp1.json                           # one GPU: cp 1, the baseline
     torchrun --nproc_per_node=8 -m bench.bench_cp --out cp8.json      # cp 8 (all ranks, one video)

@@ -28,8 +28,6 @@ from bench.common import free_memory, peak_gib, reset_peak, sync
 from bench.parts_misc import profile_step, train_step
 from bench.parts_model import Ctx, build_ours, measure, ours_flops, set_checkpointing
 
-LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
-
 
 class _Holder(torch.nn.Module):
     """`net.*` keys, as the trainer's model has them."""
@@ -156,7 +154,7 @@ def _lora_net(ctx: Ctx, size: str, rank: int, base_dtype: torch.dtype | None):
     with torch.device(ctx.device):
         net = MiniTrainDiT(**cfg)
     if rank:
-        apply_lora(net, rank=rank, alpha=rank, targets=LORA_TARGETS)
+        apply_lora(net, rank=rank, alpha=rank)  # Predict2's default targets
         if base_dtype is not None and ctx.cuda:  # the trainer casts only under CUDA autocast
             frozen_to_(net, base_dtype)
     set_checkpointing(net, "selective")

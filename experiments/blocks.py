@@ -159,8 +159,6 @@ def base(
 # --- Cosmos-Predict2 Video2World -------------------------------------------------------------
 
 PREDICT2_HUB = "nvidia/Cosmos-Predict2-{size}-Video2World"
-# upstream/cosmos_predict2.md §4.8
-LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
 
 
 def predict2_checkpoint(size: str = "2B", file: str = "model-720p-16fps.pt") -> str:
@@ -231,8 +229,6 @@ def gr1_dataset(
 
 PREDICT1_HUB = "nvidia/Cosmos-Predict1-{size}-Video2World"
 CV8X8X8_DIR = f"{CHECKPOINTS}/nvidia/Cosmos-Tokenize1-CV8x8x8-720p"
-# Default LoRA targets of the Predict1 net (framework/models/cosmos1/lora.py).
-PREDICT1_LORA_TARGETS = "to_q.0,to_k.0,to_v.0,to_out.0,layer1,layer2"
 
 
 def predict1_checkpoint(size: str = "7B", file: str = "model.pt") -> str:

@@ -76,7 +76,7 @@ def bridge_57frames_1gpu():
 def bridge_57frames_lora():
     """Predict1 7B LoRA (rank 16, alpha 16) on Bridge; fits far fewer GPUs than full tuning."""
     cfg = bridge_57frames()
-    cfg.model.lora = {"rank": 16, "alpha": 16, "targets": blocks.PREDICT1_LORA_TARGETS}
+    cfg.model.lora = {"rank": 16, "alpha": 16, "targets": None}  # the family's lora_targets
     cfg.optim.lr = 2**-10  # upstream has no Predict1 LoRA; Predict2's rank-16 guideline
     return cfg
 

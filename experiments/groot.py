@@ -53,7 +53,7 @@ def groot_gr1_480_14b():
 def groot_gr1_480_lora():
     """Predict2 2B LoRA (rank 16, alpha 16) on GR1; fits far fewer GPUs than full fine-tuning."""
     cfg = groot_gr1_480()
-    cfg.model.lora = {"rank": 16, "alpha": 16, "targets": blocks.LORA_TARGETS}
+    cfg.model.lora = {"rank": 16, "alpha": 16, "targets": None}  # the family's lora_targets
     cfg.optim.lr = 2**-10  # upstream LoRA guideline for 2B at rank 16
     return cfg
 
@@ -62,6 +62,6 @@ def groot_gr1_480_lora():
 def groot_gr1_480_14b_lora():
     """Predict2 14B LoRA (rank 32, alpha 32) on GR1."""
     cfg = groot_gr1_480_14b()
-    cfg.model.lora = {"rank": 32, "alpha": 32, "targets": blocks.LORA_TARGETS}
+    cfg.model.lora = {"rank": 32, "alpha": 32, "targets": None}  # the family's lora_targets
     cfg.optim.lr = 2**-11  # upstream LoRA guideline for 14B at rank 32
     return cfg

@@ -16,10 +16,10 @@ import torch.distributed as dist
 
 from experiments import blocks
 from framework.config import L, experiment
-from framework.models.context_parallel import split_sizes
 from framework.models.cosmos1.net import GeneralDIT
 from framework.models.cosmos2.net import MiniTrainDiT
-from framework.models.parallel import checkpoint_kwargs
+from framework.models.dit.context_parallel import split_sizes
+from framework.models.dit.parallelize import checkpoint_kwargs
 
 # fp32 rounding of another summation order, relative to the tensor's largest entry (random
 # weights at std 0.3 give gradients up to ~100, where elementwise rtol fails on tiny entries).

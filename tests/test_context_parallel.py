@@ -1,4 +1,4 @@
-"""Context parallel (framework/models/context_parallel.py): 2 and 4 gloo processes on CPU match one
+"""Context parallel (dit/context_parallel.py): 2 and 4 gloo processes on CPU match one
 process in the DiT's forward and backward (Predict2 and Predict1, Ulysses and the all-gather
 fallback, odd and uneven frames per rank), in training step for step across a resume, and in
 generation through the Video2World command line."""
@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 import tests.cp_worker  # noqa: F401  (registers cp_tiny)
 from framework.config import ConfigError, apply_overrides, get, load_all
-from framework.models.context_parallel import split_sizes
+from framework.models.dit.context_parallel import split_sizes
 from framework.trainer import Trainer
 from framework.trainer.dist import DistEnv, context_parallel_degree
 from tests.test_dist import free_port, losses, model_file

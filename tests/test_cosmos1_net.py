@@ -25,7 +25,7 @@ from framework.models.cosmos1 import (
     parallelize_net,
 )
 from framework.models.cosmos1.position import LearnablePosEmbAxis, VideoRopePosition3DEmb
-from framework.models.parallel import SDPA_OPS
+from framework.models.dit.parallelize import SDPA_OPS
 
 SMALL = dict(
     model_channels=96,
@@ -259,14 +259,14 @@ def test_input_errors_are_clear():
     with pytest.raises(ValueError, match="one value per sample"):
         net(x, ts, text, fps=torch.tensor([4.0, 4.0, 4.0]))
     with pytest.raises(ValueError, match="exceeds the RoPE limits"):
-        net.pos_embedder.angles(1, 121, 4, None, torch.device("cpu"))
+        net.pos_embedder.angles(1, 121, 4, torch.device("cpu"))
 
 
 def test_rope_angles_by_hand():
     rh, rw, rt, fps = 1.0, 2.0, 2.0, 4.0
     rope = VideoRopePosition3DEmb(128, rh, rw, rt, 120, 120, 128)
     t, h, w = 3, 5, 7
-    angles = rope.angles(t, h, w, torch.tensor([fps]), torch.device("cpu"))[0]
+    angles = rope.angles(t, h, w, torch.device("cpu"), torch.tensor([fps]))[0]
     assert angles.shape == (t * h * w, 64) and angles.dtype == torch.float32
     theta_t = 10000 * rt ** (44 / 42)  # ~20671 for the 7B (§4.3)
     theta_h, theta_w = 10000 * rh ** (42 / 40), 10000 * rw ** (42 / 40)
@@ -329,7 +329,7 @@ def test_lora_apply_load_base_and_merge():
     load_official(plain, merged)
     with torch.no_grad():
         torch.testing.assert_close(plain(x, ts, text), lora_out, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="matched no Linear layer of the Predict1 net"):
+    with pytest.raises(ValueError, match="matched no Linear layer of GeneralDIT"):
         apply_lora(_small(), targets="q_proj")
 
 

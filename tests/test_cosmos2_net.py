@@ -20,8 +20,9 @@ from framework.models.cosmos2 import (
     load_official,
     net_config,
 )
-from framework.models.cosmos2.embeddings import Patchify, RopePosition3D, Timesteps
 from framework.models.cosmos2.parallelize import SDPA_OPS, parallelize_net
+from framework.models.dit.embeddings import Patchify, Timesteps
+from framework.models.dit.rope import Rope3D
 
 SMALL = dict(
     model_channels=96,
@@ -226,9 +227,9 @@ def test_patch_layouts():
 
 def test_rope_angles_by_hand():
     head_dim, rh, rw, rt = 128, 3.0, 2.0, 20 / 24
-    rope = RopePosition3D(head_dim, rh, rw, rt, 120, 120, 128)
+    rope = Rope3D(head_dim, rh, rw, rt, 120, 120, 128)
     t, h, w = 3, 5, 7
-    angles = rope.angles(t, h, w, torch.device("cpu"))
+    angles = rope.angles(t, h, w, torch.device("cpu"))[0]
     assert angles.shape == (t * h * w, 64) and angles.dtype == torch.float32
     theta_t = 10000 * rt ** (44 / 42)
     theta_h = 10000 * rh ** (42 / 40)

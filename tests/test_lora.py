@@ -119,27 +119,3 @@ def test_load_base_into_lora_net():
 def test_bad_targets_are_reported():
     with pytest.raises(ValueError, match="matched no Linear"), pytest.warns(UserWarning):
         apply_lora(_small(0), rank=128, alpha=128, targets="to_q,to_k")
-
-
-def test_merge_command_writes_a_plain_checkpoint_from_a_lora_run(tmp_path):
-    from framework.models.cosmos2.merge_lora import main
-
-    net = apply_lora(_small(0), rank=4, alpha=8)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "lora_B" in name:
-                p.normal_()
-    job = tmp_path / "job"
-    model_dir = job / "checkpoints" / "model"
-    model_dir.mkdir(parents=True)
-    (job / "config.yaml").write_text("model:\n  lora: {rank: 4, alpha: 8, targets: x}\n")
-    torch.save({f"net.{k}": v for k, v in net.state_dict().items()}, model_dir / "iter_1.pt")
-    assert main([str(model_dir / "iter_1.pt"), str(tmp_path / "merged.pt")]) == 0
-    merged = torch.load(tmp_path / "merged.pt", weights_only=True)
-    plain = MiniTrainDiT(**SMALL)
-    load_official(plain, merged)
-    with torch.no_grad():
-        assert torch.allclose(plain(*_inputs()), net(*_inputs()), atol=1e-5)
-    assert main([str(model_dir / "iter_1.pt"), str(tmp_path / "m2.pt"), "--rank", "4"]) == 0
-    (job / "config.yaml").write_text("model:\n  lora: null\n")
-    assert main([str(model_dir / "iter_1.pt"), str(tmp_path / "m3.pt")]) == 2

@@ -90,7 +90,7 @@ def test_merge_and_export_fold_the_adapters_into_the_load_path_base(base, tmp_pa
 
     t = lora_run(base, tmp_path, "job", fmt)
     # What the live net computes, as plain official keys.
-    want = t.model.family.merge_lora(dict(t.model.net.state_dict()), 4, 8.0)
+    want = t.model.family.merged_lora(dict(t.model.net.state_dict()), 4, 8.0)
     ckpt = tmp_path / "worldtune" / "tiny" / "job" / "checkpoints"
     step2 = ckpt / ("model/iter_000000002.pt" if fmt == "pt" else "optim/iter_000000002")
     final = ckpt / "model" / "iter_000000004.pt"

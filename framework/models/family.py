@@ -2,12 +2,16 @@
 
 A family (Cosmos-Predict2, Cosmos-Predict1, a test's toy) is one `ModelFamily` object in its own
 package, registered when that package is imported. It names its network classes and provides
-everything the generic model wrapper, the trainer and the inference code need to know about
-them. Nothing here finds a family from a module path: `family_of(net)` matches the net's class
-against the registered `net_classes` (an FSDP2-sharded net is a subclass of its class, so the
-match survives `fully_shard`), and `get_family(name)` looks a family up by its name.
+what the generic model wrapper, the trainer and the inference code need to know about them.
+Nothing here finds a family from a module path: `family_of(net)` picks the registered class
+nearest to the net's own class in its MRO (a Predict2.5 net that subclasses the shared
+`MinimalDiT` gets its own family, not Predict2's; an FSDP2-sharded net is a subclass of its class,
+so the match survives `fully_shard`), and `get_family(name)` looks a family up by its name.
 
-Adding a family = adding a package with a net and a `ModelFamily`; see docs/architecture.md.
+Defaults come from the shared DiT layer (framework/models/dit/): one parallelize over the net's
+`units()`, one LoRA on the family's `lora_targets`, one strict state-dict load minus the family's
+`ignored_keys`. A family overrides only what differs. Adding a family = adding a package with a net
+and a `ModelFamily`; see docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -15,18 +19,45 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from torch import Tensor, nn
 
+from framework.models.dit import lora as dit_lora
+from framework.models.dit.parallelize import parallelize_net
+from framework.models.dit.state_dict import load_strict, net_state_dict
 
-def _no_lora(*args: Any, **kwargs: Any) -> Any:
-    raise ValueError("this model family has no LoRA support; remove model.lora.")
+StateDict = Mapping[str, Tensor]
+
+
+class Parallelize(Protocol):
+    def __call__(
+        self,
+        net: nn.Module,
+        mesh: Any = None,
+        *,
+        activation_checkpointing: str = ...,
+        compile: bool = ...,
+        fsdp: bool = ...,
+        compile_backend: str = ...,
+    ) -> nn.Module: ...
+
+
+class LoadOfficial(Protocol):
+    def __call__(self, net: nn.Module, state_dict: StateDict, *, assign: bool = ...) -> None: ...
+
+
+# (net, latent_t, latent_h, latent_w, text_len) -> training FLOPs of one sample (fwd + bwd).
+FlopsPerSample = Callable[[nn.Module, int, int, int, int], float]
+ApplyLora = Callable[..., nn.Module]  # (net, rank=, alpha=, targets=) in place
+LoadBaseIntoLora = Callable[[nn.Module, StateDict], None]
+MergeLora = Callable[[StateDict, int, float], dict[str, Tensor]]  # (sd, rank, alpha)
+KeyMap = Callable[[StateDict], dict[str, Tensor]]
 
 
 def net_context_parallel(net: nn.Module, group: Any) -> None:
     """The default `context_parallel` hook: the net's own `enable_context_parallel(group)`
-    (MiniTrainDiT and GeneralDIT have one; framework/models/context_parallel.py)."""
+    (every dit.VideoDiT has one; framework/models/dit/context_parallel.py)."""
     enable = getattr(net, "enable_context_parallel", None)
     if enable is None:
         raise ValueError(
@@ -41,38 +72,44 @@ class ModelFamily:
     """What one family of networks provides. Only `name` and `net_classes` are required.
 
     - parallelize(net, mesh, *, activation_checkpointing, compile, fsdp, compile_backend):
-      in place.
-    - flops_per_sample(net, latent_thw, text_len) -> training FLOPs of one sample (fwd + bwd).
-    - load_official(net, state_dict): strict load of `net.`-prefixed or stripped keys, dropping
-      exactly `ignored_keys`; raises naming missing/unexpected keys.
-    - apply_lora(net, rank, alpha, targets), load_base_into_lora(net, state_dict),
-      merge_lora(state_dict, rank, alpha) -> plain state dict.
+      in place; default: the shared one over `net.units()`.
+    - flops_per_sample(net, t, h, w, text_len) -> training FLOPs of one sample (fwd + bwd).
+    - load_official(net, state_dict, assign=): strict load of `net.`-prefixed or stripped keys,
+      dropping exactly `ignored_keys`; raises naming missing/unexpected keys. Default: shared.
+    - lora_targets: comma-separated Linear-name suffixes LoRA adapts by default (the one home of
+      the family's list); apply_lora / load_base_into_lora / merge_lora default to the shared
+      LoRA module on them.
     - to_diffusers(state_dict) / from_diffusers(state_dict): key renames both ways;
       diffusers_config(net) -> kwargs of the diffusers model class named `diffusers_class`.
     - objective() / sampler(): the default config nodes of the objective and the sampler.
     - context_parallel(net, group): split each sample's latent frames across the process group
       (in place; None turns it off). The default calls `net.enable_context_parallel(group)`.
+    - conditions: names of the extra per-sample inputs (beyond latent, timesteps and text) the
+      family's nets take as keyword arguments, e.g. ("actions",); the model passes a batch's
+      conditioning inputs only when the net's family declares them.
     - extra_checkpoint_keys: top-level keys of official files that belong to neither the net nor
       the model's extra modules and are dropped on purpose (fnmatch patterns).
     """
 
     name: str
     net_classes: tuple[type[nn.Module], ...]
-    parallelize: Callable[..., None] | None = None
-    flops_per_sample: Callable[[nn.Module, tuple[int, int, int], int], float] | None = None
-    load_official: Callable[[nn.Module, Mapping[str, Tensor]], None] | None = None
+    parallelize: Parallelize | None = None
+    flops_per_sample: FlopsPerSample | None = None
+    load_official: LoadOfficial | None = None
     ignored_keys: tuple[str, ...] = ()
     extra_checkpoint_keys: tuple[str, ...] = ()
-    apply_lora: Callable[..., Any] = _no_lora
-    load_base_into_lora: Callable[..., Any] = _no_lora
-    merge_lora: Callable[..., dict[str, Tensor]] = _no_lora
-    to_diffusers: Callable[[Mapping[str, Tensor]], dict[str, Tensor]] | None = None
-    from_diffusers: Callable[[Mapping[str, Tensor]], dict[str, Tensor]] | None = None
+    lora_targets: str = ""
+    apply_lora: ApplyLora | None = None
+    load_base_into_lora: LoadBaseIntoLora | None = None
+    merge_lora: MergeLora | None = None
+    to_diffusers: KeyMap | None = None
+    from_diffusers: KeyMap | None = None
     diffusers_class: str = ""
     diffusers_config: Callable[[nn.Module], dict] | None = None
     objective: Callable[[], Any] | None = None
     sampler: Callable[[], Any] | None = None
     context_parallel: Callable[[nn.Module, Any], None] = net_context_parallel
+    conditions: tuple[str, ...] = ()
     notes: dict[str, str] = field(default_factory=dict)
 
     def is_ignored(self, key: str) -> bool:
@@ -80,6 +117,38 @@ class ModelFamily:
 
     def is_extra(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, p) for p in self.extra_checkpoint_keys)
+
+    # The calls the core makes: the family's own callable where it declares one, else the
+    # shared implementation.
+
+    def parallelize_net(self, net: nn.Module, mesh: Any = None, **options: Any) -> None:
+        (self.parallelize or parallelize_net)(net, mesh, **options)
+
+    def load(self, net: nn.Module, state_dict: StateDict, assign: bool = False) -> None:
+        if self.load_official is not None:
+            self.load_official(net, state_dict, assign=assign)
+        else:
+            load_strict(net, state_dict, assign=assign, ignore=self.ignored_keys)
+
+    def add_lora(self, net: nn.Module, rank: int, alpha: float, targets: str | None) -> None:
+        targets = targets or self.lora_targets
+        if self.apply_lora is not None:
+            self.apply_lora(net, rank=rank, alpha=alpha, targets=targets)
+        elif targets:
+            dit_lora.apply_lora(net, rank, alpha, targets)
+        else:
+            raise ValueError(f"model family {self.name!r} has no LoRA support; remove model.lora.")
+
+    def load_lora_base(self, net: nn.Module, state_dict: StateDict) -> None:
+        if self.load_base_into_lora is not None:
+            self.load_base_into_lora(net, state_dict)
+        else:
+            dit_lora.load_base_into_lora(net, net_state_dict(state_dict, ignore=self.ignored_keys))
+
+    def merged_lora(self, state_dict: StateDict, rank: int, alpha: float) -> dict[str, Tensor]:
+        if self.merge_lora is not None:
+            return self.merge_lora(state_dict, rank, alpha)
+        return dit_lora.merge_lora_state_dict(state_dict, alpha=alpha, rank=rank)
 
 
 _families: dict[str, ModelFamily] = {}
@@ -89,7 +158,10 @@ def register_family(family: ModelFamily) -> ModelFamily:
     """Register `family` under its name. Registering the same name again replaces the entry only
     when it names the same network classes (a reloaded module); a clash raises."""
     other = _families.get(family.name)
-    qualnames = lambda f: sorted(c.__qualname__ for c in f.net_classes)  # noqa: E731
+
+    def qualnames(f: ModelFamily) -> list[str]:
+        return sorted(c.__qualname__ for c in f.net_classes)
+
     if other is not None and qualnames(other) != qualnames(family):
         raise ValueError(
             f"model family {family.name!r} is registered twice with different networks; "
@@ -113,8 +185,10 @@ def families() -> dict[str, ModelFamily]:
 
 
 def family_of(net: nn.Module) -> ModelFamily | None:
-    """The registered family whose network classes `net` is an instance of (None if none)."""
-    for family in _families.values():
-        if isinstance(net, family.net_classes):
-            return family
+    """The registered family whose network class is nearest to `net`'s class in its MRO (None if
+    none): a subclass registered by another family wins over its base's family."""
+    for cls in type(net).__mro__:
+        for family in _families.values():
+            if cls in family.net_classes:
+                return family
     return None

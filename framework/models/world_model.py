@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from framework.config import ConfigError
 from framework.data.latent_cache import REBUILD, identity_text
 from framework.diffusion.conditioning import Condition, guided_x0
+from framework.models.dit.state_dict import split_top
 from framework.models.family import ModelFamily, family_of, get_family
 from framework.models.tokenizers import to_uint8, to_unit_range
 
@@ -72,7 +73,13 @@ class WorldModel(nn.Module):
         self._latent_identity_ok = False
         self.lora = dict(lora) if lora else None
         if self.lora:
-            self.family.apply_lora(self.net, **self.lora)  # freezes the base; LoRA params train
+            # Freezes the base; LoRA params train. No targets: the family's default ones.
+            self.family.add_lora(
+                self.net,
+                int(self.lora["rank"]),
+                float(self.lora["alpha"]),
+                self.lora.get("targets"),
+            )
         else:
             self.net.requires_grad_(True)
 
@@ -166,21 +173,27 @@ class WorldModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def _parallelize_net(self, mesh, **options) -> bool:
+        """The family's checkpointing/compile/FSDP on the net; False when it has none (a net
+        without `units()` and no family parallelize)."""
+        if self.family.parallelize is None and not hasattr(self.net, "units"):
+            return False
+        self.family.parallelize_net(self.net, mesh, **options)
+        return True
+
     def parallelize(self, mesh, parallel) -> None:
         """The family's checkpointing/compile/FSDP for the net; each extra module is its own FSDP
         unit (its forward runs inside the objective, so FSDP's hooks see it)."""
-        from framework.models.parallel import shard
+        from framework.models.dit.parallelize import shard
 
         fsdp = parallel.strategy == "fsdp"
-        if self.family.parallelize is not None:
-            self.family.parallelize(
-                self.net,
-                mesh,
-                activation_checkpointing=parallel.activation_checkpointing,
-                compile=parallel.compile,
-                fsdp=fsdp,
-            )
-        else:
+        done = self._parallelize_net(
+            mesh,
+            activation_checkpointing=parallel.activation_checkpointing,
+            compile=parallel.compile,
+            fsdp=fsdp,
+        )
+        if not done:
             if parallel.activation_checkpointing != "none" or parallel.compile:
                 raise ValueError(
                     f"model family {self.family.name!r} has no parallelize; set "
@@ -196,18 +209,11 @@ class WorldModel(nn.Module):
         """Per-block torch.compile of the net for generation: the family's parallelize with
         compile only (no checkpointing, no FSDP). Identical blocks share one graph, so the first
         call compiles one block; later calls reuse it."""
-        if self.family.parallelize is None:
+        options = dict(activation_checkpointing="none", fsdp=False, compile_backend=backend)
+        if not self._parallelize_net(None, compile=True, **options):
             raise ValueError(
                 f"model family {self.family.name!r} has no per-block compile; drop --compile."
             )
-        self.family.parallelize(
-            self.net,
-            None,
-            activation_checkpointing="none",
-            compile=True,
-            fsdp=False,
-            compile_backend=backend,
-        )
 
     def context_parallel(self, group) -> None:
         """Split each sample's latent frames across the process group `group` through the
@@ -268,18 +274,15 @@ class WorldModel(nn.Module):
                     "the checkpoint holds LoRA weights but the config has no model.lora; pass "
                     "the LoRA experiment or the run's job folder."
                 )
-            net_sd = self.family.merge_lora(
+            net_sd = self.family.merged_lora(
                 net_sd, int(merge_lora["rank"]), float(merge_lora["alpha"])
             )
         if self.lora:
-            self.family.load_base_into_lora(self.net, net_sd)
+            self.family.load_lora_base(self.net, net_sd)
         else:
             # A LoRA net saved without adapters still carries base_layer names.
             net_sd = {k.replace(_BASE, "."): v for k, v in net_sd.items()}
-            if self.family.load_official is not None:
-                self.family.load_official(self.net, net_sd, assign=assign)
-            else:
-                self.net.load_state_dict(net_sd, strict=True, assign=assign)
+            self.family.load(self.net, net_sd, assign=assign)
         for name in self.extra_names:
             sub = parts.get(name)
             if sub:
@@ -291,29 +294,7 @@ class WorldModel(nn.Module):
 
     def _split(self, state_dict: Mapping[str, Tensor], ema: bool) -> dict[str, dict[str, Tensor]]:
         """{top-level module name: its keys without the prefix}; `net` is always present."""
-        tops = ("net", *self.extra_names)
-        heads = {*tops, *(f"{t}_ema" for t in tops)}
-        if not any(k.partition(".")[0] in heads for k in state_dict):
-            return {"net": dict(state_dict)}  # a bare net state dict
-        parts: dict[str, dict[str, Tensor]] = {t: {} for t in tops}
-        unknown = []
-        for key, value in state_dict.items():
-            head, _, rest = key.partition(".")
-            if head in heads:
-                if head.endswith("_ema") == ema:
-                    parts[head.removesuffix("_ema")][rest] = value
-            elif not self.family.is_extra(key):
-                unknown.append(key)
-        if unknown:
-            raise ValueError(
-                f"the checkpoint has keys that belong to no part of this model "
-                f"({', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}); use the "
-                "experiment the checkpoint was made with."
-            )
-        if not parts["net"]:
-            hint = "EMA was off in that run; load without EMA." if ema else "pass a model file."
-            raise ValueError(f"the checkpoint has no {'net_ema' if ema else 'net'}.* keys; {hint}")
-        return parts
+        return split_top(state_dict, ("net", *self.extra_names), ema, self.family.is_extra)
 
     # ---- inference -----------------------------------------------------------------------
 

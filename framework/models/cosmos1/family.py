@@ -10,10 +10,6 @@ sampler="res")` picks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from torch import Tensor
-
 from framework.config import L
 from framework.models.cosmos1.convert import (
     diffusers_config,
@@ -22,26 +18,16 @@ from framework.models.cosmos1.convert import (
 )
 from framework.models.cosmos1.flops import flops_per_sample
 from framework.models.cosmos1.loading import load_official
-from framework.models.cosmos1.lora import apply_lora, load_base_into_lora, merge_lora_state_dict
+from framework.models.cosmos1.lora import DEFAULT_TARGETS, load_base_into_lora
 from framework.models.cosmos1.net import IGNORED_CHECKPOINT_KEYS, GeneralDIT
-from framework.models.cosmos1.parallelize import parallelize_net
 from framework.models.family import ModelFamily, register_family
-
-
-def _flops(net: GeneralDIT, t: int, h: int, w: int, text_len: int) -> float:
-    return flops_per_sample(net, t, h, w, text_len)
-
-
-def _merge(state_dict: Mapping[str, Tensor], rank: int, alpha: float) -> dict[str, Tensor]:
-    return merge_lora_state_dict(state_dict, alpha=alpha, rank=rank)
-
 
 PREDICT1 = register_family(
     ModelFamily(
         name="cosmos1",
         net_classes=(GeneralDIT,),
-        parallelize=parallelize_net,
-        flops_per_sample=_flops,
+        # parallelize: the shared one over every FA/CA/MLP sub-block (GeneralDIT.units).
+        flops_per_sample=flops_per_sample,
         load_official=load_official,
         # TransformerEngine `_extra_state` entries (§4.4); nothing else is dropped.
         ignored_keys=IGNORED_CHECKPOINT_KEYS,
@@ -49,9 +35,9 @@ PREDICT1 = register_family(
         # (the conditioner has no tensors, §3.1, §4.4); `logvar.*` is the objective's extra
         # module, so nothing is foreign.
         extra_checkpoint_keys=(),
-        apply_lora=apply_lora,
+        # LoRA: the shared module on these targets; the base load checks the extra pos-emb.
+        lora_targets=DEFAULT_TARGETS,
         load_base_into_lora=load_base_into_lora,
-        merge_lora=_merge,
         to_diffusers=official_to_diffusers,
         from_diffusers=diffusers_to_official,
         diffusers_class="CosmosTransformer3DModel",

@@ -5,22 +5,19 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Mapping
 
 from torch import Tensor, nn
 
 from framework.models.cosmos1.net import IGNORED_CHECKPOINT_KEYS, GeneralDIT
-from framework.models.cosmos2.loading import check_state_dict
+from framework.models.dit.state_dict import check_state_dict, matches, net_state_dict
 
-_PREFIXES = ("net.", "net_ema.")
 _EXTRA_POS = "extra_pos_embedder."
 _SEQ = "pos_embedder.seq"
 
 
 def is_ignored(key: str, ignore: Iterable[str] = ()) -> bool:
-    patterns = (*IGNORED_CHECKPOINT_KEYS, *ignore)
-    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+    return matches(key, (*IGNORED_CHECKPOINT_KEYS, *ignore))
 
 
 def official_state_dict(
@@ -28,25 +25,8 @@ def official_state_dict(
 ) -> dict[str, Tensor]:
     """Keys of one network (`net.` or, with ema, `net_ema.`) with the prefix stripped and the
     ignored keys (IGNORED_CHECKPOINT_KEYS plus `ignore`) dropped. `logvar.*` and other top-level
-    entries belong to the model, not the net, and are left out. A dict without either prefix is
-    taken as already stripped."""
-    ignore = tuple(ignore)
-    prefix = "net_ema." if ema else "net."
-    has_prefix = any(k.startswith(_PREFIXES) for k in state_dict)
-    if has_prefix and not any(k.startswith(prefix) for k in state_dict):
-        raise ValueError(
-            f"The checkpoint has no {prefix!r} keys"
-            + ("; EMA was off in that run, load without ema." if ema else ".")
-        )
-    out = {}
-    for key, value in state_dict.items():
-        if has_prefix:
-            if not key.startswith(prefix):
-                continue  # logvar.*, or the other network of a training checkpoint
-            key = key[len(prefix) :]
-        if not is_ignored(key, ignore):
-            out[key] = value
-    return out
+    entries belong to the model, not the net, and are left out."""
+    return net_state_dict(state_dict, ema=ema, ignore=(*IGNORED_CHECKPOINT_KEYS, *ignore))
 
 
 def check_extra_pos_emb(net: nn.Module, state_dict: Mapping[str, Tensor]) -> None:

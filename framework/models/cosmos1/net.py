@@ -31,19 +31,13 @@ Decisions (docs/upstream/cosmos_predict1.md §9 item 1, Appendix B):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from framework.models.context_parallel import (
-    ContextParallel,
-    Layout,
-    attention,
-    context_parallel_of,
-)
 from framework.models.cosmos1.position import LearnablePosEmbAxis, VideoRopePosition3DEmb
-from framework.models.cosmos2.embeddings import PatchEmbed, TimestepEmbedding, Timesteps, apply_rope
-from framework.models.cosmos2.net import MLP, RMSNorm
+from framework.models.dit.context_parallel import Layout
+from framework.models.dit.embeddings import PatchEmbed, TimestepEmbedding, Timesteps
+from framework.models.dit.layers import MLP, CheckpointedUnit, RMSNorm, adaln, qk_attention
+from framework.models.dit.video_dit import VideoDiT
 
 # TransformerEngine adds `_extra_state` entries to official files (§4.4); both official loaders
 # skip them, and they hold no weights.
@@ -107,9 +101,7 @@ class Attention(nn.Module):
         q = self.to_q[1](self.to_q[0](x).unflatten(-1, heads))
         k = self.to_k[1](self.to_k[0](context).unflatten(-1, heads))
         v = self.to_v[1](self.to_v[0](context).unflatten(-1, heads))
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        return self.to_out(attention(q, k, v, cp).flatten(2))
+        return self.to_out(qk_attention(q, k, v, rope, cp))
 
 
 class VideoAttn(nn.Module):
@@ -129,13 +121,7 @@ class VideoAttn(nn.Module):
         return self.attn(x, context, rope, cp)
 
 
-def _adaln(dim: int, lora_dim: int, n: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.SiLU(), nn.Linear(dim, lora_dim, bias=False), nn.Linear(lora_dim, n * dim, bias=False)
-    )
-
-
-class DITBuildingBlock(nn.Module):
+class DITBuildingBlock(CheckpointedUnit):
     """One sub-block ("fa" self-attention, "ca" cross-attention or "mlp") with its own adaLN-LoRA
     modulation: x + gate * f(LN(x) * (1 + scale) + shift) (§4.2 step 6).
 
@@ -163,36 +149,8 @@ class DITBuildingBlock(nn.Module):
         else:
             raise ValueError(f"Unknown sub-block kind {kind!r}; use 'fa', 'ca' or 'mlp'.")
         self.norm_state = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.adaLN_modulation = _adaln(dim, adaln_lora_dim, 3)
-        # Set by parallelize.py: extra torch.utils.checkpoint kwargs (None = no checkpointing).
-        # Checkpointing inside forward keeps parameter and state-dict names official.
-        self.checkpoint_kwargs: dict | None = None
-
-    def forward(
-        self,
-        x: Tensor,
-        emb: Tensor,
-        adaln_lora: Tensor,
-        context: Tensor,
-        rope_cos: Tensor,
-        rope_sin: Tensor,
-        cp: Layout | None = None,
-    ) -> Tensor:
-        if self.checkpoint_kwargs is not None and torch.is_grad_enabled():
-            return checkpoint(
-                self._forward,
-                x,
-                emb,
-                adaln_lora,
-                context,
-                rope_cos,
-                rope_sin,
-                cp,
-                use_reentrant=False,
-                preserve_rng_state=False,
-                **self.checkpoint_kwargs,
-            )
-        return self._forward(x, emb, adaln_lora, context, rope_cos, rope_sin, cp)
+        self.adaLN_modulation = adaln(dim, adaln_lora_dim, 3)
+        self.checkpoint_kwargs = None
 
     def _forward(
         self,
@@ -253,7 +211,7 @@ class FinalLayer(nn.Module):
         super().__init__()
         self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(dim, out_features, bias=False)
-        self.adaLN_modulation = _adaln(dim, adaln_lora_dim, 2)
+        self.adaLN_modulation = adaln(dim, adaln_lora_dim, 2)
 
     def forward(self, x: Tensor, emb: Tensor, adaln_lora: Tensor) -> Tensor:
         d = x.shape[-1]
@@ -262,7 +220,7 @@ class FinalLayer(nn.Module):
         return self.linear(self.norm_final(x) * (1 + scale) + shift)
 
 
-class GeneralDIT(nn.Module):
+class GeneralDIT(VideoDiT):
     """Predict1 Video2World DiT. Input channels: latent, condition mask, padding mask (§4.2)."""
 
     def __init__(
@@ -331,13 +289,11 @@ class GeneralDIT(nn.Module):
         out_features = patch_spatial * patch_spatial * patch_temporal * out_channels
         self.final_layer = FinalLayer(d, out_features, adaln_lora_dim)
         self.affline_norm = RMSNorm(d, eps=1e-6)  # (sic) official name
-        self.cp: ContextParallel | None = None  # enable_context_parallel
+        self.cp = None
         self.init_weights()
 
-    def enable_context_parallel(self, group=None) -> None:
-        """Split each sample's latent frames across `group` (None: off; context_parallel.py):
-        every rank of it passes the same whole inputs and gets the same whole output."""
-        self.cp = context_parallel_of(group)
+    def units(self) -> list[nn.Module]:
+        return list(self.sub_blocks())
 
     def sub_blocks(self) -> list[DITBuildingBlock]:
         """Every FA/CA/MLP sub-block in forward order (the checkpoint/compile/FSDP units)."""
@@ -366,33 +322,11 @@ class GeneralDIT(nn.Module):
                 nn.init.trunc_normal_(table, std=0.02)
         self.pos_embedder.seq.copy_(self.pos_embedder.default_seq())
 
-    def _input_channels(
-        self, x: Tensor, cond_mask: Tensor | None, padding_mask: Tensor | None
-    ) -> Tensor:
-        b, _, t, h, w = x.shape
-        if cond_mask is None:  # image batches: upstream pads the condition channel with zeros
-            cond_mask = x.new_zeros(b, 1, t, h, w)
-        parts = [x, cond_mask.to(x.dtype).expand(b, 1, t, h, w)]
-        if self.concat_padding_mask:
-            if padding_mask is None:
-                padding_mask = x.new_zeros(b, 1, h, w)
-            # Nearest resize of the pixel mask to the latent grid, repeated over frames (§4.2).
-            pm = F.interpolate(padding_mask.to(x.dtype), size=(h, w), mode="nearest")
-            parts.append(pm.unsqueeze(2).expand(b, 1, t, h, w))
-        return torch.cat(parts, dim=1)
-
     def _check_inputs(
         self, x: Tensor, timesteps: Tensor, fps: float | Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
-        if x.ndim != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must be [B, {self.in_channels}, T, H, W]; got {tuple(x.shape)}.")
-        b, _, t, h, w = x.shape
-        p, pt = self.patch_spatial, self.patch_temporal
-        if t % pt or h % p or w % p:
-            raise ValueError(
-                f"Latent size (T={t}, H={h}, W={w}) must be divisible by the patch "
-                f"({pt}, {p}, {p}); resize the video."
-            )
+        self._check_latent(x)
+        b = x.shape[0]
         if timesteps.ndim == 2 and timesteps.shape[1] == 1:
             timesteps = timesteps[:, 0]
         if timesteps.ndim != 1 or timesteps.shape[0] != b:
@@ -443,7 +377,7 @@ class GeneralDIT(nn.Module):
         sinusoid = self.t_embedder[0](timesteps).to(x.dtype)
         emb, adaln_lora = self.t_embedder[1](sinusoid)
         emb = self.affline_norm(emb)
-        angles = self.pos_embedder.angles(t, h, w, fps_t, x.device).unsqueeze(2)
+        angles = self.pos_embedder.angles(t, h, w, x.device, fps_t).unsqueeze(2)
         if cp is not None:
             angles = cp.local(angles, dim=1, per=h * w)
         if angles.shape[0] == 1:
@@ -461,10 +395,3 @@ class GeneralDIT(nn.Module):
         x = self.final_layer(x, emb, adaln_lora)
         out = self._unpatchify(x.view(b, t_here, h, w, -1))
         return out if cp is None else cp.gather(out, dim=2, per=pt)
-
-    def _unpatchify(self, x: Tensor) -> Tensor:
-        """B T H W (p1 p2 t C) -> B C (T t) (H p1) (W p2): channel innermost (§4.2 step 7)."""
-        b, t, h, w, _ = x.shape
-        p, pt, c = self.patch_spatial, self.patch_temporal, self.out_channels
-        x = x.view(b, t, h, w, p, p, pt, c).permute(0, 7, 1, 6, 2, 4, 3, 5)
-        return x.reshape(b, c, t * pt, h * p, w * p)

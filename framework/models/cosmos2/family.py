@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from torch import Tensor
-
 from framework.config import L
 from framework.models.cosmos2.convert import diffusers_to_official, official_to_diffusers
 from framework.models.cosmos2.flops import flops_per_sample
-from framework.models.cosmos2.loading import load_official
-from framework.models.cosmos2.lora import apply_lora, load_base_into_lora, merge_lora_state_dict
+from framework.models.cosmos2.lora import DEFAULT_TARGETS
 from framework.models.cosmos2.net import IGNORED_CHECKPOINT_KEYS, MiniTrainDiT
-from framework.models.cosmos2.parallelize import parallelize_net
 from framework.models.family import ModelFamily, register_family
 
 
@@ -42,27 +36,16 @@ def diffusers_config(net: MiniTrainDiT) -> dict:
     )
 
 
-def _flops(net: MiniTrainDiT, t: int, h: int, w: int, text_len: int) -> float:
-    return flops_per_sample(net, t, h, w, text_len)
-
-
-def _merge(state_dict: Mapping[str, Tensor], rank: int, alpha: float) -> dict[str, Tensor]:
-    return merge_lora_state_dict(state_dict, alpha=alpha, rank=rank)
-
-
 PREDICT2 = register_family(
     ModelFamily(
         name="cosmos2",
         net_classes=(MiniTrainDiT,),
-        parallelize=parallelize_net,
-        flops_per_sample=_flops,
-        load_official=load_official,
+        # parallelize, strict loading, LoRA: the shared dit/ implementations.
+        flops_per_sample=flops_per_sample,
         ignored_keys=IGNORED_CHECKPOINT_KEYS,
         # Predict1 files carry the EDM uncertainty head; a Predict2 objective has none.
         extra_checkpoint_keys=("logvar.*",),
-        apply_lora=apply_lora,
-        load_base_into_lora=load_base_into_lora,
-        merge_lora=_merge,
+        lora_targets=DEFAULT_TARGETS,
         to_diffusers=official_to_diffusers,
         from_diffusers=diffusers_to_official,
         diffusers_class="CosmosTransformer3DModel",

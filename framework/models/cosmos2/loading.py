@@ -1,78 +1,30 @@
 """Loading official Cosmos-Predict2 checkpoints strictly (upstream/cosmos_predict2.md §4.7,
-upstream/peers.md §b.5)."""
+upstream/peers.md §b.5): the shared state-dict rules with Predict2's ignored keys."""
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from torch import Tensor, nn
 
 from framework.models.cosmos2.net import IGNORED_CHECKPOINT_KEYS
+from framework.models.dit.state_dict import check_state_dict, load_strict, matches, net_state_dict
 
-_PREFIXES = ("net.", "net_ema.")
+__all__ = ["check_state_dict", "is_ignored", "load_official", "official_state_dict"]
 
 
 def is_ignored(key: str) -> bool:
-    return any(fnmatch.fnmatchcase(key, pat) for pat in IGNORED_CHECKPOINT_KEYS)
+    return matches(key, IGNORED_CHECKPOINT_KEYS)
 
 
 def official_state_dict(state_dict: Mapping[str, Tensor], ema: bool = False) -> dict[str, Tensor]:
     """Keys of one network (`net.` or, with ema, `net_ema.`) with the prefix stripped and the
-    ignored keys dropped. A dict without either prefix is taken as already stripped."""
-    prefix = "net_ema." if ema else "net."
-    has_prefix = any(k.startswith(_PREFIXES) for k in state_dict)
-    if has_prefix and not any(k.startswith(prefix) for k in state_dict):
-        raise ValueError(
-            f"The checkpoint has no {prefix!r} keys"
-            + ("; EMA was off in that run, load without ema." if ema else ".")
-        )
-    out = {}
-    for key, value in state_dict.items():
-        if has_prefix:
-            if not key.startswith(prefix):
-                continue  # the other network (net_ema. vs net.) of a training checkpoint
-            key = key[len(prefix) :]
-        if not is_ignored(key):
-            out[key] = value
-    return out
-
-
-def check_state_dict(
-    net: nn.Module,
-    state_dict: Mapping[str, Tensor],
-    may_miss: Callable[[str], bool] = lambda key: False,
-) -> None:
-    """Raise one clear error when keys or shapes differ from the net's own state dict."""
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state_dict and not may_miss(k)]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-        parts = [
-            f"{len(missing)} missing: {few(missing)}" if missing else "",
-            f"{len(unexpected)} unexpected: {few(unexpected)}" if unexpected else "",
-            f"{len(wrong)} with wrong shape: {few(wrong)}" if wrong else "",
-        ]
-        detail = "; ".join(p for p in parts if p)
-        raise ValueError(
-            f"Checkpoint does not match the network ({detail}); check that the "
-            "model size in the config matches the checkpoint."
-        )
+    ignored keys dropped."""
+    return net_state_dict(state_dict, ema=ema, ignore=IGNORED_CHECKPOINT_KEYS)
 
 
 def load_official(
     net: nn.Module, state_dict: Mapping[str, Tensor], ema: bool = False, assign: bool = False
 ) -> None:
     """Load an official (or our own) `net.`-prefixed state dict strictly into `net`."""
-    sd = official_state_dict(state_dict, ema=ema)
-    check_state_dict(net, sd)
-    net.load_state_dict(sd, strict=True, assign=assign)
+    load_strict(net, state_dict, ema=ema, assign=assign, ignore=IGNORED_CHECKPOINT_KEYS)
