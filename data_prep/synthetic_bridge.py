@@ -10,6 +10,9 @@ the height, links 0.12-0.14 wide) so it stays 4+ pixels wide at 24x30.
 Layout written to DIR (docs/upstream/cosmos_predict1.md §2.1, plus two extras):
   annotation/{train,val}/<i>.json    episode_id, texts, videos[0].video_path, state (per frame:
                                      gripper x, y, z, roll, pitch, yaw), continuous_gripper_state
+                                     (the finger opening: 1 open, 0 closed, the reverse of real
+                                     Bridge's); upstream's action recipe computes ground-truth
+                                     actions from these two (framework/data/bridge_actions.py)
   annotation/{train,val}/<i>.pickle  T5 embedding of texts[0] (official format, §2.8)
   videos/{train,val}/<i>/rgb.mp4     H.264, `size` (H, W) default 64x80 (256x320's 4:5), 4 fps
   text_encoder/                      the small random T5 that made the pickles (small_t5.py)
@@ -296,18 +299,23 @@ def synthetic_bridge_dataset(
     num_short: int = 0,
     short_frames: int = 16,
     seed: int = 0,
+    actions: bool = False,
     **dataset_kw,
 ):
     """A BridgeDataset of `dataset_dir`, writing the synthetic set there first when the folder is
     missing or holds a synthetic set (synthetic.json; a stale one is refused). A Bridge folder of
     your own (annotation/ without synthetic.json) is used as it is. `dataset_kw` go to
-    BridgeDataset (split, num_frames, video_size, frame_stride, fps, ...)."""
+    BridgeDataset (split, num_frames, video_size, frame_stride, fps, ...). `actions`: a
+    BridgeActionDataset instead, the ground-truth actions computed from the hand pose and gripper
+    the json records per frame (framework/data/bridge_actions.py); the files are the same."""
     from framework.data.bridge import BridgeDataset
+    from framework.data.bridge_actions import BridgeActionDataset
     from framework.trainer.dist import local_rank
 
+    cls = BridgeActionDataset if actions else BridgeDataset
     root = Path(dataset_dir)
     if (root / "annotation").is_dir() and not (root / MARKER).is_file():
-        return BridgeDataset(root, **dataset_kw)
+        return cls(root, **dataset_kw)
     if local_rank() != 0:
         # One writer per node (two ranks generating at once hung a 2-GPU GR1 run): the others
         # wait for its marker, then check it like rank 0.
@@ -324,7 +332,7 @@ def synthetic_bridge_dataset(
         short_frames=short_frames,
         seed=seed,
     )
-    return BridgeDataset(root, **dataset_kw)
+    return cls(root, **dataset_kw)
 
 
 @cli

@@ -102,6 +102,7 @@ class BridgeDataset(ClipDataset):
     """
 
     unit = "episodes"
+    uses_pickles = True  # False: no T5 pickle needed (BridgeActionDataset with text="none")
 
     def __init__(
         self,
@@ -168,7 +169,8 @@ class BridgeDataset(ClipDataset):
             return short, {}  # decided by the json alone, as upstream (§2.3)
         if not ann.video.is_file():
             return "missing video", {}
-        reason, frames = self._pair_problem(ann.video, ann.embedding, check)
+        emb = ann.embedding if self.uses_pickles else None
+        reason, frames = self._pair_problem(ann.video, emb, check)
         if reason:
             return reason, {}
         if not frames and ann.num_frames is None:
@@ -212,7 +214,7 @@ class BridgeDataset(ClipDataset):
     def _load(self, index: int) -> dict[str, Any]:
         _, start = self.window(index)
         entry = self.samples[self._unit(index)]
-        emb = load_t5_pickle(entry["embedding"], self.text_dim)
+        emb = self._text_embedding(entry["embedding"])
 
         def checked(have: int) -> int:
             if start + self.span > have:
@@ -225,6 +227,12 @@ class BridgeDataset(ClipDataset):
         video, _ = self._clip(entry["video"], checked)
         return {"video": video, "fps": self.fps / self.frame_stride, **self._conditioning(emb)}
 
+    def _text_embedding(self, pickle: str | Path) -> np.ndarray:
+        """[n, text_dim] embedding of a sample's instruction; none (zeros) without pickles."""
+        if not self.uses_pickles:
+            return np.zeros((0, self.text_dim), dtype=np.float32)
+        return load_t5_pickle(pickle, self.text_dim)
+
     # ---- held-out items (framework/data/heldout.py) ---------------------------------------
     def heldout_items(self, num_items: int, num_frames: int) -> list[HeldOutItem]:
         """The first episodes (sorted) of annotation/val, else of the dataset's own split, that
@@ -232,13 +240,17 @@ class BridgeDataset(ClipDataset):
         the instruction (texts[0]) and its embedding. A val split without any pickle (upstream's
         script embeds only train, §9 item 12) counts as absent."""
         ann_dir = self.dataset_dir / "annotation" / "val"
-        if not any(p.with_suffix(".pickle").is_file() for p in ann_dir.glob("*.json")):
+
+        def has_text(path: Path) -> bool:
+            return not self.uses_pickles or path.with_suffix(".pickle").is_file()
+
+        if not any(has_text(p) for p in ann_dir.glob("*.json")):
             ann_dir = ann_dir.with_name(self.split)
         need = (num_frames - 1) * self.frame_stride + 1
 
         def candidates() -> Iterator[Annotation]:
             for path in sorted(ann_dir.glob("*.json")):
-                if not path.with_suffix(".pickle").is_file():
+                if not has_text(path):
                     continue
                 try:
                     ann = read_annotation(path, self.dataset_dir)
@@ -253,8 +265,12 @@ class BridgeDataset(ClipDataset):
             return HeldOutItem(
                 name=f"{ann_dir.name}_{ann.path.stem}",
                 video=frames,
-                text_emb=embedding(ann.embedding),
-                prompt=ann.text or "",
+                text_emb=(
+                    embedding(ann.embedding)
+                    if self.uses_pickles
+                    else torch.zeros(1, 1, self.text_dim)
+                ),
+                prompt=(ann.text or "") if self.uses_pickles else "",
                 fps=self.fps / self.frame_stride,
                 source=str(ann.video),
             )

@@ -151,15 +151,17 @@ class ClipDataset(Dataset):
     def _bad_skipped(self, skipped: list[tuple[str, str]]) -> int:
         return sum(self._counts_as_bad(reason) for _, reason in skipped)
 
-    def _pair_problem(self, video: Path, emb: Path, check: str) -> tuple[str, int]:
+    def _pair_problem(self, video: Path, emb: Path | None, check: str) -> tuple[str, int]:
         """(why the video/embedding pair is unusable or "", the video's frame count; 0 when
-        `check` is "exists", which opens neither file)."""
-        if not emb.is_file():
+        `check` is "exists", which opens neither file). `emb` None: a dataset without text
+        embeddings (the action recipes), only the video is checked."""
+        if emb is not None and not emb.is_file():
             return "no embedding", 0
         if check == "exists":
             return "", 0
         try:
-            load_t5_pickle(emb, self.text_dim)
+            if emb is not None:
+                load_t5_pickle(emb, self.text_dim)
         except (UnsafeFileError, OSError):
             return "bad embedding", 0
         try:
