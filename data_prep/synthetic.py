@@ -101,6 +101,19 @@ def render_video(
     wide when the default job reads the clips at 24x24. `texture` is the standard deviation of a
     static per-pixel grain on the table (0 = plain).
     """
+    return render_episode(task, num_frames, size, rng, jitter, texture)[0]
+
+
+def render_episode(
+    task,
+    num_frames: int,
+    size: int,
+    rng: np.random.Generator,
+    jitter: float = 0.03,
+    texture: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(render_video's frames, float32 [T, 3] ground-truth gripper state per frame: y, x in frame
+    fractions and the finger opening in [0, 1]); draws from `rng` exactly as render_video."""
     cube, target, other = task
     shift = lambda yx: np.asarray(yx) + rng.uniform(-jitter, jitter, 2)  # noqa: E731
     cube_at, plate_at, other_at = (
@@ -113,8 +126,10 @@ def render_video(
     if texture > 0:
         table = table + rng.normal(0, texture, (size, size, 1)).astype(np.float32)
     frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+    state = np.empty((num_frames, 3), dtype=np.float32)
     for t in range(num_frames):
         grip, cube_now, opening = trajectory(cube_at, plate_at, t / max(num_frames - 1, 1))
+        state[t] = (grip[0], grip[1], opening)
         img = table.copy()
         for at, name in ((plate_at, target), (other_at, other)):
             _disc(img, yy, xx, at, 0.14, np.array(PLATES[name][0]) * 0.8)  # rim
@@ -128,7 +143,16 @@ def render_video(
         for side in (-1, 1):
             _rect(img, yy, xx, (grip[0] - 0.03, grip[1] + side * spread), 0.07, 0.025, (30, 30, 30))
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)
-    return frames
+    return frames, state
+
+
+def gripper_actions(state: np.ndarray) -> np.ndarray:
+    """Per-frame actions [T, 3] of a gripper state track [T, 3]: action t = state t+1 - state t
+    (the command at frame t that leads to frame t+1, LeRobot's per-frame convention); zeros at
+    the last frame, which nothing follows."""
+    actions = np.zeros_like(state)
+    actions[:-1] = state[1:] - state[:-1]
+    return actions
 
 
 def track_cube(frames: np.ndarray, cube: str) -> list[tuple | None]:
