@@ -11,7 +11,9 @@ is executed) as a list holding one float [n_tokens, 1024] array with n_tokens <=
 metas/<stem>.txt or a pickle without a video is a warning only (training does not read metas/).
 Prints a table and a summary; exit code 1 when any video has a problem, 0 otherwise.
 
-A folder holding annotation/ is read as the Bridge layout (docs/upstream/cosmos_predict1.md §2.1):
+A folder holding meta/info.json is read as a LeRobot dataset (v2.x or v3.0; every episode's rows,
+tasks and camera videos; data_prep/lerobot_validate.py). A folder holding annotation/ is read as
+the Bridge layout (docs/upstream/cosmos_predict1.md §2.1):
 each annotation/<split>/*.json (--splits, default all present) must parse and name an existing
 video (same checks as above), with annotation/<split>/<id>.pickle beside it. An episode shorter
 than the window (--num_frames default 57; the frame count is len(state), capped by the video's) is
@@ -170,6 +172,15 @@ def validate_bridge(dataset: Path, a) -> int:
     return 0
 
 
+def validate_lerobot_folder(dataset: Path, a) -> int:
+    """A LeRobot folder (meta/info.json): data_prep/lerobot_validate.py; clips of --num_frames
+    (default 13, the action recipes) x --frame_stride."""
+    from data_prep.lerobot_validate import validate_lerobot
+
+    a.num_frames = ((a.num_frames or 13) - 1) * a.frame_stride + 1
+    return validate_lerobot(dataset, a)
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     p = parser("validate", __doc__)
@@ -197,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
     dataset = Path(a.dataset_path)
+    if (dataset / "meta" / "info.json").is_file():
+        return validate_lerobot_folder(dataset, a)
     if (dataset / "annotation").is_dir():
         a.num_frames = ((a.num_frames or 57) - 1) * a.frame_stride + 1
         return validate_bridge(dataset, a)

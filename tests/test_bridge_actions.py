@@ -92,17 +92,29 @@ def test_hand_checked_action():
 def synthetic(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bridge_actions") / "set"
     synthetic_bridge_dataset(
-        root, num_videos=3, source_frames=9, size=(32, 40), num_val=1, num_frames=5,
+        root,
+        num_videos=3,
+        source_frames=9,
+        size=(32, 40),
+        num_val=1,
+        num_frames=5,
         video_size=(16, 20),
-    )  # fmt: skip
+    )
     return root
 
 
 def test_synthetic_bridge_actions(synthetic):
     ds = synthetic_bridge_dataset(
-        synthetic, num_videos=3, source_frames=9, size=(32, 40), num_val=1, actions=True,
-        num_frames=5, video_size=(16, 20), frame_stride=2,
-    )  # fmt: skip
+        synthetic,
+        num_videos=3,
+        source_frames=9,
+        size=(32, 40),
+        num_val=1,
+        actions=True,
+        num_frames=5,
+        video_size=(16, 20),
+        frame_stride=2,
+    )
     assert isinstance(ds, BridgeActionDataset) and ds.action_dim == 7
     assert len(ds) == 3  # one window of 9 frames at stride 2 per episode
     for i in range(len(ds)):

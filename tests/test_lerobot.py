@@ -78,9 +78,13 @@ def test_round_trip_actions_exact_frames_within_codec(written):
     root, _ = written
     src = episodes()
     ds = LeRobotDataset(
-        root, camera="wrist", num_frames=4, video_size=SIZE, action_norm="none",
+        root,
+        camera="wrist",
+        num_frames=4,
+        video_size=SIZE,
+        action_norm="none",
         state_key="observation.state",
-    )  # fmt: skip
+    )
     assert len(ds) == sum(n - 3 for n in LENGTHS)
     assert (ds.action_dim, ds.state_dim) == (3, 4)
     starts = np.cumsum([0, *LENGTHS])
@@ -237,19 +241,23 @@ def test_gr00t_demo_shaped_v20(tmp_path):
     (root / "data/chunk-000").mkdir(parents=True)
     pq.write_table(table, root / "data/chunk-000/episode_000000.parquet")
     info = {
-        "robot_type": "GR1ArmsOnly", "fps": float(fps), "chunks_size": 1000,
+        "robot_type": "GR1ArmsOnly",
+        "fps": float(fps),
+        "chunks_size": 1000,
         "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
         "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/"
         "episode_{episode_index:06d}.mp4",
         "features": {
             "observation.images.ego_view": {
-                "dtype": "video", "shape": [32, 40, 3], "video_info": {"video.fps": 20.0}
+                "dtype": "video",
+                "shape": [32, 40, 3],
+                "video_info": {"video.fps": 20.0},
             },
             "observation.state": {"dtype": "float64", "shape": [2]},
             "action": {"dtype": "float64", "shape": [2]},
             "annotation.human.action.task_description": {"dtype": "int64", "shape": [1]},
         },
-    }  # fmt: skip
+    }
     (root / "meta").mkdir()
     (root / "meta/info.json").write_text(json.dumps(info))
     (root / "meta/episodes.jsonl").write_text(
@@ -290,3 +298,24 @@ def test_bad_and_short_episodes_and_config_errors(tmp_path):
         LeRobotDataset(tmp_path)
     with pytest.raises(FileExistsError, match="not empty"):
         write_lerobot(root, episodes(), fps=10)
+
+
+def test_validate_lerobot_folders(tmp_path, capsys):
+    from data_prep import validate
+
+    root = tmp_path / "ds"
+    write_lerobot(root, episodes(), fps=10, version="v2.1")
+    assert validate.main([str(root), "--num_frames", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "LeRobot v2.1, 3 episodes, 2 tasks, cameras top, wrist" in out
+    assert "too short: 9 < 10 frames" in out
+    write_video(root / "videos/chunk-000/observation.images.top/episode_000001.mp4", grey(0, 5))
+    data = root / "data/chunk-000/episode_000002.parquet"
+    table = pq.read_table(data)
+    bad = table.column("action").combine_chunks().flatten().to_numpy().copy()
+    bad[4] = np.nan
+    column = pa.FixedSizeListArray.from_arrays(pa.array(bad), 3)
+    pq.write_table(table.set_column(table.schema.get_field_index("action"), "action", column), data)
+    assert validate.main([str(root), "--num_frames", "4"]) == 1
+    out = capsys.readouterr().out
+    assert "top: 5 frames, rows need 9" in out and "action has NaN or inf" in out

@@ -42,9 +42,14 @@ def root(tmp_path_factory):
 def test_reads_back_with_actions_text_and_both_cameras(root):
     kw = dict(num_episodes=3, source_frames=9, size=32, version="v3.0")
     ds = synthetic_lerobot_dataset(
-        root, **kw, num_frames=5, video_size=(32, 32), action_norm="none", text="t5",
+        root,
+        **kw,
+        num_frames=5,
+        video_size=(32, 32),
+        action_norm="none",
+        text="t5",
         state_key="observation.state",
-    )  # fmt: skip
+    )
     assert len(ds) == 3 * 5 and ds.action_dim == 3 and ds.state_dim == 3
     s = ds[6]
     np.testing.assert_allclose(s["actions"].numpy(), np.diff(s["state"].numpy(), axis=0), atol=1e-6)
