@@ -284,3 +284,41 @@ def bridge_dataset(
     return L("framework.data.bridge.BridgeDataset")(
         dataset_dir=root, num_frames=num_frames, video_size=list(video_size)
     )
+
+
+# --- Robot data with actions -----------------------------------------------------------------
+
+
+def lerobot_dataset(
+    root: str = f"{DATASETS}/lerobot",
+    camera: str | None = None,
+    num_frames: int = 13,
+    video_size=(256, 320),
+    action_key: str | None = "action",
+    state_key: str | None = None,
+    action_norm: str = "min_max",
+    text: str = "none",
+) -> DictConfig:
+    """A LeRobot v2.x/v3.0 folder (framework/data/lerobot.py): one camera's clips, the task text
+    and `actions` [T-1, D] normalized with meta/stats.json (docs/data.md, "LeRobot")."""
+    return L("framework.data.lerobot.LeRobotDataset")(
+        dataset_dir=root,
+        camera=camera,
+        num_frames=num_frames,
+        video_size=list(video_size),
+        action_key=action_key,
+        state_key=state_key,
+        action_norm=action_norm,
+        text=text,
+    )
+
+
+def bridge_action_dataset(
+    root: str = f"{DATASETS}/bridge", num_frames: int = 13, video_size=(256, 320)
+) -> DictConfig:
+    """Bridge for the action-conditioned recipes: the IRASim archive (python -m data_prep.bridge
+    --archive ... --skip_t5), 13 frames and their 12 upstream actions x20, no instruction
+    (framework/data/bridge_actions.py)."""
+    return L("framework.data.bridge_actions.BridgeActionDataset")(
+        dataset_dir=root, num_frames=num_frames, video_size=list(video_size)
+    )

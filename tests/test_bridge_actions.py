@@ -152,3 +152,11 @@ def test_no_pickles_needed_without_text(synthetic, tmp_path):
     ann.write_text(json.dumps(data))
     ds = BridgeActionDataset(root, num_frames=5, video_size=(16, 20), max_bad_fraction=0.5)
     assert len(ds) == 2 * 5 and "1 bad actions" in ds.summary
+
+
+def test_experiment_block_builds_the_dataset(synthetic):
+    from experiments import blocks
+    from framework.config import instantiate
+
+    ds = instantiate(blocks.bridge_action_dataset(str(synthetic), 5, (16, 20)))
+    assert isinstance(ds, BridgeActionDataset) and ds[0]["actions"].shape == (4, 7)

@@ -319,3 +319,13 @@ def test_validate_lerobot_folders(tmp_path, capsys):
     assert validate.main([str(root), "--num_frames", "4"]) == 1
     out = capsys.readouterr().out
     assert "top: 5 frames, rows need 9" in out and "action has NaN or inf" in out
+
+
+def test_experiment_block_builds_the_dataset(written):
+    from experiments import blocks
+    from framework.config import instantiate
+
+    root, _ = written
+    node = blocks.lerobot_dataset(str(root), camera="top", num_frames=4, video_size=(16, 20))
+    ds = instantiate(node)
+    assert isinstance(ds, LeRobotDataset) and ds[0]["actions"].shape == (3, 3)
