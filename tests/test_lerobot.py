@@ -185,6 +185,10 @@ def test_layout_follows_the_documented_format(written):
     stats = json.loads((root / "meta/stats.json").read_text())
     assert stats["action"]["count"] == [sum(LENGTHS)] and len(stats["action"]["q99"]) == 3
     assert np.array(stats["observation.images.top"]["mean"]).shape == (3, 1, 1)
+    pixels = np.concatenate([e.videos["top"] for e in episodes()]).reshape(-1, 3) / 255.0
+    for stat, want in (("mean", pixels.mean(0)), ("std", pixels.std(0)), ("max", pixels.max(0))):
+        got = np.array(stats["observation.images.top"][stat]).reshape(3)
+        np.testing.assert_allclose(got, want, atol=1e-9)
 
 
 def test_min_max_normalization_and_stored_statistics(tmp_path):
@@ -329,3 +333,30 @@ def test_experiment_block_builds_the_dataset(written):
     node = blocks.lerobot_dataset(str(root), camera="top", num_frames=4, video_size=(16, 20))
     ds = instantiate(node)
     assert isinstance(ds, LeRobotDataset) and ds[0]["actions"].shape == (3, 3)
+
+
+def test_export_generated_videos_with_actions(tmp_path, capsys):
+    """data_prep.lerobot_export: DreamGen-named mp4s + <stem>.npy actions -> LeRobot, read back."""
+    from data_prep import lerobot_export
+
+    gen, acts = tmp_path / "gen", tmp_path / "acts"
+    gen.mkdir(), acts.mkdir()
+    rng = np.random.default_rng(1)
+    want = {}
+    for i, (name, n) in enumerate([("0_pick_the_cup", 8), ("1_open_the_box", 6)]):
+        write_video(gen / f"{name}.mp4", grey(10 * i, n), fps=16)
+        want[name] = rng.standard_normal((n, 2)).astype(np.float32)
+        np.save(acts / f"{name}.npy", want[name])
+    out = tmp_path / "out"
+    argv = ["--videos", str(gen), "--actions", str(acts), "--output", str(out), "--version", "v3.0"]
+    assert lerobot_export.main(argv) == 0
+    ds = LeRobotDataset(out, num_frames=6, video_size=SIZE, action_norm="none")
+    assert ds.meta.fps == 16 and len(ds) == 3 + 1
+    s = ds[3]
+    assert s["caption"] == "open the box" and decoded_indices(s["video"].numpy()) == list(
+        range(10, 16)
+    )
+    assert np.array_equal(s["actions"].numpy(), want["1_open_the_box"][:5])
+    np.save(acts / "1_open_the_box.npy", np.zeros((6, 2), dtype=object))
+    assert lerobot_export.main([*argv[:4], "--output", str(tmp_path / "o2")]) == 2
+    assert "save a float [T, A] array" in capsys.readouterr().err

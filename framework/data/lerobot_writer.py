@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -55,14 +55,18 @@ def _frames(source: np.ndarray | str | Path) -> np.ndarray:
         return reader.read(0, reader.num_frames)
 
 
-def encode(path: Path, frames: Sequence[np.ndarray], fps: float, codec: str, crf: int, gop: int):
+def encode(path: Path, clips: Iterable[np.ndarray], fps: float, codec: str, crf: int, gop: int):
     """Encode uint8 [T,H,W,3] arrays, one after the other, into one mp4 (frame pts = i)."""
+    import itertools
+
     import av
 
     encoder, _ = CODECS[codec]
     if codec == "av1":
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole config otherwise
-    h, w = frames[0].shape[1:3]
+    clips = iter(clips)
+    first = next(clips)
+    h, w = first.shape[1:3]
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(encoder, rate=Fraction(fps).limit_denominator(1001))
@@ -70,23 +74,31 @@ def encode(path: Path, frames: Sequence[np.ndarray], fps: float, codec: str, crf
         stream.options = {"crf": str(crf), "g": str(gop)}
         if codec == "h264":
             stream.options["preset"] = "veryfast"
-        for clip in frames:
+        for clip in itertools.chain([first], clips):
             for img in clip:
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
                 container.mux(stream.encode(frame))
         container.mux(stream.encode())
 
 
-def _image_stats(frames: np.ndarray) -> dict[str, Any]:
-    """Per-channel stats of frames scaled to [0, 1], shaped (3, 1, 1) as LeRobot stores them."""
+def _pixel_moments(frames: np.ndarray) -> np.ndarray:
+    """[5, 3] per channel on [0, 1]: min, max, pixel count, sum, sum of squares (summable)."""
     x = frames.reshape(-1, 3).astype(np.float64) / 255.0
+    return np.stack([x.min(0), x.max(0), np.full(3, len(x)), x.sum(0), (x**2).sum(0)])
+
+
+def _image_stats(moments: list[np.ndarray], num_frames: int) -> dict[str, Any]:
+    """Per-channel stats, shaped (3, 1, 1) as LeRobot stores them, from episodes' moments."""
+    m = np.stack(moments)
+    n, total, squares = m[:, 2].sum(0), m[:, 3].sum(0), m[:, 4].sum(0)
+    mean = total / n
     shape = lambda v: [[[float(c)]] for c in v]  # noqa: E731
     return {
-        "min": shape(x.min(0)),
-        "max": shape(x.max(0)),
-        "mean": shape(x.mean(0)),
-        "std": shape(x.std(0)),
-        "count": [int(len(frames))],
+        "min": shape(m[:, 0].min(0)),
+        "max": shape(m[:, 1].max(0)),
+        "mean": shape(mean),
+        "std": shape(np.sqrt(np.maximum(squares / n - mean**2, 0.0))),
+        "count": [int(num_frames)],
     }
 
 
@@ -113,7 +125,11 @@ class _Plan:
         self.cameras = list(episodes[0].videos)
         self.tasks: dict[str, int] = {}
         self.columns: list[dict[str, np.ndarray]] = []
-        self.frames: list[dict[str, np.ndarray]] = []
+        # Frames are decoded here for their size and statistics and again when written, so only
+        # one episode's frames are in memory at a time (generated batches can be many GB).
+        self.sources = [ep.videos for ep in episodes]
+        self.shapes: dict[str, tuple[int, int]] = {}
+        self.moments: list[dict[str, np.ndarray]] = []
         index = 0
         for e, ep in enumerate(episodes):
             if list(ep.videos) != self.cameras:
@@ -123,6 +139,12 @@ class _Plan:
             for name, arr in [*frames.items(), ("actions", ep.actions), ("state", ep.state)]:
                 if arr is not None and len(arr) != t:
                     raise ValueError(f"episode {e}: {name} has {len(arr)} rows, the video {t}")
+            for cam, f in frames.items():
+                if self.shapes.setdefault(cam, f.shape[1:3]) != f.shape[1:3]:
+                    raise ValueError(
+                        f"episode {e}: {cam} is {f.shape[1:3]}, not {self.shapes[cam]}"
+                    )
+            self.moments.append({cam: _pixel_moments(f) for cam, f in frames.items()})
             task = self.tasks.setdefault(ep.task, len(self.tasks))
             cols: dict[str, np.ndarray] = {}
             if ep.state is not None:
@@ -137,7 +159,6 @@ class _Plan:
             cols[GR00T_TASK_COLUMN] = cols["task_index"].copy()
             index += t
             self.columns.append(cols)
-            self.frames.append(frames)
         keys = [list(c) for c in self.columns]
         if any(k != keys[0] for k in keys):
             raise ValueError("every episode needs actions (and state) or none does")
@@ -147,9 +168,13 @@ class _Plan:
         stats = {k: feature_stats(v.reshape(len(v), -1)) for k, v in self.columns[e].items()}
         for k in stats:  # q01/q99 only in the global stats (GR00T's), as LeRobot's episodes
             stats[k] = {s: v for s, v in stats[k].items() if s not in ("q01", "q99")}
-        for cam, frames in self.frames[e].items():
-            stats[CAMERA_PREFIX + cam] = _image_stats(frames)
+        t = len(self.columns[e]["timestamp"])
+        for cam, moments in self.moments[e].items():
+            stats[CAMERA_PREFIX + cam] = _image_stats([moments], t)
         return stats
+
+    def frames(self, e: int, cam: str) -> np.ndarray:
+        return _frames(self.sources[e][cam])
 
     def global_stats(self) -> dict[str, Any]:
         out = {
@@ -157,14 +182,15 @@ class _Plan:
             for k in self.columns[0]
         }
         for cam in self.cameras:
-            out[CAMERA_PREFIX + cam] = _image_stats(np.concatenate([f[cam] for f in self.frames]))
+            moments = [m[cam] for m in self.moments]
+            out[CAMERA_PREFIX + cam] = _image_stats(moments, self.total_frames)
         return out
 
 
 def _features(plan: _Plan, fps: float, codec: str, names: dict[str, list[str] | None]) -> dict:
     features: dict[str, Any] = {}
     for cam in plan.cameras:
-        h, w = plan.frames[0][cam].shape[1:3]
+        h, w = plan.shapes[cam]
         features[CAMERA_PREFIX + cam] = {
             "dtype": "video",
             "shape": [h, w, 3],
@@ -287,10 +313,10 @@ def _write_v21(root: Path, plan: _Plan, fps: int, codec: str, crf: int, gop: int
         data = root / V2_DATA.format(episode_chunk=chunk, episode_index=e)
         data.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(_table(cols), data)
-        for cam, frames in plan.frames[e].items():
+        for cam in plan.cameras:
             key = CAMERA_PREFIX + cam
             video = root / V2_VIDEO.format(episode_chunk=chunk, video_key=key, episode_index=e)
-            encode(video, [frames], fps, codec, crf, gop)
+            encode(video, [plan.frames(e, cam)], fps, codec, crf, gop)
         task = next(t for t, i in plan.tasks.items() if i == int(cols["task_index"][0]))
         episodes.append({"episode_index": e, "tasks": [task], "length": len(cols["timestamp"])})
         stats.append({"episode_index": e, "stats": plan.episode_stats(e)})
@@ -361,7 +387,7 @@ def _write_v30(
         pq.write_table(_table(merged), data)
         for cam in plan.cameras:
             video = root / V3_VIDEO.format(video_key=CAMERA_PREFIX + cam, **where)
-            encode(video, [plan.frames[e][cam] for e in group], fps, codec, crf, gop)
+            encode(video, (plan.frames(e, cam) for e in group), fps, codec, crf, gop)
         offset = 0
         for e in group:
             t = len(cols[e]["timestamp"])
