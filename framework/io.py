@@ -84,8 +84,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            # Closing the file flushes its buffer: a full disk often surfaces there, unnamed.
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     fsync_dir(path.parent)
     return path

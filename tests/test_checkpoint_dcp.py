@@ -17,6 +17,7 @@ import torch
 
 import tests.toy_experiments  # noqa: F401  (registers toy_regression)
 from framework import io as io_mod
+from framework import manifest
 from framework.config import apply_overrides, get
 from framework.trainer import EXIT_OK, Trainer, run
 from framework.trainer import checkpoint_dcp as C
@@ -69,8 +70,9 @@ def test_layout_sharded_folders_and_a_model_file_for_the_last_step(reference):
         keys = C.stored_keys(folder)
         assert "model.net.0.weight" in keys and "model.net_ema.0.weight" in keys
         assert any(k.startswith("optim.state.net.0.weight") for k in keys)
-        sizes = json.loads((ckpt / "manifest" / f"iter_{step:09d}.json").read_text())
-        assert sizes["optim"] == C.file_sizes(folder)
+        parts = manifest.read(ckpt / "manifest" / f"iter_{step:09d}.json")
+        assert parts["optim"] == manifest.record_folder(folder)  # each file's size and hash
+        assert {f: r["bytes"] for f, r in parts["optim"].items()} == C.file_sizes(folder)
         assert (ckpt / "scheduler" / f"iter_{step:09d}.pt").is_file()
     # The official-layout model file: the last step only; the folder holds the same weights.
     assert not (ckpt / "model" / "iter_000000004.pt").exists()

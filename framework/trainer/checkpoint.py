@@ -6,7 +6,8 @@
                           optim/iter_{N:09d}.pt       full optimizer state, keys by parameter name
                           scheduler/iter_{N:09d}.pt   LambdaLR position
                           trainer/iter_{N:09d}.pt     step, data position, per-rank RNG, hooks
-                          manifest/iter_{N:09d}.json  the byte size of each part as written
+                          manifest/iter_{N:09d}.json  size and content hash of each file written
+                                                      (framework/manifest.py)
                           latest_checkpoint.txt       one line: iter_{N:09d}.pt
 
 That is `checkpoint.format=pt`: every rank gathers, rank 0 writes, training waits. With
@@ -21,7 +22,6 @@ rewritten last, so until it names the new iteration the previous one stays compl
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -37,9 +37,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from framework import jobs
+from framework import jobs, manifest
 from framework.config import ConfigError
-from framework.io import atomic_torch_save, atomic_write_text, load_torch_file
+from framework.io import atomic_write_text, load_torch_file
 from framework.trainer import checkpoint_dcp as C
 from framework.trainer import dist as D
 from framework.trainer.ema import PowerEMA, ema_key, is_ema_key, plain_key
@@ -103,10 +103,27 @@ class Checkpointer:
     def manifest(self, step_or_name: int | str) -> Path:
         return jobs.manifest_path(self.root, step_or_name)
 
+    def named(self) -> str | None:
+        """The iteration latest_checkpoint.txt names, unchecked (for messages and reports)."""
+        return jobs.read_latest(self.root)
+
     def latest(self) -> str | None:
-        """The iteration to resume from: the one latest_checkpoint.txt names when it is complete,
-        else (with a warning) the newest complete earlier one; None without a marker."""
-        marker = self.root / LATEST
+        """The iteration to resume from: the one latest_checkpoint.txt names when it is intact,
+        else (with one warning naming the file) the newest intact earlier one; None without a
+        marker. Rank 0 checks the files (one read of each, docs/reliability.md) and tells the
+        others."""
+        choice = None
+        if self.env.is_main or not D.is_initialized():
+            try:
+                choice = ("ok", self._choose())
+            except ConfigError as err:
+                choice = ("error", str(err))
+        kind, value = D.broadcast_object(choice)
+        if kind == "error":
+            raise ConfigError(value)
+        return value
+
+    def _choose(self) -> str | None:
         named = jobs.read_latest(self.root)
         if named is None:
             return None
@@ -123,8 +140,8 @@ class Checkpointer:
                 )
                 return name
         raise ConfigError(
-            f"{marker} names {named} but {problem}, and no earlier iteration is complete; "
-            f"delete {self.root} to start from scratch."
+            f"{self.root / LATEST} names {named} but {problem}, and no earlier iteration is "
+            f"intact; delete {self.root} to start from scratch."
         )
 
     def iterations(self, upto: str | None = None) -> list[str]:
@@ -132,34 +149,41 @@ class Checkpointer:
         return jobs.iterations(self.root, upto)
 
     def problem(self, name: str) -> str:
-        """Why iteration `name` cannot be resumed ("" when complete): a missing part, or a file
-        whose size differs from the manifest written with it (a truncated or damaged copy)."""
+        """Why iteration `name` cannot be resumed ("" when intact): a missing part, or a file
+        whose size or content hash differs from the manifest written with it (a truncated copy,
+        flipped bytes), or a manifest that cannot be read."""
         folder = self.folder(name)
         sharded = folder.is_dir()
         needed = ("scheduler", "trainer") if sharded else PARTS
         missing = [str(self.path(p, name)) for p in needed if not self.path(p, name).is_file()]
         if missing:
             return f"{', '.join(missing)} is missing"
-        manifest = self.manifest(name)
-        if not manifest.is_file():
+        path = self.manifest(name)
+        if not path.is_file():
             # Folders are newer than manifests: without one the save did not finish. Files
             # written before manifests existed: existence is all we can check.
-            return f"{manifest} is missing (the save did not finish)" if sharded else ""
-        sizes = json.loads(manifest.read_text())
-        for part, size in sizes.items():
-            if isinstance(size, dict):  # a folder: the size of each of its files
-                for file, want in size.items():
-                    have = folder / file
-                    got = have.stat().st_size if have.is_file() else None
-                    if got != want:
-                        return f"{have} has {got or 0} bytes, {want} were written"
-                continue
-            path = self.path(part, name)
-            have = path.stat().st_size if path.is_file() else 0
-            if have != size:
-                return f"{path} has {have} bytes, {size} were written"
-        if sharded and "optim" not in sizes:
-            return f"{manifest} does not list {folder}"
+            return f"{path} is missing (the save did not finish)" if sharded else ""
+        try:
+            parts = manifest.read(path)
+        except manifest.ManifestError as err:
+            return str(err)
+        if sharded and "optim" not in parts:
+            return f"{path} does not list {folder}"
+        files = []
+        for part, rec in parts.items():
+            if "bytes" in rec:
+                files.append((self.path(part, name), rec))
+            else:  # a folder: a record per file
+                files += [(folder / file, r) for file, r in rec.items()]
+        # Sizes of all first (cheap), then the hashes.
+        for file, rec in files:
+            problem = manifest.check_file(file, {"bytes": rec["bytes"]})
+            if problem:
+                return problem
+        for file, rec in files:
+            problem = manifest.check_file(file, rec)
+            if problem:
+                return problem
         return ""
 
     # ---- save ---------------------------------------------------------------------------------
@@ -222,15 +246,21 @@ class Checkpointer:
         )
 
     def _write(self, step: int, parts: tuple) -> None:
-        """Rank 0: each part atomically, then the manifest of their sizes, then latest."""
-        sizes = {}
-        for part, obj in zip(PARTS, parts):
-            sizes[part] = atomic_torch_save(obj, self.path(part, step)).stat().st_size
-        self._publish(step, sizes)
+        """Rank 0: each part atomically (hashed as it is written), then the manifest, then
+        latest. A failed write removes the parts of this step already written: without a
+        manifest they are not a checkpoint, only used space."""
+        records = {}
+        try:
+            for part, obj in zip(PARTS, parts):
+                records[part] = manifest.torch_save(obj, self.path(part, step))
+        except BaseException:
+            for part in records:
+                self.path(part, step).unlink(missing_ok=True)
+            raise
+        self._publish(step, records)
 
-    def _publish(self, step: int, sizes: dict) -> None:
-        manifest = self.manifest(step)
-        atomic_write_text(manifest, json.dumps(sizes) + "\n")
+    def _publish(self, step: int, records: dict) -> None:
+        manifest.write(self.manifest(step), records)
         atomic_write_text(self.root / LATEST, iter_name(step) + "\n")
         self.prune()
         log.info("saved checkpoint %s", self.root / "*" / iter_name(step))
@@ -248,12 +278,14 @@ class Checkpointer:
 
         def finalize() -> None:  # rank 0, in the writer thread, after every rank's shards
             C.publish(tmp, folder)
-            sizes: dict[str, Any] = {"optim": C.file_sizes(folder)}
+            # DCP reports finished files only: their hashes take a pass over bytes still in
+            # the page cache, here in the writer thread (docs/reliability.md).
+            records: dict[str, Any] = {"optim": manifest.record_folder(folder)}
             if whole is not None:
-                sizes["model"] = atomic_torch_save(whole, self.path("model", step)).stat().st_size
+                records["model"] = manifest.torch_save(whole, self.path("model", step))
             for part, obj in (("scheduler", sched), ("trainer", trainer_state)):
-                sizes[part] = atomic_torch_save(obj, self.path(part, step)).stat().st_size
-            self._publish(step, sizes)
+                records[part] = manifest.torch_save(obj, self.path(part, step))
+            self._publish(step, records)
 
         self.writer.submit(
             state,

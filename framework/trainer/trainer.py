@@ -349,7 +349,7 @@ class Trainer:
             "non-finite loss after step %d: step skipped (%d in a row)", self.step, in_a_row
         )
         if limit and in_a_row >= limit:
-            last = self.checkpointer.latest() or "none"
+            last = self.checkpointer.named() or "none"
             raise NonFiniteLossError(
                 f"the loss was NaN/Inf for {in_a_row} steps in a row after step {self.step} "
                 f"(train.max_nonfinite_steps={limit}); the last checkpoint ({last}) is left as "
@@ -436,7 +436,7 @@ class Trainer:
 
     def report(self) -> str:
         """The end-of-run summary: the generic lines, then the model's and each hook's."""
-        checkpoint = self.checkpointer.latest()
+        checkpoint = self.checkpointer.named()
         path = str(self.checkpointer.path("model", checkpoint)) if checkpoint else None
         lines = run_report(self.job_dir, path)
         if path and hasattr(self.model, "report_lines"):

@@ -1,0 +1,150 @@
+"""Fault injection for issue #26 (docs/reliability.md): damaged bytes of the same size, a corrupt
+manifest, a real full disk (RLIMIT_FSIZE, so the failure comes from the kernel through torch's
+writer). In-process on the toy model: seconds."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import tests.toy_experiments  # noqa: F401  (registers toy_regression)
+from framework import manifest
+from framework.config import apply_overrides, get
+from framework.trainer import EXIT_OK, Trainer, run
+from framework.trainer.checkpoint import Checkpointer
+from framework.trainer.entry import EXIT_WRITE
+
+STEPS = ["train.max_steps=6", "checkpoint.save_iter=2", "model.input_noise=0.1"]
+
+
+def cfg(tmp_path: Path, *overrides: str):
+    return apply_overrides(
+        get("toy_regression"), [f"job.output_root={tmp_path}", *STEPS, *overrides]
+    )
+
+
+def ckpt_root(tmp_path: Path) -> Path:
+    return tmp_path / "worldtune_tests" / "toy" / "toy_regression" / "checkpoints"
+
+
+def flip_middle(path: Path) -> None:
+    """Invert 16 bytes in the middle of the file: same size, other content."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
+    path.write_bytes(bytes(data))
+
+
+# ---- item 2: damaged bytes of the same size are found, the run falls back ----------------------
+
+
+def _dcp_shard(root: Path) -> Path:
+    folder = root / "optim" / "iter_000000006"
+    return max(
+        (p for p in folder.iterdir() if p.suffix == ".distcp"), key=lambda p: p.stat().st_size
+    )
+
+
+DAMAGE = {
+    "model": ([], lambda r: r / "model" / "iter_000000006.pt"),
+    "optim": ([], lambda r: r / "optim" / "iter_000000006.pt"),
+    "trainer": ([], lambda r: r / "trainer" / "iter_000000006.pt"),
+    "dcp_shard": (["+checkpoint.format=dcp"], _dcp_shard),
+}
+
+
+@pytest.mark.parametrize("part", DAMAGE)
+def test_flipped_bytes_fall_back_to_the_newest_intact_step(tmp_path, caplog, part):
+    extra, victim = DAMAGE[part]
+    Trainer(cfg(tmp_path, *extra)).fit()
+    path = victim(ckpt_root(tmp_path))
+    size = path.stat().st_size
+    flip_middle(path)
+    assert path.stat().st_size == size
+    with caplog.at_level(logging.WARNING):
+        resumed = Trainer(cfg(tmp_path, *extra))
+    assert resumed.step == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(path) in warnings[0], warnings
+    assert "has other bytes than were written" in warnings[0]
+    assert "resuming from iter_000000004.pt" in warnings[0]
+
+
+def test_a_corrupt_manifest_falls_back_too(tmp_path, caplog):
+    Trainer(cfg(tmp_path)).fit()
+    man = ckpt_root(tmp_path) / "manifest" / "iter_000000006.json"
+    man.write_text(man.read_text()[:20])  # cut mid-way
+    with caplog.at_level(logging.WARNING):
+        resumed = Trainer(cfg(tmp_path))
+    assert resumed.step == 4
+    assert f"{man} is not valid JSON" in caplog.text
+
+
+def test_the_manifest_records_what_was_written(tmp_path):
+    Trainer(cfg(tmp_path, "train.max_steps=2")).fit()
+    root = ckpt_root(tmp_path)
+    parts = manifest.read(root / "manifest" / "iter_000000002.json")
+    assert set(parts) == {"model", "optim", "scheduler", "trainer"}
+    for part, rec in parts.items():
+        # the hash taken while writing equals a fresh read of the file
+        assert rec == manifest.record_file(root / part / "iter_000000002.pt")
+
+
+def test_version_1_manifests_still_check_sizes(tmp_path):
+    import json
+
+    Trainer(cfg(tmp_path, "train.max_steps=2")).fit()
+    root = ckpt_root(tmp_path)
+    sizes = {p: (root / p / "iter_000000002.pt").stat().st_size for p in ("model", "optim")}
+    sizes |= {p: (root / p / "iter_000000002.pt").stat().st_size for p in ("scheduler", "trainer")}
+    (root / "manifest" / "iter_000000002.json").write_text(json.dumps(sizes))
+    ck = Checkpointer(root, Trainer(cfg(tmp_path, "train.max_steps=2")).env)
+    assert ck.problem("iter_000000002.pt") == ""
+    sizes["model"] += 1
+    (root / "manifest" / "iter_000000002.json").write_text(json.dumps(sizes))
+    assert "bytes," in ck.problem("iter_000000002.pt")
+
+
+# ---- item 8: a real full disk on the pt path ----------------------------------------------------
+
+
+def test_a_file_size_limit_while_saving_is_exit_5_with_no_orphan_part(
+    tmp_path, monkeypatch, caplog
+):
+    """The kernel refuses the write (EFBIG under RLIMIT_FSIZE, as ENOSPC on a full disk); torch's
+    zip writer turns that into a RuntimeError without the errno. The run must still say exit 5,
+    leave no part of the failed step, and resume."""
+    real = Checkpointer._write
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def small_disk(self, step, parts):
+        if step != 6:
+            return real(self, step, parts)
+        old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        size = (self.root / "model" / "iter_000000004.pt").stat().st_size
+        # room for the model file, not for the optimizer's (twice as large: two moments)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 64, limits[1]))
+        try:
+            return real(self, step, parts)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+            signal.signal(signal.SIGXFSZ, old)
+
+    monkeypatch.setattr(Checkpointer, "_write", small_disk)
+    big = "model.hidden=1024"  # tensors over the file buffer: torch's writer meets the error
+    with caplog.at_level(logging.ERROR):
+        assert run(cfg(tmp_path, big), []) == EXIT_WRITE
+    monkeypatch.undo()
+    assert "saving checkpoint iter_000000006.pt failed at" in caplog.text
+    assert "File too large" in caplog.text and "optim" in caplog.text
+    root = ckpt_root(tmp_path)
+    assert not list(root.rglob("*iter_000000006*")), list(root.rglob("*iter_000000006*"))
+    assert not list(root.rglob("*.tmp"))
+    assert (root / "latest_checkpoint.txt").read_text().strip() == "iter_000000004.pt"
+    assert run(cfg(tmp_path, big), []) == EXIT_OK
+    assert torch.load(root / "trainer" / "iter_000000006.pt", weights_only=True)["step"] == 6
