@@ -35,6 +35,9 @@ train: $(STAMP)
 ifeq ($(NPROC)$(NNODES),11)
 	$(PY) -m launch.train $(EXP) $(ARGS)
 else
+# One process checks the config and the files first: a mistake is then one message, not every
+# rank's plus torchrun's own traceback.
+	@$(PY) -m launch.train $(EXP) $(ARGS) --check >/dev/null
 	$(VENV)/bin/torchrun --nproc_per_node=$(NPROC) --nnodes=$(NNODES) --node_rank=$(NODE_RANK) \
 	  --master_addr=$(MASTER_ADDR) --master_port=$(MASTER_PORT) -m launch.train $(EXP) $(ARGS)
 endif

@@ -1,10 +1,26 @@
 """The training entry point that `make train` and torchrun run.
 
-    python -m launch.train EXP [KEY=VALUE ...] [--dryrun] [--module MOD ...]
-    python -m launch.train --list
-    python -m launch.train -- experiment=EXP KEY=VALUE ...      (the upstream spelling)
+usage: python -m launch.train [EXP] [KEY=VALUE ...] [--dryrun | --check] [--module MOD ...]
+       python -m launch.train --list
+       python -m launch.train -- experiment=EXP KEY=VALUE ...     (the upstream spelling)
 
-User mistakes (unknown experiment, bad override, bad value) print one line and exit with code 2.
+  EXP              a registered experiment or alias (default tiny_gr1; `--list` shows them all)
+  KEY=VALUE        overrides in Hydra's grammar: a.b=1, +a.new=x, ++a.b=2, ~a.b, lists, null
+  --dryrun         print the resolved config, parameter counts (built on the meta device) and
+                   every missing file; train nothing
+  --check          only list every file the run reads that is missing, each with the command
+                   that fetches it; exit 2 if one the run needs is missing
+  --module MOD     import MOD to register its experiments (also WORLDTUNE_EXPERIMENTS=MOD,
+                   or a `worldtune.experiments` entry point; README "Writing an experiment")
+  --list           every experiment with its one-line description
+
+Hydra habits: there is no -m/--multirun (sweeps: `python -m launch.sweep EXP 'optim.lr=1e-4,3e-4'`),
+no --cfg job (use --dryrun), no @hydra.main; overrides are the same grammar. A run resumes from its
+job folder's latest checkpoint; Ctrl-C stops at once and names it. Several processes: `make train
+NPROC=8` (torchrun), SLURM: `python -m launch.slurm EXP --nodes N` (docs/launch.md).
+
+User mistakes (unknown experiment, bad override, bad value) print one line and exit with code 2
+(under torchrun, rank 0 alone prints it).
 """
 
 from __future__ import annotations
@@ -18,9 +34,19 @@ from framework.config import ConfigError, apply_overrides, get, load_all, to_yam
 from framework.config.registry import entries, resolve_name
 from framework.trainer.validate import validate
 
-USAGE = __doc__.split("\n\n")[1]
+USAGE = __doc__.split("\n\n", 1)[1]
 USER_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 DEFAULT_EXPERIMENT = "tiny_gr1"
+# Hydra's command-line habits, answered with what does the same here.
+HYDRA_HABITS = {
+    "-m": "sweeps are `python -m launch.sweep EXP 'optim.lr=1e-4,3e-4'` (docs/launch.md)",
+    "--multirun": "sweeps are `python -m launch.sweep EXP 'optim.lr=1e-4,3e-4'` (docs/launch.md)",
+    "--cfg": "`--dryrun` prints the resolved config (and parameter counts, missing files)",
+    "-c": "`--dryrun` prints the resolved config (and parameter counts, missing files)",
+    "--resolve": "`--dryrun` prints the config resolved",
+    "--info": "`--list` names the experiments, `--dryrun` shows one",
+}
 
 
 @dataclass
@@ -29,6 +55,7 @@ class Args:
     overrides: list[str] = field(default_factory=list)
     modules: list[str] = field(default_factory=list)
     dryrun: bool = False
+    check: bool = False
     list: bool = False
 
 
@@ -43,6 +70,8 @@ def parse_args(argv: list[str]) -> Args:
             sys.exit(0)
         if tok == "--dryrun":
             args.dryrun = True
+        elif tok == "--check":
+            args.check = True
         elif tok == "--list":
             args.list = True
         elif tok == "--module":
@@ -51,6 +80,9 @@ def parse_args(argv: list[str]) -> Args:
             args.modules.append(tok.split("=", 1)[1])
         elif tok.startswith("--config"):
             continue  # upstream's `--config=.../config.py`: one registry here, nothing to choose
+        elif tok.split("=", 1)[0] in HYDRA_HABITS:
+            habit = tok.split("=", 1)[0]
+            raise ConfigError(f"{habit} is Hydra's; here {HYDRA_HABITS[habit]}.")
         elif tok.startswith("-"):
             raise ConfigError(f"unknown option {tok}; see `python -m launch.train --help`.")
         elif tok.startswith("experiment="):
@@ -97,6 +129,46 @@ def dryrun(cfg) -> None:
     print(f"{'trainable':<{width}}  {trainable:>16,}")
 
 
+def banner(cfg, experiment: str) -> str:
+    """What the run is about to do, in one line: experiment, job folder, world size, resume."""
+    from framework.trainer.dist import env_ranks
+    from framework.trainer.state import job_dir_of
+
+    job = job_dir_of(cfg)
+    latest = job / "checkpoints" / "latest_checkpoint.txt"
+    if latest.is_file():
+        start = f"resuming from {latest.read_text().strip()} (checkpoints/latest_checkpoint.txt)"
+    elif cfg.checkpoint.get("load_path"):
+        start = f"new run from {cfg.checkpoint.load_path}"
+    else:
+        start = "new run from scratch"
+    world = env_ranks()[1]
+    procs = f"{world} processes" if world > 1 else "1 process"
+    return f"{experiment}: job folder {job}, {procs}, {start}, {cfg.train.max_steps} steps"
+
+
+def interrupted(cfg) -> str:
+    """Ctrl-C: stop at once (a save can take minutes at 14B) and say where the run stands."""
+    from framework.trainer.state import job_dir_of
+
+    latest = job_dir_of(cfg) / "checkpoints" / "latest_checkpoint.txt"
+    if latest.is_file():
+        name = latest.read_text().strip()
+        return (
+            f"stopped by Ctrl-C; the last checkpoint is {latest.parent}/*/{name}: run the same "
+            "command again to resume from it."
+        )
+    return "stopped by Ctrl-C before the first checkpoint; the same command starts the run again."
+
+
+def _say(message: str) -> None:
+    """User errors are the same on every rank: under torchrun only rank 0 prints them."""
+    from framework.trainer.dist import env_ranks
+
+    if env_ranks()[0] == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -105,18 +177,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             print_list()
             return 0
-        cfg = get(resolve_name(args.experiment))
+        name = resolve_name(args.experiment)
+        cfg = get(name)
         apply_overrides(cfg, args.overrides)
         validate(cfg)
-        if args.dryrun:
-            dryrun(cfg)
-            return 0
+        if args.dryrun or args.check:
+            from launch.preflight import report
+
+            if args.dryrun:
+                dryrun(cfg)
+            lines, ok = report(cfg, name)
+            print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
+            return 0 if ok or args.dryrun else USER_ERROR
     except (ConfigError, OmegaConfBaseException) as err:
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        _say(f"error: {str(err).splitlines()[0]}")
         return USER_ERROR
     from framework.trainer import run
 
-    return run(cfg, args.overrides)
+    _say(banner(cfg, name))
+    try:
+        return run(cfg, args.overrides)
+    except KeyboardInterrupt:
+        _say(interrupted(cfg))
+        return INTERRUPTED
 
 
 if __name__ == "__main__":
