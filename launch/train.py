@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf.errors import OmegaConfBaseException
 
@@ -129,33 +130,39 @@ def dryrun(cfg) -> None:
     print(f"{'trainable':<{width}}  {trainable:>16,}")
 
 
+def _latest(cfg) -> tuple[Path, str | None]:
+    """(the run's checkpoints folder, the iteration its latest_checkpoint.txt names or None)."""
+    from framework import jobs
+
+    root = jobs.checkpoints_of(jobs.job_dir_of(cfg))
+    try:
+        return root, jobs.read_latest(root)
+    except Exception:  # noqa: BLE001  a damaged marker is the trainer's to report
+        return root, None
+
+
 def banner(cfg, experiment: str) -> str:
     """What the run is about to do, in one line: experiment, job folder, world size, resume."""
     from framework.trainer.dist import env_ranks
-    from framework.trainer.state import job_dir_of
 
-    job = job_dir_of(cfg)
-    latest = job / "checkpoints" / "latest_checkpoint.txt"
-    if latest.is_file():
-        start = f"resuming from {latest.read_text().strip()} (checkpoints/latest_checkpoint.txt)"
+    root, name = _latest(cfg)
+    if name:
+        start = f"resuming from {name} (checkpoints/latest_checkpoint.txt)"
     elif cfg.checkpoint.get("load_path"):
         start = f"new run from {cfg.checkpoint.load_path}"
     else:
         start = "new run from scratch"
     world = env_ranks()[1]
     procs = f"{world} processes" if world > 1 else "1 process"
-    return f"{experiment}: job folder {job}, {procs}, {start}, {cfg.train.max_steps} steps"
+    return f"{experiment}: job folder {root.parent}, {procs}, {start}, {cfg.train.max_steps} steps"
 
 
 def interrupted(cfg) -> str:
     """Ctrl-C: stop at once (a save can take minutes at 14B) and say where the run stands."""
-    from framework.trainer.state import job_dir_of
-
-    latest = job_dir_of(cfg) / "checkpoints" / "latest_checkpoint.txt"
-    if latest.is_file():
-        name = latest.read_text().strip()
+    root, name = _latest(cfg)
+    if name:
         return (
-            f"stopped by Ctrl-C; the last checkpoint is {latest.parent}/*/{name}: run the same "
+            f"stopped by Ctrl-C; the last checkpoint is {root}/*/{name}: run the same "
             "command again to resume from it."
         )
     return "stopped by Ctrl-C before the first checkpoint; the same command starts the run again."
