@@ -11,7 +11,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from framework.models.cosmos2_5 import PREDICT2_5, Predict25DiT, forward_flops, net_config
-from framework.models.cosmos2_5.lora import apply_lora, merge_lora_state_dict
 from framework.models.family import family_of
 
 TINY = dict(
@@ -97,7 +96,7 @@ def test_official_file_loads_strictly(tmp_path):
     _official_file(src, tmp_path / "model_ema_bf16.pt")
     dst = Predict25DiT(**TINY)
     sd = torch.load(tmp_path / "model_ema_bf16.pt", weights_only=True)
-    PREDICT2_5.load_official(dst, sd)
+    PREDICT2_5.load(dst, sd)
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v.to(torch.bfloat16).float()), k
 
@@ -121,7 +120,7 @@ def test_wrong_file_is_refused_naming_the_key(tmp_path, edit, named):
     sd = torch.load(tmp_path / "m.pt", weights_only=True)
     edit(sd)
     with pytest.raises(ValueError, match=re.escape(named)):
-        PREDICT2_5.load_official(Predict25DiT(**TINY), sd)
+        PREDICT2_5.load(Predict25DiT(**TINY), sd)
 
 
 def test_family_and_defaults():
@@ -134,7 +133,8 @@ def test_family_and_defaults():
 def test_lora_targets_and_2b_adapter_count():
     """§6: rank-32 adapters on q/k/v/output and the MLP: 1,638,400 per 2B block, none on the text
     projection or adaLN."""
-    net = apply_lora(_meta("2B"), rank=32, alpha=32)
+    net = _meta("2B")
+    PREDICT2_5.add_lora(net, rank=32, alpha=32, targets=None)  # the family's targets
     lora = {k: p.numel() for k, p in net.named_parameters() if ".lora_" in k}
     assert sum(lora.values()) == 28 * 1_638_400 == 45_875_200
     assert not any(k.startswith(("crossattn_proj", "t_embedder")) or "adaln" in k for k in lora)
@@ -143,14 +143,15 @@ def test_lora_targets_and_2b_adapter_count():
 
 def test_lora_merge_equals_the_adapted_net():
     torch.manual_seed(1)
-    net = apply_lora(Predict25DiT(**TINY), rank=4, alpha=8)
+    net = Predict25DiT(**TINY)
+    PREDICT2_5.add_lora(net, rank=4, alpha=4, targets=None)
     with torch.no_grad():
         for k, p in net.named_parameters():
             if ".lora_B." in k:
                 p.normal_()
     x, t, text = torch.randn(1, 16, 2, 4, 4), torch.tensor([500.0]), torch.randn(1, 5, 24)
     merged = Predict25DiT(**TINY)
-    PREDICT2_5.load_official(merged, merge_lora_state_dict(net.state_dict(), 4, 8))
+    PREDICT2_5.load(merged, PREDICT2_5.merged_lora(net.state_dict(), 4, 4))
     with torch.no_grad():
         assert torch.allclose(net(x, t, text), merged(x, t, text), atol=1e-4)
 
@@ -177,9 +178,9 @@ def test_bf16_net_keeps_its_fp32_islands():
     net = Predict25DiT(**TINY).eval().to(torch.bfloat16)
     f32 = Predict25DiT(**TINY).eval()
     f32.load_state_dict({k: v.float() for k, v in net.state_dict().items()})
-    sinusoid = net.t_embedder[0](torch.tensor([[10.0], [900.0]]) * 1e-3)
-    emb, lora = net.t_embedder[1](sinusoid)
-    emb32, lora32 = f32.t_embedder[1](sinusoid)
+    timesteps = torch.tensor([[10.0], [900.0]])
+    emb, lora = net.embed_time(timesteps, torch.bfloat16)
+    emb32, lora32 = f32.embed_time(timesteps, torch.float32)
     assert lora.dtype == torch.float32 and torch.allclose(lora, lora32, rtol=1e-6, atol=1e-6)
     got = modulation(net.blocks[0].adaln_modulation_mlp, emb, lora, 3)
     want = modulation(f32.blocks[0].adaln_modulation_mlp, emb32, lora32, 3)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from framework.models.cosmos2_5 import Predict25DiT, load_official
+from framework.models.cosmos2_5 import PREDICT2_5, Predict25DiT
 from framework.models.cosmos2_5.convert import diffusers_to_official, official_to_diffusers
 from framework.models.cosmos2_5.family import diffusers_config
 
@@ -67,7 +67,9 @@ def models():
             else:
                 param.normal_(0.0, 1.0 / param.shape[-1] ** 0.5)
     _set_qk_eps(ref, 1e-6)  # upstream's q/k eps (§7); diffusers' default is 1e-5
-    load_official(ours, {"net." + k: v for k, v in diffusers_to_official(ref.state_dict()).items()})
+    PREDICT2_5.load(
+        ours, {"net." + k: v for k, v in diffusers_to_official(ref.state_dict()).items()}
+    )
     return ref, ours
 
 

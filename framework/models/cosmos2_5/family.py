@@ -1,25 +1,22 @@
-"""The Cosmos-Predict2.5 family: what the generic core needs to know about Predict25DiT."""
+"""The Cosmos-Predict2.5 family: what the generic core needs to know about Predict25DiT.
+Parallelize (over the blocks), strict loading and LoRA are the shared dit/ implementations."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-
-from torch import Tensor
 
 from framework.config import L
 from framework.models.cosmos2_5.convert import diffusers_to_official, official_to_diffusers
 from framework.models.cosmos2_5.flops import flops_per_sample
-from framework.models.cosmos2_5.loading import load_official
-from framework.models.cosmos2_5.lora import apply_lora, load_base_into_lora, merge_lora_state_dict
 from framework.models.cosmos2_5.net import IGNORED_CHECKPOINT_KEYS, Predict25DiT
-from framework.models.cosmos2_5.parallelize import parallelize_net
 from framework.models.family import ModelFamily, register_family
+
+# Upstream's `lora_target_modules` (docs/upstream/cosmos_predict2_5.md §6): self- and
+# cross-attention projections and the MLP; not the text projection, adaLN or embeddings.
+LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
 
 
 def diffusers_config(net: Predict25DiT) -> dict:
-    """Kwargs of diffusers' CosmosTransformer3DModel for this net (docs/upstream/
-    cosmos_predict2_5.md §7): the condition-mask channel counts in `in_channels`, the padding mask
-    comes on top; rope_scale is (t, h, w)."""
+    """Kwargs of diffusers' CosmosTransformer3DModel for this net (§7): the condition-mask
+    channel counts in `in_channels`, the padding mask comes on top; rope_scale is (t, h, w)."""
     c = net.config
     return dict(
         in_channels=c["in_channels"] + 1,
@@ -45,25 +42,13 @@ def diffusers_config(net: Predict25DiT) -> dict:
     )
 
 
-def _flops(net: Predict25DiT, t: int, h: int, w: int, text_len: int) -> float:
-    return flops_per_sample(net, t, h, w, text_len)
-
-
-def _merge(state_dict: Mapping[str, Tensor], rank: int, alpha: float) -> dict[str, Tensor]:
-    return merge_lora_state_dict(state_dict, rank, alpha)
-
-
 PREDICT2_5 = register_family(
     ModelFamily(
         name="cosmos2_5",
         net_classes=(Predict25DiT,),
-        parallelize=parallelize_net,
-        flops_per_sample=_flops,
-        load_official=load_official,
+        flops_per_sample=flops_per_sample,
         ignored_keys=IGNORED_CHECKPOINT_KEYS,
-        apply_lora=apply_lora,
-        load_base_into_lora=load_base_into_lora,
-        merge_lora=_merge,
+        lora_targets=LORA_TARGETS,
         to_diffusers=official_to_diffusers,
         from_diffusers=diffusers_to_official,
         diffusers_class="CosmosTransformer3DModel",
