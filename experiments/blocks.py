@@ -136,6 +136,33 @@ def hooks() -> dict:
     return default_hooks()
 
 
+def eval_set(
+    name: str,
+    num_items: int = 4,
+    seeds=(0,),
+    guidance: float = 7.0,
+    num_steps: int = 35,
+    num_conditional_frames: int = 1,
+    metrics=("psnr", "ssim", "latent_l2"),
+    dataset_dir: str | None = None,
+) -> DictConfig:
+    """`cfg.eval`: a fixed eval set, the first `num_items` of the dataset's held-out split,
+    frozen to a manifest of content hashes on first use (framework/evaluation/evalset.py;
+    docs/eval.md). `python -m framework.eval` and the eval hook score it."""
+    return OmegaConf.create(
+        dict(
+            name=name,
+            num_items=num_items,
+            seeds=list(seeds),
+            guidance=guidance,
+            num_steps=num_steps,
+            num_conditional_frames=num_conditional_frames,
+            metrics=list(metrics),
+            dataset_dir=dataset_dir,
+        )
+    )
+
+
 def base(
     model: DictConfig, data: DictConfig, project: str = "worldtune", group: str = "debug"
 ) -> DictConfig:

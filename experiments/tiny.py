@@ -122,4 +122,8 @@ def tiny_gr1():
         every=500, num_items=2, num_steps=15, guidance=0.0
     )
     cfg.hooks.loss_curve = L("framework.hooks.loss_curve.LossCurveHook")()
+    # The 4 held-out clips, 2 seeds each (`make eval`: base vs trained, docs/eval.md).
+    cfg.eval = blocks.eval_set(
+        "synthetic_gr1_val", num_items=4, seeds=(0, 1), guidance=0.0, num_steps=15
+    )
     return cfg

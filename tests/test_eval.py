@@ -80,7 +80,9 @@ def test_evaluate_reports_finite_deterministic_metrics(job, model):
     again = ev.evaluate(model, heldout(job, 2), num_steps=2, seed=0)
     assert again["items"] == result["items"]
     table = ev.format_table(result)
-    assert "PSNR" in table and "mean" in table.splitlines()[-1]
+    assert "psnr" in table and "mean" in table.splitlines()[-1]
+    ci = result["intervals"]["psnr"]
+    assert ci["n"] == 2 and ci["lo"] < result["psnr"] < ci["hi"]
 
 
 def test_evaluate_compares_only_generated_frames(job):
@@ -157,16 +159,20 @@ def test_sample_hook_writes_videos_on_schedule(job, model, tmp_path):
     assert trainer.ema_uses == 2
 
 
-def test_eval_command_writes_json_into_the_job(job, capsys):
+def test_eval_command_writes_json_and_report(job, capsys):
     cfg, ckpt, _ = job
-    rc = ev.main(["--checkpoint", str(ckpt), "--num_items", "1", "--num_steps", "1"])
+    out_dir = loading.job_dir(cfg).parent.parent / "eval"
+    argv = ["--checkpoint", str(ckpt), "--num_items", "1", "--num_steps", "1", "--guidance", "0"]
+    rc = ev.main([*argv, "--name", "cmd"])
     out = capsys.readouterr().out
-    assert rc == 0
-    path = loading.job_dir(cfg) / f"eval_{ckpt.stem}.json"
-    result = json.loads(path.read_text())
-    assert result["checkpoint"] == str(ckpt) and result["num_items"] == 1
-    assert "mean" in out and str(path) in out
-    assert ev.main(["--checkpoint", str(ckpt), "--dataset_dir", "/nonexistent"]) == 2
+    assert rc == 0, out
+    summary = json.loads((out_dir / "cmd.json").read_text())
+    (run,) = summary["runs"]
+    assert run["checkpoint"] == str(ckpt) and run["result"]["num_items"] == 1
+    assert run["label"] == f"{cfg.job.name}/{ckpt.stem}"
+    assert (out_dir / "cmd.html").is_file() and (out_dir / "cmd.manifest.json").is_file()
+    assert "froze eval set cmd" in out and str(out_dir / "cmd.json") in out
+    assert ev.main([*argv, "--name", "other", "--dataset_dir", "/nonexistent"]) == 2
     assert "/nonexistent (videos/*.mp4 + t5_xxl/*.pickle) has no readable held-out clip" in (
         capsys.readouterr().err
     )

@@ -25,6 +25,8 @@ from framework.config.lazy import ConfigError
 from framework.config.overrides import closest
 
 TOP_LEVEL_KEYS = tuple("job model data optim sched train parallel checkpoint logging hooks".split())
+# Optional after those: `eval`, the experiment's fixed eval set (framework/evaluation/evalset.py).
+OPTIONAL_KEYS = ("eval",)
 ENV_MODULES = "WORLDTUNE_EXPERIMENTS"
 ENTRY_POINTS = "worldtune.experiments"
 
@@ -138,7 +140,7 @@ def get(name: str) -> DictConfig:
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}; {fix}.") from None
     keys = list(cfg) if isinstance(cfg, DictConfig) else []
     missing = [k for k in TOP_LEVEL_KEYS if k not in keys]
-    extra = [k for k in keys if k not in TOP_LEVEL_KEYS]
+    extra = [k for k in keys if k not in TOP_LEVEL_KEYS + OPTIONAL_KEYS]
     if missing or extra:
         raise ConfigError(
             f"{where}: top-level keys must be {', '.join(TOP_LEVEL_KEYS)} (missing: "
