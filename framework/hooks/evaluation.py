@@ -9,7 +9,7 @@ from typing import Any
 
 from framework.eval import METRICS, evaluate, format_table, write_json
 from framework.hooks.base import Hook
-from framework.hooks.samples import ema_context, heldout_items, runs_here
+from framework.hooks.samples import ema_context, heldout_items, runs_here, with_progress
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class EvalHook(Hook):
             return None
         items = heldout_items(trainer, self.dataset_dir, self.num_items)
         with ema_context(trainer):
-            result = evaluate(trainer.model, items, **self.kw)
+            shown = with_progress(trainer, items, f"evaluation {tag} training")
+            result = evaluate(trainer.model, shown, **self.kw)
         if trainer.is_main:
             result["step"] = int(trainer.step)
             write_json(result, Path(trainer.job_dir) / f"eval_{tag}.json")

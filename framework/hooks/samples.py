@@ -42,6 +42,14 @@ def heldout_items(trainer: Any, dataset_dir: str | None, num_items: int) -> list
     return heldout_of(dataset, num_items, trainer.model.expected_pixel_frames)
 
 
+def with_progress(trainer: Any, items: list, desc: str):
+    """`items` under a tqdm bar on rank 0 (eval before step 1 and sampling take minutes at 2B with
+    nothing else on screen); the bar disappears when done."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="clip", leave=False, disable=not trainer.is_main)
+
+
 def ema_context(trainer: Any):
     weights = getattr(trainer, "ema_weights", None)
     return weights() if weights is not None else nullcontext()
@@ -111,7 +119,7 @@ class SampleVideos(Hook):
         fps = float(getattr(model, "fps", 16.0))
         paths: dict[str, Path] = {}
         with ema_context(trainer):
-            for item in self._load(trainer):
+            for item in with_progress(trainer, self._load(trainer), f"samples step {step}"):
                 video = model.generate(
                     item.video[:, :, :n],
                     item.text_emb,

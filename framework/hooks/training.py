@@ -48,7 +48,9 @@ class LogHook(Hook):
         for key, value in metrics.items():
             self.window[key] += float(value)
         self.count += 1
-        if step % self.every:
+        # The last step is always logged: reports and curves end where training ended even when
+        # max_steps is not a multiple of logging.every.
+        if step % self.every and step != trainer.max_steps:
             return
         w, n = self.window, self.count
         record = {k: v / n for k, v in w.items() if k not in _SUMMED}
@@ -98,10 +100,16 @@ class ProgressHook(Hook):
     def __init__(self, mininterval: float = 1.0) -> None:
         self.mininterval = mininterval
         self.bar: Any = None
+        self.redirect: Any = None
 
     def before_train(self, trainer: Trainer) -> None:
         if trainer.is_main:
             from tqdm.auto import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            # Log lines go through tqdm.write while the bar is up, so they do not break it.
+            self.redirect = logging_redirect_tqdm()
+            self.redirect.__enter__()
 
             self.bar = tqdm(
                 total=trainer.max_steps,
@@ -121,6 +129,9 @@ class ProgressHook(Hook):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self.redirect is not None:
+            self.redirect.__exit__(None, None, None)
+            self.redirect = None
 
 
 class ProfileHook(Hook):
