@@ -211,12 +211,12 @@ def world_model(
     tokenizer: DictConfig,
     family: str,
     state_t: int = 24,
-    text_encoder: str = f"{CHECKPOINTS}/google-t5/t5-11b",
+    text_encoder: str | DictConfig | None = f"{CHECKPOINTS}/google-t5/t5-11b",
 ) -> DictConfig:
     """The generic world model around a net, with its family's objective and sampler nodes
     (every default written out, so `model.objective.text_dropout=0` works on the command line).
-    The text encoder is a path, loaded only by inference: training reads precomputed
-    embeddings."""
+    The text encoder is a T5 folder or a text-encoder node (framework/models/text), built on
+    first use: training on precomputed embeddings never loads it."""
     from framework.models.family import get_family
 
     fam = get_family(family)

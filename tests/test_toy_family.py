@@ -28,10 +28,12 @@ def data(tmp_path_factory) -> Path:
     )
 
 
-def train(data: Path, out: Path, name: str, *overrides: str) -> subprocess.CompletedProcess:
-    """`python -m launch.train toy_family_job --module tests.toy_family ...`, as a user runs it."""
+def train(
+    data: Path, out: Path, name: str, *overrides: str, exp: str = "toy_family_job"
+) -> subprocess.CompletedProcess:
+    """`python -m launch.train EXP --module tests.toy_family ...`, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOY_DATA": str(data), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "launch.train", "toy_family_job", "--module", "tests.toy_family"]
+    cmd = [sys.executable, "-m", "launch.train", exp, "--module", "tests.toy_family"]
     cmd += [f"job.output_root={out}", f"job.name={name}", *overrides]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -109,3 +111,52 @@ def test_mfu_is_logged_for_a_sharded_net(data, tmp_path):
     rows = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert steps and all(0 < r["mfu"] < 1 for r in steps)
+
+
+def test_a_family_with_its_own_text_encoder_and_actions_through_the_stock_cli(data, tmp_path):
+    """toy_action_job: captions encoded online by a byte-level encoder (no T5, no pickles read)
+    and per-transition actions from the dataset; all added in tests/, no framework edit."""
+    import numpy as np
+
+    from framework.data.heldout import build_dataset
+    from framework.models.family import family_of
+    from tests import toy_family as toy
+
+    out = tmp_path / "runs"
+    train(data, out, "full", exp="toy_action_job")
+    job = out / "worldtune_tests" / "toy_action" / "full"
+    assert (job / "eval_before.json").is_file() and (job / "eval_after.json").is_file()
+    assert len(list((job / "samples" / "iter_000000006").glob("*.mp4"))) == 1
+    train(data, out, "resumed", "train.max_steps=3", exp="toy_action_job")
+    train(data, out, "resumed", exp="toy_action_job")
+    assert losses(out / "worldtune_tests" / "toy_action" / "resumed") == losses(job)
+
+    # The dataset yields captions and actions, no embeddings; the family is the subclass's own.
+    cfg = toy.toy_action_job()
+    cfg.data.dataset.dataset_dir = str(data)
+    sample = build_dataset(cfg.data.dataset)[0]
+    assert "t5_text_embeddings" not in sample and isinstance(sample["caption"], str)
+    assert tuple(sample["actions"].shape) == (2, 3)
+    assert family_of(toy.ToyActionNet(12, text_dim=16)).name == "toy_action"
+    assert family_of(toy.ToyNet(12)).name == "toy_edm"
+
+    ckpt = str(job / "checkpoints" / "model" / "iter_000000006.pt")
+    args = ["--checkpoint", ckpt, "--num_items", "1", "--num_steps", "2", "--guidance", "0"]
+    assert ev.main(args) == 0
+    # Held-out generation uses the item's own actions; from a file, the given ones, and other
+    # actions give another video.
+    held = tmp_path / "held.mp4"
+    assert v2w.main(["--checkpoint", ckpt, "--guidance", "0", "--save_path", str(held)]) == 0
+    clip = next((data / "val" / "videos").glob("*.mp4"))
+    first = tmp_path / "gen.mp4"
+    common = ["--checkpoint", ckpt, "--guidance", "0", "--num_steps", "2", "--prompt", "go"]
+    common += ["--input_path", str(clip)]
+    np.save(tmp_path / "a.npy", np.zeros((2, 3), dtype=np.float32))
+    np.save(tmp_path / "b.npy", np.full((2, 3), 3.0, dtype=np.float32))
+    assert v2w.main([*common, "--actions", str(tmp_path / "a.npy"), "--save_path", str(first)]) == 0
+    other = tmp_path / "gen_b.mp4"
+    assert v2w.main([*common, "--actions", str(tmp_path / "b.npy"), "--save_path", str(other)]) == 0
+    assert first.read_bytes() != other.read_bytes()
+    # Without actions the model says what it needs instead of generating without them.
+    assert v2w.main([*common, "--save_path", str(tmp_path / "none.mp4")]) != 0
+    assert not (tmp_path / "none.mp4").exists()

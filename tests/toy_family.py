@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from experiments import blocks
 from framework.config import L, experiment
+from framework.data.dataset import VideoDataset
 from framework.diffusion.conditioning import Condition, drop_text
 from framework.models.family import ModelFamily, register_family
 
@@ -145,4 +146,102 @@ def toy_family_job():
     cfg.hooks.eval = L("framework.hooks.evaluation.EvalHook")(num_items=1, num_steps=2, guidance=0)
     cfg.hooks.sample = L("framework.hooks.samples.SampleVideos")(every=3, num_items=1, num_steps=2)
     cfg.hooks.sample.guidance = 0.0
+    return cfg
+
+
+# ---- the toy family with its own text encoder and an action input ----------------------------
+# A text encoder that is not T5 and a per-frame action input, both added here without an edit to
+# framework/: the encoder is a config node, the dataset yields captions and `actions`, the
+# family declares the input, and its net takes it as a keyword argument.
+
+
+class ToyTextEncoder:
+    """Deterministic byte-level features (no weights): byte b at position j gives
+    sin(0.1 * (b + 1) * (k + 1) + j) in channel k; zeros past the prompt."""
+
+    def __init__(self, dim: int = 16, max_length: int = 16) -> None:
+        self.dim, self.max_length = dim, max_length
+
+    def encode(self, prompts) -> tuple[Tensor, Tensor]:
+        out = torch.zeros(len(prompts), self.max_length, self.dim)
+        lengths = torch.zeros(len(prompts), dtype=torch.long)
+        k = torch.arange(self.dim, dtype=torch.float32)
+        for i, prompt in enumerate(prompts):
+            data = list(prompt.encode())[: self.max_length]
+            for j, b in enumerate(data):
+                out[i, j] = torch.sin(0.1 * (b + 1) * (k + 1) + j)
+            lengths[i] = len(data)
+        return out, lengths
+
+
+def clip_motion(video: Tensor) -> Tensor:
+    """Actions of a uint8 clip [3,T,H,W]: the mean colour change of each frame transition,
+    float32 [T-1, 3] (what a robot's action would move, read back from the pixels)."""
+    v = video.float() / 255.0
+    return ((v[:, 1:] - v[:, :-1]).mean(dim=(2, 3)) * 10.0).T.contiguous()
+
+
+class ToyActionDataset(VideoDataset):
+    """The GR1-layout clips with captions only (no T5 pickles: the model encodes them) and
+    per-transition `actions` [T-1, 3]; held-out items carry theirs in `conditions`."""
+
+    action_dim = 3
+
+    def _load(self, index: int) -> dict:
+        sample = super()._load(index)
+        sample["actions"] = clip_motion(sample["video"])
+        return sample
+
+    def heldout_items(self, num_items: int, num_frames: int):
+        # The actions span the whole clip the model generates, however few frames are given.
+        items = super().heldout_items(num_items, max(num_frames, self.num_frames))
+        for item in items:
+            item.conditions = {"actions": clip_motion(item.video[0, :, : self.num_frames])[None]}
+            item.video = item.video[:, :, :num_frames]
+        return items
+
+
+class ToyActionNet(ToyNet):
+    """ToyNet plus an action embedding added to frame t >= 1 from the action of transition t-1."""
+
+    def __init__(self, channels: int, hidden: int = 32, text_dim: int = 16, action_dim: int = 3):
+        super().__init__(channels, hidden, text_dim)
+        self.action = nn.Linear(action_dim, hidden)
+
+    def forward(self, x: Tensor, c_noise: Tensor, text: Tensor, mask: Tensor, actions: Tensor):
+        b, _, t = x.shape[:3]
+        per_frame = torch.zeros(b, t, self.action.out_features, device=x.device, dtype=x.dtype)
+        per_frame[:, 1:] = self.action(actions[:, : t - 1].to(x.dtype))
+        bias = (self.noise(c_noise.view(-1, 1)) + self.text(text.mean(1)))[..., None, None, None]
+        bias = bias + per_frame.permute(0, 2, 1)[..., None, None]
+        h = torch.nn.functional.silu(self.inp(torch.cat([x, mask], 1)) + bias)
+        return self.out(torch.nn.functional.silu(self.mid(h)) + h)
+
+
+# A subclass of ToyNet: family_of must pick this family (nearest in the MRO), not toy_edm's.
+TOY_ACTION = register_family(
+    ModelFamily(
+        name="toy_action",
+        net_classes=(ToyActionNet,),
+        flops_per_sample=flops_per_sample,
+        objective=lambda: L("tests.toy_family.ToyEDMObjective").full(),
+        sampler=lambda: L("tests.toy_family.ToyEulerSampler").full(),
+        conditions=("actions",),
+    )
+)
+
+
+@experiment
+def toy_action_job():
+    """The toy family with the byte-level text encoder (captions encoded online) and actions."""
+    cfg = toy_family_job()
+    cfg.job.group = "toy_action"
+    cfg.model.net = L(ToyActionNet)(channels=12, hidden=32, text_dim=16, action_dim=3)
+    cfg.model.text_encoder = L(ToyTextEncoder)(dim=16, max_length=16)
+    cfg.data.dataset = L(ToyActionDataset)(
+        dataset_dir=cfg.data.dataset.dataset_dir,
+        num_frames=3,
+        video_size=[16, 16],
+        text_embeddings=False,
+    )
     return cfg

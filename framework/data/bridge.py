@@ -184,6 +184,7 @@ class BridgeDataset(ClipDataset):
         return "", {
             "video": str(ann.video),
             "embedding": str(ann.embedding),
+            "caption": ann.text or "",
             "frames": length,
             "windows": length - self.span + 1,
         }
@@ -225,7 +226,11 @@ class BridgeDataset(ClipDataset):
             return start
 
         video, _ = self._clip(entry["video"], checked)
-        return {"video": video, "fps": self.fps / self.frame_stride, **self._conditioning(emb)}
+        return {
+            "video": video,
+            "fps": self.fps / self.frame_stride,
+            **self._conditioning(emb, entry["caption"]),
+        }
 
     def _text_embedding(self, pickle: str | Path) -> np.ndarray:
         """[n, text_dim] embedding of a sample's instruction; none (zeros) without pickles."""

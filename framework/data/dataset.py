@@ -31,6 +31,12 @@ logger = logging.getLogger(__name__)
 CHECKS = ("exists", "header", "decode")
 
 
+def read_caption(path: str | Path) -> str:
+    """A caption file's text (GR1 layout: metas/<stem>.txt), "" when there is none."""
+    path = Path(path)
+    return path.read_text().strip() if path.is_file() else ""
+
+
 class BadDataError(RuntimeError):
     """More of the dataset is unreadable than `max_bad_fraction` allows."""
 
@@ -257,11 +263,13 @@ class ClipDataset(Dataset):
                 self._decoded[path] = (r.read(0, r.num_frames), r.fps)
         return self._decoded[path]
 
-    def _conditioning(self, emb: np.ndarray) -> dict[str, Any]:
-        """The sample keys besides the clip and its fps."""
+    def _conditioning(self, emb: np.ndarray | None, caption: str) -> dict[str, Any]:
+        """The sample keys besides the clip and its fps: the caption always, its precomputed
+        embedding when the dataset has one."""
         h, w = self.video_size
         return {
-            **text_sample(emb, self.max_text_tokens),
+            "caption": caption,
+            **(text_sample(emb, self.max_text_tokens) if emb is not None else {}),
             "padding_mask": torch.zeros(1, h, w, dtype=torch.float32),
             "image_size": torch.tensor([h, w, h, w], dtype=torch.int64),
             "num_frames": self.num_frames,
@@ -271,8 +279,10 @@ class ClipDataset(Dataset):
 class VideoDataset(ClipDataset):
     """One sample per video per epoch: a random window of `num_frames` frames plus its caption.
 
-    Samples hold `video` uint8 [3,T,H,W], `t5_text_embeddings` float32 [512,1024] zero-padded,
-    `t5_text_mask` int64 [512], `fps` float (after `frame_stride`), `padding_mask` float32
+    Samples hold `video` uint8 [3,T,H,W], `caption` str (metas/<stem>.txt, "" when missing),
+    `t5_text_embeddings` float32 [512,1024] zero-padded and `t5_text_mask` int64 [512] (not with
+    `text_embeddings=False`: a model that encodes captions online needs no t5_xxl/), `fps` float
+    (after `frame_stride`), `padding_mask` float32
     [1,H,W] zeros, `image_size` int64 [H,W,H,W], `num_frames` int, and `bad_replaced` int (how
     many bad files were skipped to produce this sample; the trainer sums it as a metric). With a
     latent cache (see framework.data.latent_cache) `latent` replaces `video`.
@@ -302,7 +312,9 @@ class VideoDataset(ClipDataset):
         latent_cache_dir: str | Path | None = None,
         expected_identity: Any = None,
         keep_in_memory: bool = False,
+        text_embeddings: bool = True,
     ) -> None:
+        self.text_embeddings = bool(text_embeddings)
         super().__init__(
             dataset_dir,
             num_frames,
@@ -340,14 +352,19 @@ class VideoDataset(ClipDataset):
                 "(python -m data_prep.gr1, or data_prep.synthetic for a test set)"
             )
         candidates = [
-            {"video": str(v), "embedding": str(emb_dir / f"{v.stem}.pickle")}
+            {
+                "video": str(v),
+                "embedding": str(emb_dir / f"{v.stem}.pickle") if self.text_embeddings else None,
+                "meta": str(self.dataset_dir / "metas" / f"{v.stem}.txt"),
+            }
             for v in sorted(video_dir.glob("*.mp4"))
         ]
         return self._sift(candidates, lambda c: self._problem(c, check), key="video")
 
     def _problem(self, candidate: dict, check: str) -> tuple[str, dict]:
+        emb = candidate["embedding"]
         reason, frames = self._pair_problem(
-            Path(candidate["video"]), Path(candidate["embedding"]), check
+            Path(candidate["video"]), Path(emb) if emb else None, check
         )
         return reason, ({"frames": frames} if frames else {})
 
@@ -357,12 +374,12 @@ class VideoDataset(ClipDataset):
 
     def _load(self, index: int) -> dict[str, Any]:
         entry = self.samples[index]
-        emb = load_t5_pickle(entry["embedding"], self.text_dim)
+        emb = load_t5_pickle(entry["embedding"], self.text_dim) if entry["embedding"] else None
         if self.cache is not None:
             sample = self.cache.sample(Path(entry["video"]).stem)
         else:
             sample = self._video_sample(entry)
-        return {**sample, **self._conditioning(emb)}
+        return {**sample, **self._conditioning(emb, read_caption(entry["meta"]))}
 
     def _video_sample(self, entry: dict) -> dict[str, Any]:
         video, fps = self._clip(entry["video"], lambda n: self._start(entry, n))
@@ -385,17 +402,17 @@ class VideoDataset(ClipDataset):
         videos = [
             v
             for v in sorted((root / "videos").glob("*.mp4"))
-            if (root / "t5_xxl" / f"{v.stem}.pickle").is_file()
+            if not self.text_embeddings or (root / "t5_xxl" / f"{v.stem}.pickle").is_file()
         ]
 
         def load(video: Path) -> HeldOutItem:
             frames, fps = read_frames(video, num_frames, self.video_size, self.frame_stride)
-            meta = root / "metas" / f"{video.stem}.txt"
+            pickle = root / "t5_xxl" / f"{video.stem}.pickle"
             return HeldOutItem(
                 name=video.stem,
                 video=frames,
-                text_emb=embedding(root / "t5_xxl" / f"{video.stem}.pickle"),
-                prompt=meta.read_text().strip() if meta.is_file() else "",
+                text_emb=embedding(pickle) if self.text_embeddings else None,
+                prompt=read_caption(root / "metas" / f"{video.stem}.txt"),
                 fps=fps,
                 source=str(video),
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,19 @@ log = logging.getLogger(__name__)
 class HeldOutItem:
     name: str
     video: Tensor  # uint8 [1,3,T,H,W]: the first T frames of the clip
-    text_emb: Tensor  # float32 [1,L,D]: the stored embedding (not padded)
+    text_emb: Tensor | None  # float32 [1,L,D]: the stored embedding (not padded), or None
     prompt: str  # the caption, "" when the dataset has none
     fps: float  # after the frame stride
     source: str = ""  # the video file, for messages and reports
+    # The clip's inputs beyond text and frames that an action-conditioned model needs, e.g.
+    # {"actions": float32 [1, T_a, D]}; passed to `WorldModel.generate(conditions=...)`.
+    conditions: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def text(self) -> Tensor | list[str]:
+        """What `WorldModel.embed_text` takes: the stored embedding when the dataset has one,
+        else the caption (a model with an online text encoder embeds it)."""
+        return self.text_emb if self.text_emb is not None else [self.prompt]
 
 
 def read_frames(

@@ -31,9 +31,9 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from framework.config import ConfigError
+from framework.data.pixels import to_unit_range
 from framework.data.video import ClipReader, VideoError
 from framework.io import atomic_write, atomic_write_text
-from framework.models.tokenizers import to_unit_range
 
 if TYPE_CHECKING:
     from framework.data.dataset import VideoDataset

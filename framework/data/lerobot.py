@@ -244,8 +244,7 @@ class LeRobotDataset(ClipDataset):
         sample = {
             "video": video,
             "fps": self.fps / self.frame_stride,
-            "caption": self.meta.tasks.get(task, ""),
-            **self._conditioning(self._text(task)),
+            **self._conditioning(self._text(task), self.meta.tasks.get(task, "")),
         }
         stride, t = self.frame_stride, self.num_frames
         if self.action_key:

@@ -52,13 +52,14 @@ def score_model(
         for seed in spec.seeds:
             video = model.generate(
                 truth[:, :, :n],
-                item.text_emb,
+                item.text,
                 None,
                 num_conditional_frames=n,
                 guidance=spec.guidance,
                 num_steps=spec.num_steps,
                 seed=seed,
                 fps=item.fps,
+                conditions=item.conditions,
             ).cpu()
             v = Videos(
                 name=item.name,

@@ -5,7 +5,6 @@ hooks (samples, evaluation, loss curve) are imported on first use by their confi
 importing this package stays cheap.
 """
 
-from framework.hooks.base import Hook, HookList
 from framework.hooks.training import (
     CheckpointHook,
     LogHook,
@@ -13,6 +12,7 @@ from framework.hooks.training import (
     ProgressHook,
     default_hooks,
 )
+from framework.trainer.hook import Hook, HookList
 
 __all__ = [
     "CheckpointHook",

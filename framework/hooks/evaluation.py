@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from framework.eval import METRICS, evaluate, format_table, write_json
-from framework.hooks.base import Hook
 from framework.hooks.samples import ema_context, heldout_items, runs_here, with_progress
+from framework.trainer.hook import Hook
 
 log = logging.getLogger(__name__)
 

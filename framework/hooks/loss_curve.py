@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from framework.hooks.base import Hook
 from framework.inference.plots import plot_loss_curve
+from framework.trainer.hook import Hook
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from framework.data.heldout import HeldOutItem, build_dataset, heldout_of
-from framework.hooks.base import Hook
 from framework.inference.media import save_video, write_sidecar
+from framework.trainer.hook import Hook
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,14 @@ class SampleVideos(Hook):
             for item in with_progress(trainer, self._load(trainer), f"samples step {step}"):
                 video = model.generate(
                     item.video[:, :, :n],
-                    item.text_emb,
+                    item.text,
                     None,
                     num_conditional_frames=n,
                     guidance=self.guidance,
                     num_steps=self.num_steps,
                     seed=self.seed,
                     fps=item.fps,
+                    conditions=item.conditions,
                 )
                 if trainer.is_main:
                     paths[item.name] = save_video(out_dir / f"{item.name}.mp4", video[0], fps)

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from framework.config import L
-from framework.hooks.base import Hook
+from framework.trainer.hook import Hook
 from framework.trainer.metrics import peak_flops
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from framework.config import ConfigError
 from framework.data.heldout import build_dataset, heldout_of
 from framework.inference import loading, media, prompts
+from framework.inference.conditions import read_actions
 from framework.trainer.dist import env_ranks
 
 USER_ERROR, ITEM_FAILED = 2, 1
@@ -41,6 +42,8 @@ class Item:
     prompt: str
     output: str
     frames: torch.Tensor | None = None  # given frames (a held-out item), instead of input_path
+    # The family's inputs beyond text and frames, e.g. {"actions": [1, T_a, D]}
+    conditions: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +105,12 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
         "docs/performance.md has the speed and the PSNR against bf16)",
     )
     a("--save_path", default="output/generated_video.mp4")
+    a(
+        "--actions",
+        default=None,
+        help="robot actions to roll out (.npy or .json [T, D], one per frame transition) for an "
+        "action-conditioned model",
+    )
     a(
         "--batch_input_json",
         default=None,
@@ -169,10 +178,14 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str
                 f"({str(err).splitlines()[0]}); pass --input_path."
             ) from None
         prompt = args.prompt if args.prompt is not None else item.prompt
-        return [Item(item.source, prompt, args.save_path, frames=item.video)], []
+        extra = dict(item.conditions)
+        if args.actions:
+            extra["actions"] = read_actions(args.actions)
+        return [Item(item.source, prompt, args.save_path, frames=item.video, conditions=extra)], []
     if Path(args.save_path).resolve() == Path(args.input_path).resolve():
         raise ConfigError(f"--save_path {args.save_path} is the input itself; choose another path.")
-    return [Item(args.input_path, args.prompt or "", args.save_path)], []
+    extra = {"actions": read_actions(args.actions)} if args.actions else {}
+    return [Item(args.input_path, args.prompt or "", args.save_path, conditions=extra)], []
 
 
 def read_batch(path: str | Path, out_dir: Path) -> tuple[list[Item], list[tuple[str, str]]]:
@@ -237,7 +250,13 @@ def batch_item(entry: object, i: int, out_dir: Path) -> tuple[str, Item | None]:
         return f"prompt must be a string, not a {type(prompt).__name__}", None
     if not isinstance(out, str):
         return f"output_video must be a path string, not a {type(out).__name__}", None
-    return "", Item(source, prompt, out)
+    extra = {}
+    if entry.get("actions") is not None:
+        try:
+            extra["actions"] = read_actions(str(entry["actions"]))
+        except ConfigError as err:
+            return str(err), None
+    return "", Item(source, prompt, out, conditions=extra)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -262,6 +281,7 @@ def generate_item(
         guidance=s.guidance,
         num_steps=s.num_steps,
         seed=s.seed,
+        conditions=item.conditions,
     )
     if not write:
         return Path(item.output)
@@ -289,16 +309,17 @@ def run_items(
 
 
 def embed_prompts(text_encoder, items: list[Item], s: Settings, device) -> prompts.PromptEmbedder:
-    """Embed every prompt up front, then free the encoder (T5-11B need not share the GPU with
-    the DiT). `text_encoder` is the config's path or an encoder object."""
-    from framework.models.text import T5TextEncoder
+    """Embed every prompt up front, then free the encoder (T5-11B or Reason1-7B need not share
+    the GPU with the DiT). `text_encoder` is the config's `model.text_encoder` (a T5 folder, a
+    text-encoder config node) or an encoder object."""
+    from framework.models.text import build_text_encoder
 
-    path = loading.text_encoder_path(text_encoder)
-    encoder = T5TextEncoder(path, device=device) if path else text_encoder
+    path = loading.text_encoder_path(text_encoder)  # a missing T5 folder: one line, the fix
+    encoder = build_text_encoder(path or text_encoder, device=device)
     if encoder is None:
         raise ConfigError(
             "the model has no text encoder, so prompts cannot be embedded; set "
-            "model.text_encoder to a T5 folder."
+            "model.text_encoder (a T5 folder or a text-encoder node)."
         )
     embed = prompts.PromptEmbedder(encoder)
     embed.embed_many([s.prompt_prefix + it.prompt for it in items] + [s.negative_prompt])

@@ -21,28 +21,13 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from framework.data.pixels import to_uint8, to_unit_range  # noqa: F401  (re-exported)
 from framework.io import read_checkpoint
 
 # The tokenizer shipped with the Video2World checkpoints (upstream/cosmos_predict2.md §5); the GR00T
 # 14B models use the identical 14B copy.
 WAN21_HUB_FILE = "hf://nvidia/Cosmos-Predict2-2B-Video2World/tokenizer/tokenizer.pth"
 WAN21_LOCAL_FILE = "checkpoints/nvidia/Cosmos-Predict2-2B-Video2World/tokenizer/tokenizer.pth"
-
-
-def to_unit_range(video: Tensor) -> Tensor:
-    """uint8 [0,255] -> float32 x/127.5 - 1 (upstream/cosmos_predict2.md §4.1 step 1); float input
-    is passed through."""
-    if video.dtype == torch.uint8:
-        return video.float() / 127.5 - 1.0
-    if not video.is_floating_point():
-        raise TypeError(f"Video must be uint8 or float in [-1, 1]; got dtype {video.dtype}.")
-    return video
-
-
-def to_uint8(video: Tensor) -> Tensor:
-    """[-1,1] float -> uint8 with round-half-up, as the upstream export does
-    (upstream/cosmos_predict2.md §7.1)."""
-    return ((video.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255).to(torch.uint8)
 
 
 class _TokenizerBase(nn.Module):

@@ -14,6 +14,7 @@ extras at the top level (e.g. Predict1's `logvar.`), nothing else.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,10 +27,14 @@ from framework.data.latent_cache import REBUILD, identity_text
 from framework.diffusion.conditioning import Condition, guided_x0
 from framework.models.dit.state_dict import split_top
 from framework.models.family import ModelFamily, family_of, get_family
+from framework.models.text.base import TextEncoder, build_text_encoder, fit_length
 from framework.models.tokenizers import to_uint8, to_unit_range
 
 log = logging.getLogger(__name__)
 _LORA_MARKS = (".lora_A.", ".lora_B.")
+# Batch keys of the text: the caption always, precomputed embeddings when the dataset has them
+# (upstream's key name for T5 and Reason1 features alike).
+CAPTION, TEXT_EMBEDDINGS = "caption", "t5_text_embeddings"
 _BASE = ".base_layer."
 
 
@@ -43,7 +48,7 @@ class WorldModel(nn.Module):
         objective: Any,
         sampler: Callable[..., Tensor],
         state_t: int = 24,
-        text_encoder: str | Callable[[Sequence[str]], Tensor] | None = None,
+        text_encoder: Any = None,
         lora: dict | None = None,
         fps: float = 16.0,
         max_text_tokens: int = 512,
@@ -153,6 +158,37 @@ class WorldModel(nn.Module):
 
     # ---- training protocol ---------------------------------------------------------------
 
+    def batch_text(self, batch: dict) -> Tensor:
+        """[B, max_text_tokens, D]: the batch's precomputed embeddings when it has them, else its
+        captions through the text encoder (Predict2.5 encodes online, as upstream trains)."""
+        if TEXT_EMBEDDINGS in batch:
+            return self.embed_text(batch[TEXT_EMBEDDINGS].to(self._device()))
+        if CAPTION not in batch:
+            raise ValueError(
+                f"the batch has neither {TEXT_EMBEDDINGS!r} nor {CAPTION!r}; the dataset must "
+                "yield captions (and optionally precomputed embeddings)."
+            )
+        return self.embed_text(list(batch[CAPTION]))
+
+    def batch_conditions(self, batch: dict) -> dict[str, Tensor]:
+        """The conditioning inputs beyond text and frames that the family's nets take (e.g.
+        `actions` [B, T_a, D]), on the net's device. A declared input missing from the batch
+        fails: a net trained with actions would otherwise silently train without them."""
+        missing = [name for name in self.family.conditions if name not in batch]
+        if missing:
+            raise ValueError(
+                f"model family {self.family.name!r} conditions on {missing} but the batch has no "
+                f"such key; use a dataset that yields {', '.join(missing)}."
+            )
+        dev = self._device()
+        return {n: batch[n].to(dev, torch.float32) for n in self.family.conditions}
+
+    def _net_fn(self, conditions: Mapping[str, Tensor]) -> Callable[..., Tensor]:
+        """The net as the objective calls it, with the conditioning inputs bound."""
+        if not conditions:
+            return self.net
+        return functools.partial(self.net, **conditions)
+
     def training_step(self, batch: dict, step: int) -> tuple[Tensor, dict[str, float]]:
         """The objective's loss to backpropagate and its metrics."""
         x0 = self.latents(batch)
@@ -161,14 +197,15 @@ class WorldModel(nn.Module):
         cond = Condition(
             gt=x0,
             num_frames=torch.zeros(b, dtype=torch.long, device=dev),
-            text=self._fit_text(batch["t5_text_embeddings"].to(dev)),
+            text=self.batch_text(batch),
             padding_mask=None if padding_mask is None else padding_mask.to(dev),
             fps=self._fps(batch, b, dev),
         )
         n_cond = batch.get("num_conditional_frames")
         if isinstance(n_cond, Tensor):
             n_cond = int(n_cond.reshape(-1)[0])
-        return self.objective.loss(self.net, x0, cond, num_conditional_frames=n_cond)
+        net = self._net_fn(self.batch_conditions(batch))
+        return self.objective.loss(net, x0, cond, num_conditional_frames=n_cond)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -332,12 +369,14 @@ class WorldModel(nn.Module):
         num_steps: int | None = None,
         seed: int = 0,
         fps: float | None = None,
+        conditions: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """uint8 video [B,3,N,H,W] continuing `video` (uint8 or [-1,1]; an image or a clip).
 
         `num_conditional_frames` counts pixel frames. `neg_text_emb=None` means the all-zero
         (dropout) embedding, not the positive prompt. With guidance, the conditional and
-        unconditional passes run as one batched net call.
+        unconditional passes run as one batched net call. `conditions`: the family's extra
+        inputs (e.g. {"actions": [B, T_a, D]}), the same for both guidance halves.
         """
         if (num_conditional_frames - 1) % self.tokenizer.temporal_compression:
             k = self.tokenizer.temporal_compression
@@ -348,21 +387,25 @@ class WorldModel(nn.Module):
         dev = self._device()
         gt = self._encode_condition(video.to(dev), num_conditional_frames)
         b = gt.shape[0]
-        emb = self._embed(text_emb).to(dev)
+        emb = self.embed_text(text_emb).to(dev)
         n = torch.full((b,), self.tokenizer.latent_frames(num_conditional_frames), device=dev)
         pad = torch.zeros(b, 1, video.shape[-2], video.shape[-1], device=dev)
         rate = torch.full((b,), float(fps or self.fps), device=dev)
         cond = Condition(gt, n.long(), emb, pad, rate)
         guided = guidance != 0.0  # g = 0 gives cond exactly; skip the unconditional half
         if guided:
-            neg = torch.zeros_like(emb) if neg_text_emb is None else self._embed(neg_text_emb)
+            neg = torch.zeros_like(emb) if neg_text_emb is None else self.embed_text(neg_text_emb)
             cond = cond.doubled(neg.to(dev))
+        extra = self.batch_conditions(dict(conditions or {}))
+        if guided:
+            extra = {k: torch.cat([v, v]) for k, v in extra.items()}
+        net = self._net_fn(extra)
 
         def x0_fn(x: Tensor, sigma: float) -> Tensor:
             xx = torch.cat([x, x]) if guided else x
             s = torch.full((xx.shape[0], 1), sigma, device=dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                x0 = self.objective.x0(self.net, xx, s, cond)
+                x0 = self.objective.x0(net, xx, s, cond)
             return guided_x0(*x0.chunk(2), guidance) if guided else x0
 
         was_training = self.net.training
@@ -387,31 +430,29 @@ class WorldModel(nn.Module):
         gt[:, :, : given.shape[2]] = given
         return gt
 
-    def _fit_text(self, emb: Tensor) -> Tensor:
-        """Zero-pad or cut [B,N,D] embeddings to [B,max_text_tokens,D]."""
-        n = self.max_text_tokens
-        if emb.shape[1] >= n:
-            return emb[:, :n]
-        return torch.nn.functional.pad(emb, (0, 0, 0, n - emb.shape[1]))
-
-    def _embed(self, text: Tensor | Sequence[str]) -> Tensor:
-        """Text embeddings [B,max_text_tokens,D]; prompts go through the text encoder, which a
-        config names by path and which is built here on first use (training never needs it)."""
-        if isinstance(text, Tensor):
-            return self._fit_text(text.float())
+    def text_encoder_component(self) -> TextEncoder | None:
+        """The configured text encoder, built on first use (training with precomputed
+        embeddings never builds it)."""
         enc = self.text_encoder
+        if enc is not None and not hasattr(enc, "encode"):
+            enc = build_text_encoder(enc, device=self._device())
+            object.__setattr__(self, "text_encoder", enc)
+        return enc
+
+    def embed_text(self, text: Tensor | Sequence[str]) -> Tensor:
+        """Text embeddings [B, max_text_tokens, D] (float32) from embeddings of any length or
+        from prompts, which go through the text encoder. Eval, samples and inference call this."""
+        if isinstance(text, Tensor):
+            return fit_length(text.float(), self.max_text_tokens)
+        enc = self.text_encoder_component()
         if enc is None:
             raise ValueError(
                 "Prompts were given as strings but the model has no text_encoder; "
-                "pass T5 embeddings or configure model.text_encoder."
+                "pass precomputed embeddings or configure model.text_encoder."
             )
-        if isinstance(enc, str):
-            from framework.models.text import T5TextEncoder
-
-            enc = T5TextEncoder(enc, device=self._device(), max_length=self.max_text_tokens)
-            object.__setattr__(self, "text_encoder", enc)
         out = enc.encode(list(text)) if hasattr(enc, "encode") else enc(list(text))
-        return self._fit_text((out[0] if isinstance(out, tuple) else out).float())
+        emb = out[0] if isinstance(out, tuple) else out
+        return fit_length(emb.float().to(self._device()), self.max_text_tokens)
 
     # ---- what the end-of-run report shows ---------------------------------------------------
 

@@ -22,13 +22,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from framework.config import ConfigError, instantiate
-from framework.hooks.base import HookList
 from framework.io import UnsafeFileError
 from framework.jobs import LATEST, PREEMPTED, JobLock, checkpoints_of, job_dir_of
 from framework.trainer import dist as D
 from framework.trainer.checkpoint import Checkpointer
 from framework.trainer.data import BatchStream
 from framework.trainer.ema import PowerEMA, clean_name
+from framework.trainer.hook import HookList
 from framework.trainer.master_adamw import params_to_
 from framework.trainer.metrics import MetricsSink
 from framework.trainer.pretrained import check_load_path, load_pretrained

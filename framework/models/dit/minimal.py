@@ -214,17 +214,15 @@ class MinimalDiT(VideoDiT):
         cp = self.cp.layout(t, h * w) if self.cp is not None else None
         if cp is not None:
             x = cp.local(x, dim=2, per=pt)
-            if timesteps.shape[1] > 1:
-                timesteps = cp.local(timesteps, dim=1)
-            conditions = {
-                k: cp.local(v, dim=1) if v.ndim > 1 and v.shape[1] == t else v
-                for k, v in conditions.items()
-            }
         x = self.x_embedder(x)
         b, t_here, _, _, d = x.shape
         x = x.view(b, t_here, h * w, d)
 
+        # Per-frame modulation of the whole video (timesteps and conditions such as actions see
+        # every frame), then this rank's frames.
         emb, adaln_lora = self.embed_time(timesteps, x.dtype, **conditions)
+        if cp is not None and emb.shape[1] > 1:
+            emb, adaln_lora = cp.local(emb, dim=1), cp.local(adaln_lora, dim=1)
         angles = self.pos_embedder.angles(t, h, w, x.device)[0].unsqueeze(1)
         if cp is not None:
             angles = cp.local(angles, dim=0, per=h * w)

@@ -7,6 +7,7 @@ Upstream embeds captions with the encoder of `google-t5/t5-11b` ("T5-XXL", d_mod
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,9 @@ def download_t5(hub_id: str = DEFAULT_HUB_ID, local_dir: str | Path | None = Non
 
 
 class T5TextEncoder:
-    """`encode(prompts)` -> (embeddings [B, max_length, D] zeroed past each length, lengths [B])."""
+    """`encode(prompts)` -> (embeddings [B, max_length, D] zeroed past each length, lengths [B]).
+    The folder is checked at construction (a missing encoder fails before any work); the weights
+    load on the first `encode`."""
 
     def __init__(
         self,
@@ -61,18 +64,40 @@ class T5TextEncoder:
         dtype: torch.dtype | str = torch.float32,
         device: str | torch.device | None = None,
     ) -> None:
-        from transformers import AutoTokenizer, T5EncoderModel
-
-        folder = resolve_t5_dir(path_or_hub_id)
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
+        self.folder = resolve_t5_dir(path_or_hub_id)
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.max_length, self.device = max_length, torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self.model = T5EncoderModel.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
-        self.model.to(self.device).eval().requires_grad_(False)
-        self.dim = self.model.config.d_model
+        config = json.loads((self.folder / "config.json").read_text())
+        self.dim = int(config["d_model"])
+        self._model = None
+        self._tokenizer = None
+
+    def to_device(self, device: str | torch.device) -> None:
+        self.device = torch.device(device)
+        if self._model is not None:
+            self._model.to(self.device)
+
+    def _load(self) -> None:
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        folder = str(self.folder)
+        self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = T5EncoderModel.from_pretrained(folder, local_files_only=True, dtype=self.dtype)
+        self._model = model.to(self.device).eval().requires_grad_(False)
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._load()
+        return self._model
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
