@@ -30,13 +30,8 @@ def reference_features(folder: Path, prompt: str, length: int) -> torch.Tensor:
     tok = AutoTokenizer.from_pretrained(str(folder))
     text = CHAT_TEMPLATE  # the fixture's template (Qwen-style)
     tok.chat_template = text
-    chat = [
-        {
-            "role": "system",
-            "content": "You are a helpful assistant who will provide prompts to an image generator.",
-        },
-        {"role": "user", "content": prompt},
-    ]
+    system = "You are a helpful assistant who will provide prompts to an image generator."
+    chat = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
     rendered = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
     ids = tok(rendered, add_special_tokens=False)["input_ids"][:length]
     ids = ids + [tok.pad_token_id] * (length - len(ids))
