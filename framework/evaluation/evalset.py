@@ -95,8 +95,14 @@ def item_record(item: HeldOutItem) -> dict[str, Any]:
         "source": item.source,
         "video_sha256": _sha256_file(item.source) if item.source else None,
         "frames_sha256": _sha256_tensor(item.video),
-        "text_sha256": _sha256_tensor(item.text_emb),
+        # None when the model encodes the caption online (the prompt is recorded below).
+        "text_sha256": _sha256_tensor(item.text_emb) if item.text_emb is not None else None,
         "prompt": item.prompt,
+        **(
+            {"conditions_sha256": {k: _sha256_tensor(v) for k, v in item.conditions.items()}}
+            if item.conditions
+            else {}
+        ),
     }
 
 
