@@ -85,7 +85,7 @@ def test_a_family_defined_in_tests_trains_resumes_evaluates_and_generates(data, 
         )
         == 0
     )
-    assert "mean" in capsys.readouterr().out
+    assert "psnr" in capsys.readouterr().out  # the score table
     video = tmp_path / "gen.mp4"
     assert (
         v2w.main(
