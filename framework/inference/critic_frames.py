@@ -72,11 +72,12 @@ def num_sampled_frames(total: int, video_fps: float, fps: float = SAMPLE_FPS) ->
     return n
 
 
-def frame_pixel_cap(n: int) -> float:
+def frame_pixel_cap(n: int, total_pixels: float = TOTAL_PIXELS) -> float:
     """qwen-vl-utils 0.0.11's per-frame pixel cap for `n` sampled frames: the total budget
     shared by frame pairs, at most VIDEO_MAX_PIXELS and at least int(VIDEO_MIN_PIXELS * 1.05)
     (upstream rounds this floor down to an int; it binds from ~122 frames on)."""
-    return max(min(VIDEO_MAX_PIXELS, TOTAL_PIXELS / n * FRAME_FACTOR), int(VIDEO_MIN_PIXELS * 1.05))
+    cap = min(VIDEO_MAX_PIXELS, total_pixels / n * FRAME_FACTOR)
+    return max(cap, int(VIDEO_MIN_PIXELS * 1.05))
 
 
 def resize_bicubic(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -113,22 +114,29 @@ def read_frames(path: str | Path) -> tuple[np.ndarray, float]:
 
 
 def prepare_frames(
-    frames: np.ndarray, video_fps: float, layout: VisionLayout
+    frames: np.ndarray,
+    video_fps: float,
+    layout: VisionLayout,
+    fps: float = SAMPLE_FPS,
+    total_pixels: float = TOTAL_PIXELS,
+    processor_pixels: tuple[int, int] = (PROCESSOR_MIN_PIXELS, PROCESSOR_MAX_PIXELS),
 ) -> tuple[torch.Tensor, float]:
     """Float [T, 3, H, W] frames (0..255) as the Qwen2.5-VL model receives them, and the
-    sampled frame rate (which sets the temporal position step of the tokens)."""
+    sampled frame rate (which sets the temporal position step of the tokens). Defaults: the
+    critic's settings; the DreamGen judge passes qwen-vl-utils' defaults (2 fps, its total
+    pixel budget) and its processor's pixel range."""
     total = len(frames)
-    n = num_sampled_frames(total, video_fps)
+    n = num_sampled_frames(total, video_fps, fps)
     idx = torch.linspace(0, total - 1, n).round().long()
     video = torch.from_numpy(frames).permute(0, 3, 1, 2)[idx].float()
     sample_fps = n / max(total, 1e-6) * video_fps
     # Stage 1, qwen-vl-utils: per-frame budget from the total; torchvision resizes the uint8
     # frames, so the result is rounded back to uint8 values.
     h, w = video.shape[-2:]
-    size = smart_resize(h, w, QWEN_FACTOR, VIDEO_MIN_PIXELS, frame_pixel_cap(n))
+    size = smart_resize(h, w, QWEN_FACTOR, VIDEO_MIN_PIXELS, frame_pixel_cap(n, total_pixels))
     video = resize_bicubic(video, size).round().clamp(0, 255)
     # Stage 2, the image processor (transformers 4.51.3) on the float frames, not rounded.
-    size = smart_resize(*size, layout.factor, PROCESSOR_MIN_PIXELS, PROCESSOR_MAX_PIXELS)
+    size = smart_resize(*size, layout.factor, *processor_pixels)
     return resize_bicubic(video, size), sample_fps
 
 
