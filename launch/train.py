@@ -99,10 +99,20 @@ def parse_args(argv: list[str]) -> Args:
 
 
 def print_list() -> None:
+    """Every experiment with its whole description, wrapped to the terminal (never cut)."""
+    import shutil
+    import textwrap
+
     rows = [(e.name, e.description, ", ".join(e.aliases)) for e in entries()]
     width = max(len(r[0]) for r in rows)
+    columns = max(shutil.get_terminal_size((100, 24)).columns, width + 40)
     for name, desc, aliases in rows:
-        print(f"{name:<{width}}  {desc}")
+        wrapped = textwrap.wrap(
+            desc, columns - width - 2, break_on_hyphens=False, break_long_words=False
+        ) or [""]
+        print(f"{name:<{width}}  {wrapped[0]}")
+        for line in wrapped[1:]:
+            print(f"{'':<{width}}  {line}")
         if aliases:
             print(f"{'':<{width}}    also: {aliases}")
 

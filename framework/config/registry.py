@@ -55,9 +55,10 @@ def experiment(
     returned unchanged, so derived experiments call it for their parent's tree."""
 
     def register(fn: Callable) -> Callable:
-        doc = (inspect.getdoc(fn) or "").strip().splitlines() or [""]
+        # The description is the docstring's first paragraph, however many lines it wraps to.
+        doc = " ".join((inspect.getdoc(fn) or "").strip().split("\n\n")[0].split())
         where = f"{inspect.getsourcefile(fn)}:{fn.__code__.co_firstlineno}"
-        entry = Entry(name or fn.__name__, fn, tuple(aliases), where, doc[0], job_name)
+        entry = Entry(name or fn.__name__, fn, tuple(aliases), where, doc, job_name)
         for key in (entry.name, *entry.aliases):
             other = _entries.get(_aliases.get(key, key))
             if other is not None:

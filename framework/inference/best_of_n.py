@@ -169,7 +169,7 @@ def settings_of(args: argparse.Namespace, cfg) -> v2w.Settings:
         negative_prompt=args.negative_prompt,
         prompt_prefix=args.prompt_prefix,
         num_conditional_frames=args.num_conditional_frames,
-        guidance=args.guidance,
+        guidance=loading.guidance_for(cfg, args.guidance),
         num_steps=args.num_steps,
         seed=args.seed,
     )
@@ -277,6 +277,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         args.experiment, overrides, args.checkpoint, modules=args.module
     )
     s = settings_of(args, cfg)
+    args.guidance = s.guidance  # summary.json records the guidance used, not "default"
     loading.warn_unguidable(cfg, s.guidance)
     items, rejected = plan(args, cfg)
     rank, world = v2w.rank_and_world()

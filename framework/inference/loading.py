@@ -94,6 +94,15 @@ def resolve(
     )
 
 
+def guidance_for(cfg: DictConfig, asked: float | None) -> float:
+    """The guidance a command uses: what was asked, else 7 (upstream's default), or 0 for a model
+    trained without caption dropout, which guidance would break (see `warn_unguidable`)."""
+    if asked is not None:
+        return float(asked)
+    objective = cfg.model.get("objective") or {}
+    return 0.0 if float(objective.get("text_dropout", 0.2)) == 0 else 7.0
+
+
 def warn_unguidable(cfg: DictConfig, guidance: float) -> None:
     """Warn when guidance > 0 is asked of a model trained without caption dropout: it never
     learned the caption-free prediction that classifier-free guidance pushes away from, so the

@@ -89,7 +89,13 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
         help="pixel frames given: 1, or 1 + a multiple of the tokenizer's time stride (5 for "
         "Predict2's Wan VAE, 9 for Predict1's CV8x8x8)",
     )
-    a("--guidance", type=float, default=7.0)
+    a(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance (default 7, upstream's; 0 for a model trained without "
+        "caption dropout, model.objective.text_dropout=0, such as tiny_gr1)",
+    )
     a("--seed", type=int, default=0)
     a("--num_steps", type=int, default=35)
     a(
@@ -341,7 +347,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         negative_prompt=args.negative_prompt,
         prompt_prefix=args.prompt_prefix,
         num_conditional_frames=args.num_conditional_frames,
-        guidance=args.guidance,
+        guidance=loading.guidance_for(cfg, args.guidance),
         num_steps=args.num_steps,
         seed=args.seed,
     )
