@@ -70,6 +70,7 @@ LINT_DIRS := framework experiments launch data_prep tests bench
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_DIRS)
 	$(VENV)/bin/ruff format --check $(LINT_DIRS)
+	$(VENV)/bin/mypy
 
 # With no ARGS: the default tiny job's latest checkpoint on a held-out frame. The guidance
 # defaults to what the model was trained for (0 for tiny_gr1, trained without caption dropout;

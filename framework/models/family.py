@@ -47,8 +47,11 @@ class LoadOfficial(Protocol):
     def __call__(self, net: nn.Module, state_dict: StateDict, *, assign: bool = ...) -> None: ...
 
 
+# The net argument is typed Any: each family's callables take its own net class, which a
+# Callable[[nn.Module], ...] would refuse (parameters are contravariant); arity, the other
+# argument types and the results are checked.
 # (net, latent_t, latent_h, latent_w, text_len) -> training FLOPs of one sample (fwd + bwd).
-FlopsPerSample = Callable[[nn.Module, int, int, int, int], float]
+FlopsPerSample = Callable[[Any, int, int, int, int], float]
 ApplyLora = Callable[..., nn.Module]  # (net, rank=, alpha=, targets=) in place
 LoadBaseIntoLora = Callable[[nn.Module, StateDict], None]
 MergeLora = Callable[[StateDict, int, float], dict[str, Tensor]]  # (sd, rank, alpha)
@@ -105,10 +108,10 @@ class ModelFamily:
     to_diffusers: KeyMap | None = None
     from_diffusers: KeyMap | None = None
     diffusers_class: str = ""
-    diffusers_config: Callable[[nn.Module], dict] | None = None
+    diffusers_config: Callable[[Any], dict] | None = None
     objective: Callable[[], Any] | None = None
     sampler: Callable[[], Any] | None = None
-    context_parallel: Callable[[nn.Module, Any], None] = net_context_parallel
+    context_parallel: Callable[[Any, Any], None] = net_context_parallel
     conditions: tuple[str, ...] = ()
     notes: dict[str, str] = field(default_factory=dict)
 

@@ -42,7 +42,7 @@ def apply_lora(net: nn.Module, rank: int, alpha: float, targets: str) -> nn.Modu
         )
     config = LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; floats divide fine
         target_modules=target_modules,
         lora_dropout=0.0,
         bias="none",

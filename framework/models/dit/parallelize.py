@@ -9,6 +9,8 @@ region, and FSDP2 hooks go outermost so all-gathers stay outside compiled graphs
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -90,7 +92,7 @@ def shard(
 
 def parallelize_units(
     net: nn.Module,
-    units: list[nn.Module],
+    units: Sequence[Any],
     mesh=None,
     activation_checkpointing: str = "none",
     compile: bool = False,
@@ -129,6 +131,6 @@ def parallelize_units(
     return net
 
 
-def parallelize_net(net: nn.Module, mesh=None, **options) -> nn.Module:
+def parallelize_net(net: Any, mesh=None, **options) -> nn.Module:
     """`parallelize_units` on the net's own `units()` (every VideoDiT has them)."""
     return parallelize_units(net, net.units(), mesh, **options)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,8 +53,8 @@ class Reason1TextEncoder:
         text = config.get("text_config") or config
         self.num_layers = int(text["num_hidden_layers"])
         self.dim = self.num_layers * int(text["hidden_size"])
-        self._model = None
-        self._tokenizer = None
+        self._model: Any = None  # built by _load on first use
+        self._tokenizer: Any = None
 
     def to_device(self, device: str | torch.device) -> None:
         self.device = torch.device(device)

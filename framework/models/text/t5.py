@@ -8,7 +8,9 @@ Upstream embeds captions with the encoder of `google-t5/t5-11b` ("T5-XXL", d_mod
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,8 +73,8 @@ class T5TextEncoder:
         self.max_length, self.device = max_length, torch.device(device)
         config = json.loads((self.folder / "config.json").read_text())
         self.dim = int(config["d_model"])
-        self._model = None
-        self._tokenizer = None
+        self._model: Any = None  # built by _load on first use
+        self._tokenizer: Any = None
 
     def to_device(self, device: str | torch.device) -> None:
         self.device = torch.device(device)
@@ -84,7 +86,7 @@ class T5TextEncoder:
 
         folder = str(self.folder)
         self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = T5EncoderModel.from_pretrained(folder, local_files_only=True, dtype=self.dtype)
+        model: Any = T5EncoderModel.from_pretrained(folder, local_files_only=True, dtype=self.dtype)
         self._model = model.to(self.device).eval().requires_grad_(False)
 
     @property
@@ -100,7 +102,7 @@ class T5TextEncoder:
         return self._tokenizer
 
     @torch.no_grad()
-    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         # Padding to the longest prompt instead of to 512 (upstream) gives the same outputs at the
         # valid positions (masked attention; tests/test_text.py) at a fraction of the cost.
         tokens = self.tokenizer(
