@@ -146,6 +146,13 @@ class Predict25DiT(minimal.MinimalDiT):
             proj[0].reset_parameters()
 
     def embed_context(self, crossattn_emb: Tensor, dtype: torch.dtype) -> Tensor:
+        want = self.crossattn_proj[0].in_features
+        if crossattn_emb.shape[-1] != want:
+            raise ValueError(
+                f"the text embeddings have {crossattn_emb.shape[-1]} channels but this "
+                f"Predict2.5 net projects {want} (Reason1 features: {REASON1_CHANNELS}); give it "
+                "embeddings of its text encoder or set model.net.crossattn_proj_in_channels."
+            )
         return self.crossattn_proj(crossattn_emb.to(dtype))
 
     def embed_time(self, timesteps: Tensor, dtype: torch.dtype, **conditions: Tensor):
