@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -35,8 +35,19 @@ from framework.data.pixels import to_unit_range
 from framework.data.video import ClipReader, VideoError
 from framework.io import atomic_write, atomic_write_text
 
-if TYPE_CHECKING:
-    from framework.data.dataset import VideoDataset
+
+class VideoDataset(Protocol):
+    """What the cache reads of a clip dataset (framework/data/dataset.py's VideoDataset); a
+    protocol, so this module does not import the dataset that imports it."""
+
+    samples: list[dict]
+    num_frames: int
+    video_size: tuple[int, int]
+    frame_stride: int
+    resize_mode: str
+    decode_threads: int
+    span: int
+
 
 SETTINGS = ("num_frames", "video_size", "frame_stride", "resize_mode")
 REBUILD = (
