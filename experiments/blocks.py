@@ -13,6 +13,13 @@ CHECKPOINTS = "${oc.env:CHECKPOINTS,checkpoints}"  # where users put downloaded 
 DATASETS = "${oc.env:DATASETS,datasets}"
 # Targets by path: importing the blocks must not import the trainer.
 ADAMW = "framework.trainer.optim.adamw"
+# model.fps: the training clips' rate after the frame stride, read from the dataset folder when
+# the config is resolved (16, upstream's GR1 rate, before the folder exists); config.yaml keeps
+# the number, so generation uses the rate the model was trained at.
+FPS_FROM_CLIPS = (
+    "${clip_fps:${oc.select:data.dataset.dataset_dir,null},"
+    "${oc.select:data.dataset.frame_stride,1},16}"
+)
 LAMBDA_LINEAR = "framework.trainer.optim.LambdaLinear"
 
 
@@ -229,7 +236,7 @@ def world_model(
         state_t=state_t,
         text_encoder=text_encoder,
         lora=None,
-        fps=16.0,
+        fps=FPS_FROM_CLIPS,
         max_text_tokens=512,
     )
 
@@ -243,12 +250,29 @@ def predict2_model(net: DictConfig, tokenizer: DictConfig, state_t: int = 24, **
 
 
 def gr1_dataset(
-    root: str = f"{DATASETS}/benchmark_train/gr1", num_frames: int = 93, video_size=(432, 768)
+    root: str = f"{DATASETS}/benchmark_train/gr1",
+    num_frames: int = 93,
+    video_size=(432, 768),
+    frame_stride: int = 1,
+    max_text_tokens: int = 512,
+    keep_in_memory: bool = False,
+    resize_mode: str = "resize",
 ) -> DictConfig:
-    """GR1 layout: videos/*.mp4 + t5_xxl/*.pickle (data_prep/gr1.py makes it). Train from a
-    latent cache (python -m data_prep.latent_cache) with `data.dataset.latent_cache_dir=DIR`."""
+    """GR1 layout: videos/*.mp4 + metas/*.txt + t5_xxl/*.pickle (data_prep/gr1.py makes it; your
+    own clips: docs/data.md), held-out clips in val/. `frame_stride` takes every n-th frame (the
+    model's fps becomes the clips' fps / n, read from the videos); `max_text_tokens` caps the
+    caption embeddings (512 = T5's, upstream); `keep_in_memory` decodes each video once (small
+    sets only); `resize_mode` "resize" (upstream training) or "center_crop". Train from a latent
+    cache (python -m data_prep.latent_cache) with `data.dataset.latent_cache_dir=DIR`."""
     return L("framework.data.dataset.VideoDataset")(
-        dataset_dir=root, num_frames=num_frames, video_size=list(video_size), latent_cache_dir=None
+        dataset_dir=root,
+        num_frames=num_frames,
+        video_size=list(video_size),
+        frame_stride=frame_stride,
+        max_text_tokens=max_text_tokens,
+        keep_in_memory=keep_in_memory,
+        resize_mode=resize_mode,
+        latent_cache_dir=None,
     )
 
 

@@ -68,7 +68,6 @@ def tiny_model(state_t: int, spatial: int = 2, width: int = 128, depth: int = 4)
         net, tokenizer, state_t=state_t, text_encoder=f"{SYNTHETIC}/text_encoder"
     )
     model.max_text_tokens = TEXT_TOKENS
-    model.fps = 2.0  # 5 frames sampled 8 apart from 16 fps clips
     # Pixel space: the data std is ~0.27, so the sqrt(state_t) noise boost of latent video
     # (tuned for the Wan VAE) leaves too few low-noise draws; 5% high-sigma draws remain.
     model.objective.adjust_video_noise = False

@@ -63,6 +63,8 @@ def _check_type(key: str, old: Any, new: Any) -> Any:
     """Refuse a value whose type cannot stand in for the old one (ints may become floats)."""
     if old is None or new is None or isinstance(new, str) and new.startswith("${"):
         return new
+    if isinstance(old, str) and old.startswith("${"):
+        return new  # an interpolation (model.fps from the clips): its type is its result's
     if is_lazy(old):
         raise ConfigError(
             f"{key}: replacing a whole lazy node ({old[TARGET]}) from the command line is not "

@@ -31,6 +31,19 @@ ENV_MODULES = "WORLDTUNE_EXPERIMENTS"
 ENTRY_POINTS = "worldtune.experiments"
 
 
+def _clip_fps(dataset_dir: str | None, frame_stride: int = 1, default: float = 16.0) -> float:
+    """`${clip_fps:DIR,STRIDE,DEFAULT}`: the rate the model sees, the clips' fps (read from the
+    folder's videos, DEFAULT before they exist) over the frame stride. Experiments set
+    `model.fps` with it, so generation (which reads config.yaml) reuses the training rate."""
+    from framework.data.video import folder_fps
+
+    return folder_fps(dataset_dir, float(default)) / int(frame_stride or 1)
+
+
+if not OmegaConf.has_resolver("clip_fps"):
+    OmegaConf.register_new_resolver("clip_fps", _clip_fps, use_cache=True)
+
+
 class Entry(NamedTuple):
     name: str
     fn: Callable[[], DictConfig]

@@ -74,6 +74,26 @@ def probe_video(path: str | Path) -> VideoInfo:
         return VideoInfo(str(path), int(n), _stream_fps(stream), ctx.height, ctx.width)
 
 
+def folder_fps(dataset_dir: str | Path | None, default: float = 16.0, probe: int = 8) -> float:
+    """The frame rate of a GR1-layout folder's clips (`videos/*.mp4`, read from the headers of
+    the first `probe`), or `default` when there are none yet (a dataset made on first use).
+    Clips at different rates are refused: one model fps cannot describe them all."""
+    videos = sorted((Path(dataset_dir) / "videos").glob("*.mp4"))[:probe] if dataset_dir else []
+    rates = {}
+    for path in videos:
+        try:
+            rates[path.name] = round(probe_video(path).fps, 3)
+        except (VideoError, av.error.FFmpegError, OSError):
+            continue  # a damaged file is the dataset's to report, with the others
+    if len(set(rates.values())) > 1:
+        raise VideoError(
+            f"the clips in {Path(dataset_dir) / 'videos'} have different frame rates "
+            f"({', '.join(f'{k}: {v:g}' for k, v in rates.items())}); re-encode them to one "
+            "rate (ffmpeg -r) or set model.fps by hand."
+        )
+    return next(iter(rates.values())) if rates else float(default)
+
+
 def resized_shape(src_hw: tuple[int, int], size: tuple[int, int], mode: str) -> tuple[int, int]:
     """Size to scale to before cropping: `size` for "resize", an aspect-keeping cover for crop."""
     if mode not in RESIZE_MODES:
