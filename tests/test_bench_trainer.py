@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import bench_model
 
 
+@pytest.mark.slow
 def test_trainer_part_reports_both_runs(tmp_path):
     out = tmp_path / "trainer.json"
     assert bench_model.main(["--smoke", "--parts", "trainer", "--out", str(out)]) == 0

@@ -221,6 +221,7 @@ def test_ranks_take_every_other_item(job, tmp_path, monkeypatch, capsys):
     assert (save / "report_rank1.html").is_file()
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_write_one_summary_and_report(job, tmp_path):
     save = tmp_path / "tr"
     root = Path(__file__).resolve().parents[1]

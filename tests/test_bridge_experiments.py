@@ -149,6 +149,7 @@ def h264_frames(path: Path) -> int:
         return sum(1 for _ in container.decode(stream))
 
 
+@pytest.mark.slow
 def test_tiny_bridge_trains_resumes_and_generates(tmp_path, monkeypatch):
     env = {
         **os.environ,

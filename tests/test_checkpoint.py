@@ -62,6 +62,7 @@ def reference(tmp_path_factory):
     return job(out, "ref")
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_reproduces_losses_exactly(tmp_path, reference):
     killed = train(tmp_path, "crash", KILL % (6, "SIGKILL"), armed=True)
     assert killed.returncode == -9, killed.stderr[-3000:]
@@ -77,6 +78,7 @@ def test_sigkill_then_restart_reproduces_losses_exactly(tmp_path, reference):
     assert (crash / "overrides.txt").read_text().count("# started") == 2
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_with_requeue_code(tmp_path, reference):
     stopped = train(tmp_path, "preempt", KILL % (5, "SIGTERM"), armed=True)
     assert stopped.returncode == EXIT_PREEMPTED == 75, stopped.stderr[-3000:]

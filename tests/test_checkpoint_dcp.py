@@ -92,6 +92,7 @@ def test_resume_from_a_sharded_step_is_exact(tmp_path, reference):
     assert all(torch.equal(a, b) for a, b in zip(state(resumed), reference[1]))
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_gives_the_same_losses(tmp_path):
     def train(name: str, *extra: str, armed: bool = False) -> subprocess.CompletedProcess:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -254,6 +255,7 @@ def run_losses(out: Path, name: str) -> list[float]:
 
 @pytest.mark.dist
 @pytest.mark.parametrize("before,after", [(2, 1), (1, 2)], ids=["2to1", "1to2"])
+@pytest.mark.slow
 def test_resume_on_another_number_of_processes(tmp_path, before, after):
     """Saved by FSDP shards on 2 processes and resumed by one (or the reverse): the optimizer,
     EMA and weights are resharded by DCP, and with the same global batch the losses continue

@@ -107,6 +107,7 @@ def test_validate_names_the_key():
 
 @pytest.mark.dist
 @pytest.mark.parametrize("nproc", [2, 4])
+@pytest.mark.slow
 def test_forward_backward_and_generation_equal_one_process(nproc):
     out = run(torchrun(nproc, str(ROOT / "tests" / "cp_worker.py")))
     assert "CP OK" in out, out[-3000:]
@@ -133,6 +134,7 @@ def overrides(out: Path, name: str, data: Path) -> list[str]:
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_training_with_cp_2_equals_one_process_across_a_resume(tmp_path, data):
     """Two processes sharing each sample (cp 2: frames 3 + 2) vs one process, the same batch of
     2; the cp run stops at step 2 and resumes to 4. (Data-parallel replicas draw their own noise,
@@ -176,6 +178,7 @@ def frames(path: Path) -> torch.Tensor:
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_generation_with_num_gpus_2_equals_one_process(tmp_path, data):
     """`--num_gpus 2` without torchrun starts two ranks that split the video's 3 latent frames
     (2 + 1); rank 0 writes the video one process writes, up to fp32 rounding: CP changes the

@@ -380,6 +380,7 @@ def test_checkpointing_mode_is_validated():
         parallelize_net(_small(), fsdp=True)
 
 
+@pytest.mark.slow
 def test_compiled_checkpointed_sub_blocks_match_eager():
     ref_loss, ref_grads, _ = _loss_and_grads(_small())
     net = parallelize_net(
@@ -440,5 +441,6 @@ def _fsdp_worker(rank: int, store: str) -> None:
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_fsdp2_two_processes_gloo(tmp_path):
     torch.multiprocessing.spawn(_fsdp_worker, args=(str(tmp_path / "store"),), nprocs=2)

@@ -275,6 +275,7 @@ def test_mean_std_must_be_plain_tensors(tmp_path, small_vae, stats):
         CosmosCV8x8x8Tokenizer(str(folder), config=SMALL)
 
 
+@pytest.mark.slow
 def test_a_dry_run_first_does_not_leave_later_tokenizers_on_meta():
     """A dry run that is the process's first import of diffusers' CV8x8x8 module once made its
     module-level wavelets meta tensors, so every later tokenizer failed its first encode. A fresh

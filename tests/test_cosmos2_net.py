@@ -312,6 +312,7 @@ def test_checkpointing_mode_is_validated():
 
 
 @pytest.mark.parametrize("mode", ["full", "selective"])
+@pytest.mark.slow
 def test_compiled_checkpointed_blocks_match_eager(mode):
     ref_loss, ref_grads, _ = _loss_and_grads(_small())
     net = parallelize_net(
@@ -370,5 +371,6 @@ def _fsdp_worker(rank: int, store: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_fsdp2_two_processes_gloo(tmp_path):
     torch.multiprocessing.spawn(_fsdp_worker, args=(str(tmp_path / "store"),), nprocs=2)

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import av
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_default_job_trains_evaluates_and_generates(tmp_path):
     env = {
         **os.environ,

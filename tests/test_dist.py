@@ -17,7 +17,7 @@ import tests.toy_experiments  # noqa: F401  (registers toy_regression)
 from framework.config import apply_overrides, get
 from framework.trainer import Trainer
 
-pytestmark = pytest.mark.dist
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ["-c", "from tests.toy_experiments import main; main()", "toy_regression"]
 # Global batch 8 everywhere: one process x 8, or two processes x 4. EMA on, to check its gather.

@@ -15,7 +15,7 @@ from tests.test_dist import (
     train_single,
 )
 
-pytestmark = pytest.mark.dist
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
 
 def two_nodes(out, *overrides: str) -> None:

@@ -100,6 +100,7 @@ def test_manifest_is_frozen_then_refused_when_data_or_settings_change(job, tmp_p
     ES.load_eval_set(cfg, STATE_T, spec)  # restored: accepted again
 
 
+@pytest.mark.slow
 def test_two_checkpoints_json_intervals_and_report_in_chromium(job, tmp_path):
     cfg, ckpt, _ = job
     out = tmp_path / "eval" / "val2.json"

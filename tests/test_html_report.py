@@ -16,6 +16,9 @@ import torch
 
 from framework.inference import html_report, media
 
+# Headless Chromium per test: the slow tier (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 # The flags that work as root on a machine without network or GPU (a fresh profile each time).
 CHROMIUM_FLAGS = [
     "--headless",

@@ -171,6 +171,7 @@ def test_ranks_split_a_batch(job, tmp_path, monkeypatch, capsys):
     assert [p.name for p in sorted(tmp_path.glob("*.mp4"))] == ["1.mp4"]
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_split_a_batch_and_rank0_sums_up_every_rank(job, tmp_path):
     _, ckpt = job
     image = str(png(tmp_path / "a.png"))
@@ -373,6 +374,7 @@ def test_errors_name_the_file_and_the_fix(job, tmp_path, monkeypatch, capsys):
     )
 
 
+@pytest.mark.slow
 def test_no_arguments_continue_a_heldout_clip_from_the_latest_checkpoint(
     data, tmp_path, monkeypatch, capsys
 ):

@@ -163,6 +163,7 @@ def test_user_errors_are_one_line_and_exit_2(args, message, capsys):
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
 
+@pytest.mark.slow
 def test_the_command_line_entry(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "launch.slurm", "tiny_gr1", "--nodes", "2"],

@@ -119,6 +119,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, cli):
         assert message in err
 
 
+@pytest.mark.slow
 def test_dry_prints_the_plan_and_the_array_script(tmp_path):
     # The real command line, once: `python -m launch.sweep`.
     done = subprocess.run(
@@ -150,6 +151,7 @@ def metrics(job_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_local_sweep_runs_skips_resumes_and_reports(tmp_path, cli):
     args = [*TOY, "optim.lr=1e-2,2e-2", "train.max_steps=4", "checkpoint.save_iter=2"]
     code, out, err = cli(*args)

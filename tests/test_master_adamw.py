@@ -32,6 +32,7 @@ def _grads(ref, low, g, scale: float = 1.0):
 
 
 @pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.slow
 def test_masters_follow_torch_adamw_and_params_are_the_rounded_masters(compiled):
     ref, low, g = _pair()
     kw = {"lr": 1e-2, "weight_decay": 0.1, "betas": (0.9, 0.99), "eps": 1e-8}

@@ -141,6 +141,7 @@ def test_missing_user_module_is_a_clear_error(clean_registry):
         load_all(["no_such_mod_xyz"])
 
 
+@pytest.mark.slow
 def test_user_module_from_command_line(tmp_path):
     (tmp_path / "cli_lab.py").write_text(
         textwrap.dedent('''
@@ -164,6 +165,7 @@ def test_user_module_from_command_line(tmp_path):
     assert "cli_lab_run" in out.stdout and "Registered from --module." in out.stdout
 
 
+@pytest.mark.slow
 def test_user_package_named_experiments_is_reported_in_one_line(tmp_path):
     # A lab's own `experiments` package in the folder it runs from comes first on sys.path.
     (tmp_path / "experiments").mkdir()

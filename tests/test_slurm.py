@@ -19,7 +19,7 @@ import pytest
 from launch.local_slurm import LocalSlurm, SlurmUnavailable, missing_programs
 from tests.test_dist import COMMON, assert_same_training, job, losses, train_single
 
-pytestmark = pytest.mark.dist
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 # The tiny default experiment at test size: 4 clips, 2 per batch, no eval/sample/plot hooks.
 TINY = [

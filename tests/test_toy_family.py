@@ -45,6 +45,7 @@ def losses(job: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
+@pytest.mark.slow
 def test_a_family_defined_in_tests_trains_resumes_evaluates_and_generates(data, tmp_path, capsys):
     out = tmp_path / "runs"
     full = train(data, out, "full")
@@ -96,6 +97,7 @@ def test_a_family_defined_in_tests_trains_resumes_evaluates_and_generates(data, 
     assert video.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_mfu_is_logged_for_a_sharded_net(data, tmp_path):
     """FSDP2 on two gloo processes: the family is found from the net's class, which fully_shard
     subclasses, so FLOPs (and MFU, given a peak) are still reported."""

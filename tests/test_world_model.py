@@ -283,6 +283,7 @@ def test_cached_latent_prefix_equals_encoding_of_first_frames():
         )
 
 
+@pytest.mark.slow
 def test_compiled_generation_equals_eager():
     """video2world --compile: per-block torch.compile of the net (aot_eager here to keep the
     CPU test short; inductor is the same wiring) gives the eager video."""
