@@ -6,7 +6,14 @@ true token count of the prompt including EOS, capped at max_length (512). Prompt
 surrounding whitespace, as upstream's get_t5_embeddings.py does.
 
     python -m data_prep.t5_embed datasets/benchmark_train/gr1 --download
-    python -m data_prep.t5_embed datasets/my_arm --t5 datasets/synthetic/text_encoder --device cpu
+    python -m data_prep.t5_embed datasets/my_arm --experiment tiny_gr1 --device cpu
+
+Which encoder: the one the experiment you will train names in `model.text_encoder` (generation
+embeds prompts with it again, so the two must match). `--experiment EXP` uses exactly that:
+T5-11B (checkpoints/google-t5/t5-11b) for the GR1 and Bridge recipes, and for tiny_gr1 the small
+T5 of its synthetic set (datasets/synthetic_gr1/text_encoder, made by `make train` or
+`python -m data_prep.synthetic datasets/synthetic_gr1`). `--t5 DIR` names a folder directly.
+A held-out split in DIR/val/ (val/metas/*.txt) is embedded too, with the same encoder.
 
 Resumable: stems whose pickle exists are skipped (counted in the output) unless --overwrite; every
 pickle is written to a temporary file and renamed, so an interrupted run leaves no partial files.
@@ -174,31 +181,69 @@ def add_t5_args(p) -> None:
 
 
 def run_t5_args(dataset_dir: Path, a) -> dict[str, int]:
+    """Embed DIR and, when it has one, DIR/val with one encoder (loaded only if needed)."""
     t5 = a.t5
     if a.download:
         t5 = str(download(a.t5, a.hub_id))
-    return embed_dataset(
-        dataset_dir,
-        t5=t5,
-        batch_size=a.batch_size,
-        device=a.device,
-        dtype=a.dtype,
-        max_length=a.max_length,
-        overwrite=a.overwrite,
-        progress=not a.no_progress,
+    folders = [dataset_dir] + (
+        [dataset_dir / "val"] if (dataset_dir / "val" / "metas").is_dir() else []
     )
+    todo = [d for d in folders if pending_stems(d, a.overwrite)[0]]
+    encoder = load_encoder(t5, a.device, a.dtype, a.max_length) if todo else None
+    total = {"written": 0, "skipped": 0}
+    for folder in folders:
+        done = embed_dataset(
+            folder,
+            t5=t5,
+            batch_size=a.batch_size,
+            device=a.device,
+            dtype=a.dtype,
+            max_length=a.max_length,
+            overwrite=a.overwrite,
+            encoder=encoder,
+            progress=not a.no_progress,
+        )
+        total = {k: total[k] + done[k] for k in total}
+    return total
+
+
+def experiment_encoder(name: str, modules: list[str]) -> str:
+    """The text encoder folder experiment `name` trains and generates with (model.text_encoder)."""
+    from framework.config import ConfigError, get, load_all
+    from framework.config.registry import resolve_name
+    from framework.models.hub import download_hint
+
+    try:
+        load_all(modules)
+        cfg = get(resolve_name(name))
+    except ConfigError as err:
+        raise UserError(str(err).rstrip(".")) from None
+    t5 = cfg.model.get("text_encoder")
+    if not isinstance(t5, str) or not t5:
+        raise UserError(f"experiment {name} names no text encoder folder (model.text_encoder)")
+    if not Path(t5).exists():
+        raise UserError(f"{name}'s text encoder {t5} does not exist; {download_hint(t5)}")
+    return t5
 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
     p = parser("t5_embed", __doc__)
-    p.add_argument("dataset_path", help="dataset folder holding metas/*.txt")
+    p.add_argument("dataset_path", help="dataset folder holding metas/*.txt (and val/metas/)")
+    p.add_argument(
+        "--experiment",
+        help="use the text encoder this experiment trains with (its model.text_encoder), "
+        "instead of --t5",
+    )
+    p.add_argument("--module", action="append", default=[], help="module registering it")
     add_t5_args(p)
     a = p.parse_args(argv)
     dataset_dir = Path(a.dataset_path)
     if not dataset_dir.is_dir():
         raise UserError(f"dataset folder {dataset_dir} does not exist")
     pending_stems(dataset_dir)  # fail on a missing metas/ before any download
+    if a.experiment:
+        a.t5 = experiment_encoder(a.experiment, a.module)
     run_t5_args(dataset_dir, a)
 
 

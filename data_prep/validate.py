@@ -214,13 +214,28 @@ def main(argv: list[str] | None = None) -> int:
         a.num_frames = ((a.num_frames or 57) - 1) * a.frame_stride + 1
         return validate_bridge(dataset, a)
     a.num_frames = 93 if a.num_frames is None else a.num_frames
+    a.num_frames = (a.num_frames - 1) * a.frame_stride + 1
+    status = validate_gr1(dataset, a)
+    if (dataset / "val" / "videos").is_dir():
+        print(f"\nheld-out split {dataset / 'val'}:")
+        status = max(status, validate_gr1(dataset / "val", a))
+    else:
+        print(
+            f"note: {dataset} has no val/ (val/videos, val/metas, val/t5_xxl): evaluation and "
+            "samples will use training clips, which shows memorisation, not generalisation "
+            "(docs/data.md)."
+        )
+    return status
+
+
+def validate_gr1(dataset: Path, a) -> int:
+    """One GR1-layout folder (the dataset, or its val/): table, summary, exit status."""
     videos = sorted((dataset / "videos").glob("*.mp4"))
     if not videos:
         raise UserError(
             f"{dataset / 'videos'} holds no .mp4 files; is {dataset} a GR1-layout "
             "dataset (videos/, t5_xxl/, metas/)?"
         )
-    a.num_frames = (a.num_frames - 1) * a.frame_stride + 1
     with ThreadPoolExecutor(max(1, a.workers)) as pool:
         rows = list(pool.map(lambda v: check_one(dataset, v, a), videos))
     print_table(rows)
@@ -233,6 +248,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(warned)} without metas/*.txt, {len(orphans)} pickles without a video"
         + (f" (e.g. {orphans[0]})" if orphans else "")
     )
+    # model.fps is read from the clips (experiments' ${clip_fps:...}): one rate for all of them.
+    rates = sorted({r.fps for r in rows if r.fps != "-"}, key=float)
+    if len(rates) > 1:
+        print(
+            f"clips at different frame rates ({', '.join(rates)} fps): one model fps cannot "
+            "describe them; re-encode to one rate (ffmpeg -r) and run this again"
+        )
+        return 1
     if bad:
         print(
             "the training dataset skips the files with problems (up to data.max_bad_fraction); "

@@ -28,6 +28,7 @@ from framework.data.safe_load import UnsafeFileError, load_t5_pickle
 from framework.data.video import RESIZE_MODES, ClipReader, VideoError, probe_video
 
 logger = logging.getLogger(__name__)
+_WARNED_NO_VAL: set[str] = set()  # folders already warned about, once per process
 CHECKS = ("exists", "header", "decode")
 
 
@@ -398,7 +399,16 @@ class VideoDataset(ClipDataset):
         """The first clips (sorted) of `val/` when it holds videos, else of the dataset folder,
         resized and strided as in training, with their caption (metas/<stem>.txt)."""
         root = self.dataset_dir
-        root = root / "val" if (root / "val" / "videos").is_dir() else root
+        if (root / "val" / "videos").is_dir():
+            root = root / "val"
+        elif str(root) not in _WARNED_NO_VAL:
+            _WARNED_NO_VAL.add(str(root))
+            logger.warning(
+                "%s has no val/videos: evaluation and sample videos use training clips, which "
+                "shows memorisation, not generalisation; put held-out clips in val/ "
+                "(docs/data.md, GR1 layout).",
+                root,
+            )
         videos = [
             v
             for v in sorted((root / "videos").glob("*.mp4"))
