@@ -91,12 +91,15 @@ def sample(
 
 @dataclass
 class MultistepSampler:
-    """`sample` as a config node; `num_steps` may be overridden per call."""
+    """`sample` as a config node; `num_steps` may be overridden per call. `cache_threshold`:
+    the First-Block-Cache threshold that generation uses with `--step_cache`
+    (framework/diffusion/step_cache.py); the sampler itself does not read it."""
 
     num_steps: int = 35
     sigma_max: float = 80.0
     sigma_min: float = 0.002
     rho: float = 7.0
+    cache_threshold: float = 0.05
 
     def __call__(
         self,

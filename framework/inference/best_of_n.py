@@ -191,6 +191,8 @@ def generate_missing(
     device = loading.default_device()
     embed = v2w.embed_prompts(cfg.model.get("text_encoder"), [it for it, _ in todo], s, device)
     model = loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile, args.fp8)
+    if args.step_cache:
+        v2w.enable_step_cache(model)
     print(f"model from {checkpoint}; {sum(len(m) for _, m in todo)} video(s) to generate")
     written = 0
     for n, (item, missing) in enumerate(todo, 1):
@@ -276,6 +278,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     cfg, checkpoint = loading.resolve(
         args.experiment, overrides, args.checkpoint, modules=args.module
     )
+    v2w.fill_sampler_defaults(args, cfg)
     s = settings_of(args, cfg)
     args.guidance = s.guidance  # summary.json records the guidance used, not "default"
     loading.warn_unguidable(cfg, s.guidance)

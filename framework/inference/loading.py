@@ -99,6 +99,9 @@ def guidance_for(cfg: DictConfig, asked: float | None) -> float:
     trained without caption dropout, which guidance would break (see `warn_unguidable`)."""
     if asked is not None:
         return float(asked)
+    sampler = cfg.model.get("sampler") or {}
+    if "guidance" in sampler:  # a distilled student's sampler: guidance is built in (0)
+        return float(sampler.guidance)
     objective = cfg.model.get("objective") or {}
     return 0.0 if float(objective.get("text_dropout", 0.2)) == 0 else 7.0
 

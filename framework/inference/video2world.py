@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError
 from framework.data.heldout import build_dataset, heldout_of
+from framework.diffusion.step_cache import enable_step_cache
 from framework.inference import loading, media, prompts
 from framework.inference.conditions import read_actions
 from framework.trainer.dist import env_ranks
@@ -94,10 +95,25 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="classifier-free guidance (default 7, upstream's; 0 for a model trained without "
-        "caption dropout, model.objective.text_dropout=0, such as tiny_gr1)",
+        "caption dropout, model.objective.text_dropout=0, such as tiny_gr1, and for a distilled "
+        "student, which has guidance built in: its sampler node's `guidance`)",
     )
     a("--seed", type=int, default=0)
-    a("--num_steps", type=int, default=35)
+    a(
+        "--num_steps",
+        "--steps",
+        dest="num_steps",
+        type=int,
+        default=None,
+        help="sampler steps (default: the model's sampler node, 35, or the number a distilled "
+        "student was trained for)",
+    )
+    a(
+        "--step_cache",
+        action="store_true",
+        help="First-Block-Cache for the many-step sampler, threshold model.sampler.cache_threshold "
+        "(docs/inference.md has its speed and PSNR)",
+    )
     a(
         "--compile",
         action="store_true",
@@ -167,6 +183,13 @@ def parse_args(
     if args.prompt_prefix is None:
         args.prompt_prefix = prompts.GR00T_PROMPT_PREFIX if args.gr00t_variant else ""
     return args, overrides
+
+
+def fill_sampler_defaults(args: argparse.Namespace, cfg) -> None:
+    """--num_steps, when not given, is the model's sampler node's `num_steps` (35 upstream; the
+    count a distilled student was trained for)."""
+    if args.num_steps is None:
+        args.num_steps = int((cfg.model.get("sampler") or {}).get("num_steps", 35))
 
 
 def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str]]]:
@@ -341,6 +364,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     cfg, checkpoint = loading.resolve(
         args.experiment, overrides, args.checkpoint, modules=args.module
     )
+    fill_sampler_defaults(args, cfg)
     s = Settings(
         size=tuple(int(v) for v in cfg.data.dataset.video_size),
         fps=16.0 if args.gr00t_variant else float(cfg.model.get("fps", 16.0)),
@@ -367,6 +391,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     # Prompts first, weights second: the text encoder is freed before the DiT is loaded.
     embed = embed_prompts(cfg.model.get("text_encoder"), items, s, device)
     model = loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile, args.fp8)
+    if args.step_cache:
+        enable_step_cache(model)
     if cp is not None:
         model.context_parallel(cp)
     say = print if writer else (lambda *a, **k: None)

@@ -1,0 +1,79 @@
+"""Few-step students distilled from a trained model with DMD2 (docs/distillation.md).
+
+`distill(model)` turns any Predict2-family model node into the distillation model: the same net
+as the student, the teacher and the critic (copies of it, initialised from the teacher file in
+`checkpoint.load_path`), the DMD2 objective and the student's few-step sampler.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import blocks
+from experiments.groot import groot_gr1_480
+from experiments.tiny import tiny_gr1
+from framework.config import L, experiment
+
+# The default job's last checkpoint (`make train`): tiny_gr1 runs 1000 steps.
+TINY_TEACHER = (
+    "${oc.env:OUTPUT_ROOT,checkpoints}/worldtune/tiny/tiny_gr1/checkpoints/model/iter_000001000.pt"  # noqa: E501
+)
+
+
+def distill(model: DictConfig, num_steps: int = 4, guidance: float = 3.0) -> DictConfig:
+    """The distillation model around `model`'s net, tokenizer and text settings. The teacher's
+    conditioning rules (clean-frame count, sigma_conditional) carry over to the student."""
+    out = OmegaConf.create(OmegaConf.to_container(model))
+    out._target_ = "framework.models.distill.DistillWorldModel"
+    teacher = model.objective
+    out.objective = L("framework.diffusion.distill.DMD2Objective").full(
+        guidance=guidance,
+        sigma_conditional=teacher.get("sigma_conditional", 1e-4),
+        min_num_conditional_frames=teacher.get("min_num_conditional_frames", 1),
+        max_num_conditional_frames=teacher.get("max_num_conditional_frames", 2),
+    )
+    out.sampler = L("framework.diffusion.distill.FewStepSampler").full(num_steps=num_steps)
+    out.teacher = None  # null: the student's architecture (model.net)
+    out.fake_score = None
+    return out
+
+
+def distill_optim(lr: float, critic_lr_scale: float = 0.2, weight_decay: float = 0.01):
+    """Student and critic AdamW with Predict2.5's betas (spec §3.2)."""
+    return L("framework.models.distill.distill_adamw")(
+        lr=lr, weight_decay=weight_decay, betas=[0.9, 0.999], eps=1e-8,
+        critic_lr_scale=critic_lr_scale, master_weights=False,
+    )  # fmt: skip
+
+
+@experiment
+def tiny_gr1_distill():
+    """4-step DMD2 student of the CPU default job (teacher: its step-1000 checkpoint)."""
+    cfg = tiny_gr1()
+    # The tiny teacher trained without caption dropout, so it has no unconditional prediction
+    # to guide with: the student learns the unguided teacher.
+    cfg.model = distill(cfg.model, num_steps=4, guidance=0.0)
+    cfg.optim = distill_optim(lr=2e-4, critic_lr_scale=1.0, weight_decay=0.0)
+    cfg.sched = blocks.lambda_linear(warm_up=0, cycle=10**6, f_start=1.0, f_max=1.0, f_min=1.0)
+    cfg.train.max_steps = 400
+    cfg.checkpoint.load_path = TINY_TEACHER
+    cfg.checkpoint.save_iter = 200
+    cfg.hooks.eval.num_steps = 4
+    cfg.hooks.sample.num_steps = 4
+    cfg.hooks.sample.every = 200
+    return cfg
+
+
+@experiment(job_name="2b_groot_gr1_480_distill")
+def groot_gr1_480_distill():
+    """Predict2 2B GR1 model -> 4-step student with guidance 3 distilled in (Predict2.5's DMD2
+    2B values); teacher = checkpoint.load_path (set it to your post-trained model file)."""
+    cfg = groot_gr1_480()
+    cfg.model = distill(cfg.model, num_steps=4, guidance=3.0)
+    cfg.optim = distill_optim(lr=1e-6, critic_lr_scale=0.2)
+    cfg.sched = blocks.lambda_linear(
+        warm_up=100, cycle=400_000, f_start=1e-6, f_max=0.99, f_min=0.4
+    )
+    cfg.train.max_steps = 30_000
+    cfg.checkpoint.save_iter = 500
+    return cfg

@@ -1,0 +1,231 @@
+"""Few-step distillation of a rectified-flow teacher: DMD2 as in Cosmos-Predict2.5's
+`predict2/distill` (spec/distillation.md §3), written in our EDM coordinates.
+
+Why DMD2 and not rCM: both NVIDIA recipes share the same student/critic/teacher code and
+Predict2.5's release runs with rCM's consistency term off (§0.2); DMD2 needs only ordinary
+forward and backward passes of the existing DiT, so FSDP2, activation checkpointing, SDPA and
+context parallel work unchanged, where rCM needs a forward-mode (JVP) variant of every block and
+of attention (§4). docs/distillation.md has the whole argument.
+
+Coordinates: x_sigma = x0 + sigma * eps as everywhere here (RF time s = sigma / (1 + sigma), so
+the TrigFlow recipe's times map one to one, §1 and §4.2). Three nets of one architecture take
+part: the student (`net`, the few-step generator), the frozen teacher, and the critic ("fake
+score") that learns the student's own distribution. Every x0 prediction goes through
+`rectified_flow.denoise`, so given latent frames are replaced by the clean latent everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from framework.diffusion.conditioning import Condition, guided_x0
+from framework.diffusion.rectified_flow import denoise, loss_weight, sample_num_conditional_frames
+from framework.diffusion.samplers import X0Fn, initial_noise
+
+
+def shifted_rf_time(u: Tensor | float, shift: float) -> Tensor | float:
+    """RF time s = shift * u / (1 + (shift - 1) u): the timestep shift (spec §1 UniformShift)."""
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+def sigma_of_rf(s: Tensor | float) -> Tensor | float:
+    """EDM sigma of RF time s (sigma = s / (1 - s))."""
+    return s / (1.0 - s)
+
+
+def student_sigmas(num_steps: int = 4, shift: float = 5.0, sigma_max: float = 80.0) -> list[float]:
+    """The student's noise levels: sigma_max, then RF times shifted from the uniform grid
+    1 - k/num_steps (spec §3.3: with shift 5 and 4 steps, RF .9375, .8333, .625 = sigma 15, 5,
+    5/3). sigma_max (80, RF .988) replaces upstream's pure-noise start so the first step sees
+    the level the teacher's own sampler starts from."""
+    if num_steps < 1:
+        raise ValueError(f"the student needs at least 1 step, got num_steps={num_steps}.")
+    grid = [1.0 - k / num_steps for k in range(1, num_steps)]
+    return [float(sigma_max)] + [float(sigma_of_rf(shifted_rf_time(u, shift))) for u in grid]
+
+
+def few_step_sample(
+    x0_fn: X0Fn,
+    shape: Sequence[int],
+    sigmas: Sequence[float],
+    seed: int = 0,
+    *,
+    device: torch.device | str = "cpu",
+    noise: Tensor | None = None,
+) -> Tensor:
+    """The student's sampler: x0 = f(x, sigma_i), then x = x0 + sigma_{i+1} * eps0 with the
+    initial noise eps0 reused at every step (Predict2.5's DMD2 inference, spec §3.5); the last
+    x0 is the sample. One net call per step."""
+    if noise is None:
+        eps = initial_noise(shape, seed, 1.0, device)
+    else:
+        eps = noise.to(device=device, dtype=torch.float64)
+    x = eps * sigmas[0]
+    x0 = x
+    for i, sigma in enumerate(sigmas):
+        x0 = x0_fn(x.float(), float(sigma)).double()
+        if i + 1 < len(sigmas):
+            x = x0 + sigmas[i + 1] * eps
+    return x0.float()
+
+
+@dataclass
+class FewStepSampler:
+    """The distilled student's sampler as a config node. `num_steps` is what the student was
+    distilled for (its checkpoint's config records it); a call may ask for fewer (the first n
+    levels: training rolls out 1..num_steps steps). `guidance` is the default for generation:
+    guidance is distilled in, so the student runs one unguided forward per step."""
+
+    num_steps: int = 4
+    shift: float = 5.0
+    sigma_max: float = 80.0
+    guidance: float = 0.0
+
+    def sigmas(self, num_steps: int | None = None) -> list[float]:
+        n = num_steps or self.num_steps
+        if n > self.num_steps:
+            raise ValueError(
+                f"the student was distilled for {self.num_steps} steps, not {n}; pass "
+                f"--num_steps {self.num_steps} or fewer."
+            )
+        return student_sigmas(self.num_steps, self.shift, self.sigma_max)[:n]
+
+    def __call__(
+        self,
+        x0_fn: X0Fn,
+        shape: Sequence[int],
+        seed: int = 0,
+        *,
+        num_steps: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Tensor:
+        return few_step_sample(x0_fn, shape, self.sigmas(num_steps), seed, device=device)
+
+
+def dmd_gradient(g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
+    """The distribution-matching direction (spec §3.3): (x0_fake - x0_teacher) divided by the
+    per-sample mean |G - x0_teacher| (clipped at 1e-5); NaN/Inf entries become 0."""
+    dims = tuple(range(1, g.dim()))
+    weight = (g - x0_teacher).abs().mean(dim=dims, keepdim=True).clamp_min(1e-5)
+    grad = (x0_fake - x0_teacher) / weight
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@dataclass
+class DMD2Objective:
+    """DMD2 losses for the student and the critic (spec §3.3-3.4, §4). Step `step` trains the
+    student when step % student_update_freq == 0, else the critic (1:4 upstream); the trainer's
+    one optimizer holds both nets and a step only moves the net that received gradients.
+
+    guidance: teacher CFG in the Cosmos form cond + g (cond - uncond) (Predict2.5's 2B recipe:
+    3, = classic 4), baked into the student. timestep_shift: the shift of the critic/DMD noise
+    level draw. The student's own noise levels are the sampler node's (`FewStepSampler`), so
+    training and generation cannot disagree.
+    """
+
+    guidance: float = 3.0
+    student_update_freq: int = 5
+    timestep_shift: float = 5.0
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    loss_scale_dmd: float = 1.0
+    loss_scale_critic: float = 1.0
+    sigma_conditional: float = 1e-4
+    min_num_conditional_frames: int = 1
+    max_num_conditional_frames: int = 2
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {}  # the critic and the teacher are the distillation model's own modules
+
+    def x0(self, net, x_sigma: Tensor, sigma: Tensor, cond: Condition) -> Tensor:
+        """x0 prediction of any of the three nets (generation calls it with the student)."""
+        return denoise(
+            net, x_sigma, sigma, cond.gt, cond.mask, cond.text, cond.padding_mask,
+            self.sigma_conditional,
+        )  # fmt: skip
+
+    def is_student_step(self, step: int) -> bool:
+        return step % max(int(self.student_update_freq), 1) == 0
+
+    def num_conditional_frames(self, b: int, t: int, device, fixed: int | None) -> Tensor:
+        if t == 1:
+            return torch.zeros(b, dtype=torch.long, device=device)
+        if fixed is not None:
+            return torch.full((b,), int(fixed), dtype=torch.long, device=device)
+        lo, hi = self.min_num_conditional_frames, self.max_num_conditional_frames
+        return sample_num_conditional_frames(b, lo, hi, device=device)
+
+    def rollout_length(self, step: int, num_steps: int) -> int:
+        """Student steps in this step's rollout, 1..num_steps, cycled from the step counter
+        (rCM's rule; Predict2.5 draws it and broadcasts rank 0's): every rank of an FSDP group
+        must run the same number of net calls."""
+        freq = max(int(self.student_update_freq), 1)
+        k = step // freq if self.is_student_step(step) else step
+        return k % num_steps + 1
+
+    def sample_tau(self, b: int, device) -> Tensor:
+        """Critic/DMD noise levels [B,1]: shifted uniform RF time (spec §3.2), clamped to the
+        teacher's sampling range."""
+        s = shifted_rf_time(torch.rand(b, 1, device=device), self.timestep_shift)
+        return sigma_of_rf(s.clamp(max=1 - 1e-6)).clamp(self.sigma_min, self.sigma_max)
+
+    def rollout(
+        self, student, cond: Condition, sigmas: Sequence[float], n: int, grad: bool
+    ) -> Tensor:
+        """The student's n-step sample from fresh noise (as `few_step_sample`); with `grad` the
+        gradient flows through the last student call only (spec §3.3)."""
+        b, dev = cond.gt.shape[0], cond.gt.device
+        eps = torch.randn(cond.gt.shape, device=dev)
+        x = eps * sigmas[0]
+        for i in range(n):
+            sigma = torch.full((b, 1), float(sigmas[i]), device=dev)
+            last = i == n - 1
+            with torch.set_grad_enabled(grad and last):
+                x0 = self.x0(student, x, sigma, cond)
+            if not last:
+                x = x0.detach() + sigmas[i + 1] * eps
+        return x0
+
+    def teacher_x0(self, teacher, x: Tensor, sigma: Tensor, cond: Condition) -> Tensor:
+        if self.guidance == 0:
+            return self.x0(teacher, x, sigma, cond)
+        both = self.x0(
+            teacher, torch.cat([x, x]), torch.cat([sigma, sigma]),
+            cond.doubled(torch.zeros_like(cond.text)),
+        )  # fmt: skip
+        return guided_x0(*both.chunk(2), self.guidance)
+
+    def loss(
+        self, student, teacher, critic, cond: Condition, step: int, sigmas: Sequence[float]
+    ) -> tuple[Tensor, dict[str, float]]:
+        """(loss, metrics) of step `step`: the student's DMD loss or the critic's loss."""
+        n = self.rollout_length(step, len(sigmas))
+        b, dev = cond.gt.shape[0], cond.gt.device
+        tau = self.sample_tau(b, dev)
+        eps = torch.randn(cond.gt.shape, device=dev)
+        view = (b, 1, 1, 1, 1)
+        if self.is_student_step(step):
+            g = self.rollout(student, cond, sigmas, n, grad=True)
+            x_tau = g.detach() + tau.view(view) * eps
+            with torch.no_grad():
+                x0_fake = self.x0(critic, x_tau, tau, cond)
+                x0_teacher = self.teacher_x0(teacher, x_tau, tau, cond)
+                grad = dmd_gradient(g.detach(), x0_fake, x0_teacher)
+            # d/dG of mean (G - sg(G - grad))^2 is 2 grad / numel (spec §3.3, mean reduction).
+            loss = ((g - (g.detach() - grad)) ** 2).mean() * self.loss_scale_dmd
+            metrics = {"dmd_loss": float(loss.detach()), "student_step": 1.0}
+        else:
+            with torch.no_grad():
+                g = self.rollout(student, cond, sigmas, n, grad=False)
+            x_tau = g + tau.view(view) * eps
+            x0_fake = self.x0(critic, x_tau, tau, cond)
+            # x0 error weighted to a velocity error, as the teacher's own loss (rectified_flow).
+            err = loss_weight(tau).view(view) * (g - x0_fake) ** 2
+            loss = err.mean() * self.loss_scale_critic
+            metrics = {"critic_loss": float(loss.detach()), "student_step": 0.0}
+        metrics.update(rollout_steps=float(n), tau_mean=float(tau.mean()))
+        return loss, metrics

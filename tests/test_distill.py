@@ -1,0 +1,187 @@
+"""DMD2 distillation (framework/diffusion/distill.py, framework/models/distill.py) on tiny nets:
+schedule values from the spec, the DMD gradient's fixed point, which net each phase moves, and
+loading for training and for generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from framework.config import ConfigError
+from framework.diffusion.conditioning import Condition
+from framework.diffusion.distill import (
+    DMD2Objective,
+    FewStepSampler,
+    dmd_gradient,
+    few_step_sample,
+    shifted_rf_time,
+    student_sigmas,
+)
+from framework.models.distill import DistillWorldModel, distill_adamw
+from framework.models.tokenizers import PixelTokenizer
+from tests.test_world_model import TEXT_LEN, make_batch, tiny_dit
+
+
+def make_distill(guidance: float = 0.0, **kw) -> DistillWorldModel:
+    tok = PixelTokenizer(spatial=2)
+    torch.manual_seed(0)
+    objective = DMD2Objective(guidance=guidance, max_num_conditional_frames=1, **kw)
+    return DistillWorldModel(
+        tiny_dit(tok.latent_channels), tok, objective, FewStepSampler(num_steps=4),
+        state_t=3, family="cosmos2", max_text_tokens=TEXT_LEN,
+    )  # fmt: skip
+
+
+def test_student_schedule_is_the_shift_5_grid_of_the_spec():
+    # spec §3.3: RF [1, .75, .5, .25] shifted by 5 = [1, .9375, .8333, .625]; the first level is
+    # the teacher sampler's sigma_max (80) instead of pure noise.
+    sigmas = student_sigmas(4, 5.0, 80.0)
+    rf = [s / (1 + s) for s in sigmas[1:]]
+    assert sigmas[0] == 80.0
+    assert rf == pytest.approx([0.9375, 5 / 6, 0.625])
+    assert sigmas[1:] == pytest.approx([15.0, 5.0, 5 / 3])
+    assert shifted_rf_time(0.0, 5.0) == 0.0 and shifted_rf_time(1.0, 5.0) == 1.0
+    assert FewStepSampler(num_steps=4).sigmas(2) == sigmas[:2]
+    with pytest.raises(ValueError, match="distilled for 4 steps"):
+        FewStepSampler(num_steps=4).sigmas(35)
+
+
+def test_few_step_sampler_reuses_the_initial_noise():
+    seen = []
+    target = torch.full((1, 2, 3), 0.5, dtype=torch.float64)
+
+    def x0_fn(x, sigma):
+        seen.append((x.double().clone(), sigma))
+        return target.float()
+
+    out = few_step_sample(x0_fn, (1, 2, 3), [80.0, 15.0, 5.0], seed=3)
+    eps = seen[0][0] / 80.0
+    assert [s for _, s in seen] == [80.0, 15.0, 5.0]
+    for x, sigma in seen[1:]:
+        torch.testing.assert_close(x, target + sigma * eps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, target.float())
+
+
+def test_dmd_gradient_is_zero_when_critic_matches_teacher_and_masks_nan():
+    g, t = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    assert dmd_gradient(g, t, t).abs().max() == 0
+    fake = t + 1.0
+    fake[0, 0, 0] = float("nan")
+    grad = dmd_gradient(g, fake, t)
+    assert torch.isfinite(grad).all() and grad[0, 0, 0] == 0
+    # Normalised by the per-sample mean |G - x0_teacher| (spec §3.3).
+    weight = (g - t).abs().mean(dim=(1, 2))
+    torch.testing.assert_close(grad[1, 1, 1], 1.0 / weight[1])
+
+
+def test_phases_and_rollout_lengths_follow_the_step_counter():
+    obj = DMD2Objective(student_update_freq=5)
+    assert [obj.is_student_step(s) for s in range(6)] == [True, False, False, False, False, True]
+    student = [obj.rollout_length(s, 4) for s in range(0, 40, 5)]
+    assert student == [1, 2, 3, 4, 1, 2, 3, 4]
+    assert sorted(obj.rollout_length(s, 4) for s in (1, 2, 3, 4)) == [1, 2, 3, 4]
+
+
+def test_student_gets_no_gradient_when_critic_equals_teacher():
+    # The spec's fixed point: critic == teacher and no guidance -> the DMD direction is 0.
+    model = make_distill()
+    model.load_weights({f"net.{k}": v for k, v in model.net.state_dict().items()})
+    loss, metrics = model.training_step(make_batch(), step=0)
+    assert metrics["student_step"] == 1.0
+    loss.backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.net.parameters())
+    assert all(p.grad is None for p in model.fake_score.parameters())
+
+
+def test_each_phase_moves_only_its_net_and_the_teacher_never():
+    model = make_distill(guidance=2.0)
+    with torch.no_grad():  # a critic unlike the teacher, so the student step has a direction
+        for p in model.fake_score.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    opt = distill_adamw(model.trainable_parameters(), lr=1e-3, critic_lr_scale=0.5)
+    assert sorted({g["lr"] for g in opt.param_groups}) == [5e-4, 1e-3]
+    snap = {k: v.clone() for k, v in model.state_dict().items()}
+    for step, moved in ((0, "net."), (1, "fake_score.")):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        loss, _ = model.training_step(make_batch(seed=step), step=step)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        after = model.state_dict()
+        changed = {k.split(".")[0] + "." for k in after if not torch.equal(after[k], before[k])}
+        assert changed == {moved}, (step, changed)
+    assert all(torch.equal(model.state_dict()[k], snap[k]) for k in snap if "teacher." in k)
+
+
+def test_rollout_backpropagates_through_the_last_student_call_only():
+    model = make_distill()
+    calls = []
+    hook = model.net.register_forward_hook(lambda m, i, o: calls.append(o.requires_grad))
+    try:
+        cond = Condition(
+            torch.randn(1, 12, 3, 4, 4), torch.ones(1, dtype=torch.long), torch.randn(1, 8, 32)
+        )
+        model.objective.rollout(model.net, cond, model.sampler.sigmas(), 3, grad=True)
+    finally:
+        hook.remove()
+    assert calls == [False, False, True]
+
+
+def test_teacher_file_initialises_all_three_nets_and_checkpoints_restore_the_critic():
+    teacher = make_distill()
+    with torch.no_grad():
+        for p in teacher.net.parameters():
+            p.add_(torch.randn_like(p))
+    file = {f"net.{k}": v for k, v in teacher.net.state_dict().items()}
+    model = make_distill()
+    model.load_weights(file)
+    for part in (model.net, model.teacher, model.fake_score):
+        for k, v in part.state_dict().items():
+            torch.testing.assert_close(v, file[f"net.{k}"])
+    # A distillation checkpoint: the critic comes back from fake_score.*.
+    with torch.no_grad():
+        for p in model.fake_score.parameters():
+            p.mul_(0.5)
+    saved = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("teacher.")}
+    again = make_distill()
+    again.load_weights(file)
+    again.load_weights(saved)
+    torch.testing.assert_close(again.fake_score.state_dict(), model.fake_score.state_dict())
+
+
+def test_built_for_generation_the_student_alone_is_loaded_and_generates():
+    src = make_distill()
+    sd = {k: v for k, v in src.state_dict().items() if not k.startswith("teacher.")}
+    tok = PixelTokenizer(spatial=2)
+    with torch.device("meta"):
+        net = tiny_dit(tok.latent_channels)
+    model = DistillWorldModel(
+        net, tok, DMD2Objective(), FewStepSampler(), state_t=3, family="cosmos2",
+        max_text_tokens=TEXT_LEN,
+    )  # fmt: skip
+    model.load_weights(sd, assign=True)
+    assert not hasattr(model, "teacher") and not hasattr(model, "fake_score")
+    model.to("cpu").eval()
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in net.parameters())
+    calls = []
+    model.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    video = model.generate(
+        torch.zeros(1, 3, 1, 16, 16, dtype=torch.uint8), torch.randn(1, TEXT_LEN, 32),
+        guidance=0.0,
+    )  # fmt: skip
+    assert video.shape == (1, 3, 3, 16, 16) and video.dtype == torch.uint8
+    assert calls == [1, 1, 1, 1]  # four unguided student calls
+    with pytest.raises(ValueError, match="generation only"):
+        model.training_step(make_batch(), 0)
+
+
+def test_ddp_and_lora_are_refused_with_the_fix():
+    model = make_distill()
+    with pytest.raises(ConfigError, match="parallel.strategy=fsdp"):
+        model.parallelize(None, OmegaConf.create({"strategy": "ddp"}))
+    with pytest.raises(ConfigError, match="model.lora=null"):
+        DistillWorldModel(
+            tiny_dit(12), PixelTokenizer(spatial=2), DMD2Objective(), FewStepSampler(),
+            family="cosmos2", lora={"rank": 4, "alpha": 4},
+        )  # fmt: skip
