@@ -16,8 +16,8 @@ so a student costs the memory of one net.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable, Mapping, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from framework.config import ConfigError
 from framework.diffusion.conditioning import Condition
+from framework.models.dit.parallelize import shard
 from framework.models.world_model import WorldModel
 
 CRITIC, TEACHER = "fake_score", "teacher"
@@ -69,14 +70,17 @@ class DistillWorldModel(WorldModel):
         cond = Condition(
             gt=x0,
             num_frames=self.objective.num_conditional_frames(b, x0.shape[2], dev, n_cond),
-            text=self._fit_text(batch["t5_text_embeddings"].to(dev)),
+            text=self.batch_text(batch),
             padding_mask=None if padding_mask is None else padding_mask.to(dev),
             fps=self._fps(batch, b, dev),
         )
-        self.teacher.eval()
-        return self.objective.loss(
-            self.net, self.teacher, self.fake_score, cond, step, self.sampler.sigmas()
+        conditions = self.batch_conditions(batch)  # e.g. actions: every net takes them
+        student, teacher, critic = (
+            functools.partial(net, **conditions) if conditions else net
+            for net in (self.net, self.teacher, self.fake_score)
         )
+        self.teacher.eval()
+        return self.objective.loss(student, teacher, critic, cond, step, self.sampler.sigmas())
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Student then critic parameters; the critic's are marked so `distill_adamw` gives
@@ -96,10 +100,19 @@ class DistillWorldModel(WorldModel):
                 "set parallel.strategy=fsdp (or none on one process)."
             )
         super().parallelize(mesh, parallel)
+        fsdp = parallel.strategy == "fsdp"
         for net in (self.fake_score, self.teacher):
-            # WorldModel.parallelize reads only these attributes: reuse it for each net.
-            one = SimpleNamespace(net=net, family=self.family, extra_names=())
-            WorldModel.parallelize(one, mesh, parallel)  # type: ignore[arg-type]
+            if self.family.parallelize is None and not hasattr(net, "units"):
+                if fsdp:
+                    shard(net, mesh)  # as WorldModel.parallelize does for such a net
+                continue
+            self.family.parallelize_net(
+                net,
+                mesh,
+                activation_checkpointing=parallel.activation_checkpointing,
+                compile=parallel.compile,
+                fsdp=fsdp,
+            )
 
     def flops_per_sample(self, batch: dict) -> float:
         """Training FLOPs per sample averaged over one student step and its critic steps: the
