@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from framework.data.heldout import HeldOutItem, embedding, load_items, read_frames
 from framework.data.safe_load import UnsafeFileError, load_t5_pickle
+from framework.data.text_length import warn_cut
 from framework.data.video import RESIZE_MODES, ClipReader, VideoError, probe_video
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class ClipDataset(Dataset):
         self._bad: set[int] = set()  # positions in `samples` whose file failed to load
         self.keep_in_memory = keep_in_memory
         self._decoded: dict[str, tuple[np.ndarray, float]] = {}  # video -> (frames, fps)
+        self._text_tokens: list[int] = []  # caption lengths seen while indexing
 
     # ---- indexing -------------------------------------------------------------------------
     # Indexed on first use (the trainer asks for len() at start-up, so a bad training folder
@@ -120,6 +122,7 @@ class ClipDataset(Dataset):
     def samples(self) -> list[dict]:
         if self._indexed is None:
             self._indexed = self._index(self.check)
+            warn_cut(self._text_tokens, self.max_text_tokens, str(self.dataset_dir))
         return self._indexed[0]
 
     @property
@@ -167,8 +170,8 @@ class ClipDataset(Dataset):
         if check == "exists":
             return "", 0
         try:
-            if emb is not None:
-                load_t5_pickle(emb, self.text_dim)
+            if emb is not None:  # its token count: captions past max_text_tokens are reported
+                self._text_tokens.append(len(load_t5_pickle(emb, self.text_dim)))
         except (UnsafeFileError, OSError):
             return "bad embedding", 0
         try:

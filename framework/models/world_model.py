@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from framework.config import ConfigError
 from framework.data.latent_cache import REBUILD, identity_text
+from framework.data.text_length import check_embeddings
 from framework.diffusion.conditioning import Condition, guided_x0
 from framework.models.dit.state_dict import split_top
 from framework.models.family import ModelFamily, family_of, get_family
@@ -443,6 +444,7 @@ class WorldModel(nn.Module):
         """Text embeddings [B, max_text_tokens, D] (float32) from embeddings of any length or
         from prompts, which go through the text encoder. Eval, samples and inference call this."""
         if isinstance(text, Tensor):
+            check_embeddings(text, self.max_text_tokens, "the text embeddings")
             return fit_length(text.float(), self.max_text_tokens)
         enc = self.text_encoder_component()
         if enc is None:
@@ -452,6 +454,8 @@ class WorldModel(nn.Module):
             )
         out = enc.encode(list(text)) if hasattr(enc, "encode") else enc(list(text))
         emb = out[0] if isinstance(out, tuple) else out
+        lengths = out[1] if isinstance(out, tuple) else None  # encoders report true lengths
+        check_embeddings(emb, self.max_text_tokens, "the prompts", lengths)
         return fit_length(emb.float().to(self._device()), self.max_text_tokens)
 
     # ---- what the end-of-run report shows ---------------------------------------------------
