@@ -19,6 +19,8 @@ Parts (run in this order; each is guarded, and the JSON is rewritten after every
              2B LoRA step's kernel time by kind against full fine-tuning, and both compiled
   trainer    only when named: the end-to-end step, `launch.train groot_gr1_480` on synthetic
              clips, VAE in the step vs a latent cache (bench/parts_trainer.py)
+  saves      only when named: the trainer with saves, format=dcp and pt: training time lost
+             per save and peak memory (bench/parts_saves.py)
 
 This file is the CLI, the driver and the summary; the parts live in bench/parts_model.py
 (ours, peer, and the shared Ctx/measure harness) and bench/parts_misc.py (the rest).
@@ -71,6 +73,7 @@ OPTIONAL_PARTS = (
     "generate_compile",
     "loraprofile",
     "trainer",
+    "saves",
 )
 # Checkpointing variants of our net. "selN": selective on N blocks spread evenly, full on the
 # rest (a memory/speed dial between the two). "bf16-*": bf16 parameters and no optimizer, the
@@ -146,6 +149,12 @@ def _trainer_part(ctx) -> None:
     from bench.parts_trainer import part_trainer
 
     part_trainer(ctx)
+
+
+def _saves_part(ctx) -> None:
+    from bench.parts_saves import part_saves
+
+    part_saves(ctx)
 
 
 def _attn_label(sh: Shapes) -> str:
@@ -256,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "savecheck": lambda c: _ckpt_parts().part_save_check(c),
         "loraprofile": lambda c: _ckpt_parts().part_lora_profile(c),
         "trainer": _trainer_part,
+        "saves": _saves_part,
     }
     if model_parts:
         functions.update(model_parts.FUNCTIONS)

@@ -30,11 +30,46 @@ def summarize(path: Path, skip: int = 3) -> dict:
     }
 
 
+def save_cost(path: Path, skip: int = 3, save_steps: list[int] | None = None) -> dict:
+    """Training time lost to checkpoint saves in a run with `checkpoint.save_iter` saves: the
+    seconds the loop spent in save calls (`save_held`, logged with the step after each save)
+    plus every step's excess over the median step, summed and divided by the number of saves
+    that steps followed; and the peak GPU memory up to the first save and over the whole run.
+    `save_steps` names the saves of a run that did not log `save_held` (older trainers)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    timed = [r for r in rows if "step_time" in r][skip:]
+    saves = save_steps or [r["step"] - 1 for r in rows if r.get("save_held")]
+    if not timed or not saves:
+        raise ValueError(f"{path}: needs step times after the first {skip} steps and a save")
+    median = statistics.median(r["step_time"] for r in timed)
+    excess = sum(max(0.0, r["step_time"] - median) for r in timed)
+    held = sum(r["save_held"] for r in rows if r.get("save_held"))
+    before = [r.get("peak_mem_gib") or 0.0 for r in rows if r["step"] <= saves[0]]
+    return {
+        "saves": len(saves),
+        "median": median,
+        "held_per_save": held / len(saves),
+        "excess_per_save": excess / len(saves),
+        "lost_per_save": (held + excess) / len(saves),
+        "peak_before_save": max(before, default=0.0) or None,
+        "peak": max((r.get("peak_mem_gib") or 0.0) for r in rows) or None,
+        "slowest_after_save": max(
+            (r["step_time"] for r in timed if r["step"] > saves[0]), default=0.0
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.step_times", description=__doc__)
     p.add_argument("dir")
     p.add_argument("--skip", type=int, default=3)
+    p.add_argument("--saves", help="comma-separated save steps: print the cost of the saves")
     args = p.parse_args(argv)
+    if args.saves:
+        steps = [int(x) for x in args.saves.split(",")]
+        for f in sorted(Path(args.dir).glob("*metrics.jsonl")):
+            print(f.name, json.dumps(save_cost(f, args.skip, steps)))
+        return 0
     for f in sorted(Path(args.dir).glob("*metrics.jsonl")):
         s = summarize(f, args.skip)
         print(

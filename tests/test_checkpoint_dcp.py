@@ -190,28 +190,58 @@ def test_a_config_that_does_not_fit_the_folder_is_refused_in_one_line(tmp_path):
     assert not (root(tmp_path) / "optim" / "iter_000000002.tmpdir").exists()  # pruned
 
 
-def test_a_full_disk_in_the_background_stops_the_run_with_exit_5(tmp_path, monkeypatch, caplog):
-    real = C.FileSystemWriter.write_data
+def test_a_full_disk_in_the_background_stops_the_run_with_exit_5(
+    tmp_path, monkeypatch, caplog, capfd
+):
+    from framework.trainer.checkpoint_proc import WriterProcess
 
-    def full(self, plan, planner):
-        if "iter_000000004" in str(self.path):
-            raise OSError(28, "No space left on device", str(self.path))
-        return real(self, plan, planner)
-
-    monkeypatch.setattr(C.FileSystemWriter, "write_data", full)
+    monkeypatch.setattr(WriterProcess, "command", [sys.executable, "-m", "tests.faulty_writer"])
+    monkeypatch.setenv("FAULTY_WRITER_PATH", "iter_000000004")
     with caplog.at_level(logging.ERROR):
         code = run(cfg(tmp_path, "checkpoint.save_iter=2"), [])
     assert code == EXIT_WRITE
     assert "saving checkpoint iter_000000004.pt failed" in caplog.text
-    assert "No space left on device" in caplog.text
+    assert "the disk is full" in caplog.text and "No space left on device" in caplog.text
+    # Said in one line: neither the writer process nor a thread printed a traceback.
+    assert "Traceback" not in capfd.readouterr().err
     job = root(tmp_path).parent
     steps = [json.loads(x)["step"] for x in (job / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) <= 6  # found at the next step's all-reduce, at the latest at save 6
     assert latest(tmp_path) == "iter_000000002.pt"
     assert not list(root(tmp_path).rglob("*.tmpdir"))
-    monkeypatch.setattr(C.FileSystemWriter, "write_data", real)
+    monkeypatch.delenv("FAULTY_WRITER_PATH")
     assert run(cfg(tmp_path, "checkpoint.save_iter=2"), []) == EXIT_OK
     assert latest(tmp_path) == "iter_000000008.pt"
+
+
+@pytest.mark.parametrize("fmt", ["pt", "dcp"])
+def test_a_save_that_does_not_fit_the_disk_is_refused_before_it_starts(
+    tmp_path, monkeypatch, caplog, fmt
+):
+    """The free space is checked against the size of the save (all ranks) before anything is
+    written: exit 5 naming both sizes, and the start line states the size of one save."""
+    from framework.trainer import checkpoint_space as space
+
+    free = {"bytes": 10**12}
+    monkeypatch.setattr(space, "free_bytes", lambda root: free["bytes"])
+    real = space.refusal
+
+    def tight(name, need, root, marker):
+        if name == "iter_000000004.pt":  # the disk fills up after the first save
+            free["bytes"] = need // 2
+        return real(name, need, root, marker)
+
+    monkeypatch.setattr(space, "refusal", tight)
+    with caplog.at_level(logging.INFO):
+        code = run(cfg(tmp_path, "checkpoint.save_iter=2", f"checkpoint.format={fmt}"), [])
+    assert code == EXIT_WRITE
+    line = next(r.message for r in caplog.records if "one save is" in r.message)
+    assert f"format={fmt}" in line and "keep_last=0 keeps every save (4 in this run" in line
+    refused = next(r.message for r in caplog.records if "so it was not started" in r.message)
+    assert "saving checkpoint iter_000000004.pt needs" in refused and "GB free" in refused
+    assert latest(tmp_path) == "iter_000000002.pt"
+    ckpt = root(tmp_path)
+    assert not list(ckpt.rglob("iter_000000004*")) and not list(ckpt.rglob("*.tmp*"))
 
 
 # ---- another number of processes (gloo) ---------------------------------------------------------

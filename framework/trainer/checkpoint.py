@@ -22,6 +22,7 @@ rewritten last, so until it names the new iteration the previous one stays compl
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 from pathlib import Path
@@ -41,6 +42,7 @@ from framework import jobs, manifest
 from framework.config import ConfigError
 from framework.io import atomic_write_text, load_torch_file
 from framework.trainer import checkpoint_dcp as C
+from framework.trainer import checkpoint_space as space
 from framework.trainer import dist as D
 from framework.trainer.ema import PowerEMA, ema_key, is_ema_key, plain_key
 
@@ -92,6 +94,7 @@ class Checkpointer:
         self.root, self.env, self.keep_last = Path(root), env, int(keep_last)
         self.format, self.exclude = format, frozenset(exclude)
         self.writer = C.AsyncDCPWriter(env) if format == "dcp" else None
+        self.save_bytes: int | None = None  # one save, all ranks (known after `prepare`)
 
     def path(self, part: str, step_or_name: int | str) -> Path:
         return jobs.part_path(self.root, part, step_or_name)
@@ -207,9 +210,12 @@ class Checkpointer:
         optim_sd = get_optimizer_state_dict(model, optimizer, options=_GATHER)
         error = None
         if self.env.is_main:
+            need = space.tensor_bytes((model_sd, optim_sd))
+            error = space.refusal(iter_name(step), need, self.root, self.root / LATEST) or None
             try:
-                parts = (model_sd, optim_sd, _schedule_position(scheduler), trainer_state)
-                self._write(step, parts)
+                if error is None:
+                    parts = (model_sd, optim_sd, _schedule_position(scheduler), trainer_state)
+                    self._write(step, parts)
             except OSError as err:  # a full disk, a lost mount, no permission
                 error = self._describe(step, err)
         error = D.broadcast_object(error)  # every rank stops, not only the one that wrote
@@ -239,6 +245,9 @@ class Checkpointer:
             err = inner[0] if isinstance(inner, tuple) else inner
         where = getattr(err, "filename", None) or self.root
         detail = getattr(err, "strerror", None) or " ".join(str(err).split())[:300] or repr(err)
+        if getattr(err, "errno", None) == errno.ENOSPC:
+            free = space.gb(space.free_bytes(self.root))
+            detail = f"the disk is full ({free} free; {detail})"
         return (
             f"saving checkpoint {iter_name(step)} failed at {where}: {detail}; "
             f"{self.root / LATEST} still names the previous checkpoint, so a restart resumes "
@@ -273,6 +282,7 @@ class Checkpointer:
         self.finish()  # the previous save is written; also every rank is past the cleanup
         state = {"model": self._local_model_state(model, ema), "optim": None}
         state["optim"] = get_optimizer_state_dict(model, optimizer)
+        self._check_space(step, space.tensor_bytes(state))
         whole = self._full_model_state(model, ema) if final else None
         sched = _schedule_position(scheduler)
 
@@ -305,13 +315,33 @@ class Checkpointer:
             )
         return sd
 
-    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, ema) -> None:
-        """format=dcp: allocate the CPU staging buffers in the background (after the first
-        step, when the optimizer state exists), so no save waits for them."""
-        if self.writer is not None:
-            state = {"model": self._local_model_state(model, ema)}
-            state["optim"] = get_optimizer_state_dict(model, optimizer)
+    def prepare(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, ema, saves: int | None = None
+    ) -> None:
+        """Collective, after the first step (when the optimizer state exists): log the size of
+        one save and what keep_last keeps (`saves`: how many this run makes); format=dcp also
+        starts the writer process and allocates the CPU staging file in the background, so no
+        save waits for them."""
+        state = {"model": self._local_model_state(model, ema)}
+        state["optim"] = get_optimizer_state_dict(model, optimizer)
+        self.save_bytes = sum(D.all_gather_object(space.tensor_bytes(state)))
+        fits = True
+        if self.env.is_main:
+            log.info(space.banner(self.format, self.save_bytes, self.keep_last, self.root, saves))
+            fits = not space.refusal("", self.save_bytes, self.root, self.root / LATEST)
+        # A save the disk cannot hold will be refused: do not pin host memory for it.
+        if self.writer is not None and D.broadcast_object(fits):
             self.writer.prepare(state)
+
+    def _check_space(self, step: int, local_bytes: int) -> None:
+        """Collective: refuse (on every rank) a save the disk cannot hold, before it starts."""
+        need = sum(D.all_gather_object(local_bytes))
+        error = None
+        if self.env.is_main:
+            error = space.refusal(iter_name(step), need, self.root, self.root / LATEST) or None
+        error = D.broadcast_object(error)
+        if error:
+            raise CheckpointWriteError(error)
 
     @property
     def failed(self) -> bool:
@@ -335,9 +365,10 @@ class Checkpointer:
             raise CheckpointWriteError(errors[0])
 
     def close(self) -> None:
-        """Wait for the save in flight without talking to other ranks (on the way out)."""
+        """Wait for the save in flight without talking to other ranks (on the way out), then
+        stop the writer process."""
         if self.writer is not None:
-            self.writer.wait()
+            self.writer.close()
 
     def prune(self) -> None:
         """Drop stray temp files, and iterations older than the `keep_last` newest ones up to the

@@ -8,38 +8,41 @@
                 scheduler/, trainer/, manifest/, latest_checkpoint.txt   as with format=pt
 
 No rank ever holds more than its own shards: nothing is gathered. A save runs in three parts:
-the training thread collects the local state dict (no copies, no communication); a background
-thread copies it to CPU memory (pinned and reused on CUDA, on a side stream) and then DCP writes
-it into `optim/iter_N.tmpdir/` over a gloo group of its own (so it never shares the NCCL
-communicator with training); rank 0 then renames the folder to `optim/iter_N/` and writes the
-small parts, the manifest and `latest_checkpoint.txt` last, exactly in the order of format=pt. The
-training thread waits only for the CPU copy, and only before it next changes what is being copied
-(`wait_staged`: the optimizer step, an EMA swap).
+the training thread collects the local state dict (no copies, no communication) and queues its
+copy into a shared, pinned CPU staging file allocated once (checkpoint_stage.py) on a side CUDA
+stream; a writer process of this rank (checkpoint_proc.py) has DCP write it into
+`optim/iter_N.tmpdir/`, over a gloo group of the writers' own; rank 0 then renames the folder to
+`optim/iter_N/` and writes the small parts, the manifest and `latest_checkpoint.txt` last, exactly
+in the order of format=pt. The training stream waits for the copy (on the GPU, the host does not)
+only before it next changes what is being copied (`wait_staged`: the optimizer step, an EMA swap);
+no GPU memory is allocated for a save.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import socket
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import Tensor
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from framework.io import fsync_dir, replace_dir
+from framework.trainer import checkpoint_stage as S
 from framework.trainer import dist as D
+from framework.trainer.checkpoint_proc import WriterProcess
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +68,6 @@ def _single_process_quiet():
         yield
 
 
-def _dtensor():
-    from torch.distributed.tensor import DTensor
-
-    return DTensor
-
-
 def _structure(obj: Any) -> Any:
     """New containers around the same tensor leaves (an optimizer's param_groups dicts change
     after this step; the copy taken now is what gets saved)."""
@@ -81,86 +78,31 @@ def _structure(obj: Any) -> Any:
     return obj
 
 
-def _pinned(t: Tensor) -> Tensor:
-    """A page-locked CPU tensor of exactly `t`'s size (the caching host allocator behind
-    `pin_memory=True` rounds each block up to a power of two: up to 2x the RAM)."""
-    buf = torch.empty(t.shape, dtype=t.dtype)
-    if buf.numel() == 0:
-        return buf
-    try:
-        err = torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), buf.nbytes, 0)
-    except Exception:  # noqa: BLE001  (no such binding: fall back to the caching allocator)
-        err = 1
-    if int(err) != 0:
-        return torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-    ptr = buf.data_ptr()
-    weakref.finalize(buf, torch.cuda.cudart().cudaHostUnregister, ptr)
-    return buf
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
-class _Stager:
-    """Copies a state dict's tensors into CPU buffers kept from one save to the next (pinned on
-    CUDA: allocating and pinning tens of GB costs seconds, so it is paid once)."""
-
-    def __init__(self) -> None:
-        self.buffers: dict[str, Tensor] = {}
-        self.cuda = torch.cuda.is_available()
-
-    def _buffer(self, key: str, t: Tensor) -> Tensor:
-        buf = self.buffers.get(key)
-        if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
-            buf = _pinned(t) if self.cuda and t.is_cuda else torch.empty(t.shape, dtype=t.dtype)
-            self.buffers[key] = buf
-        return buf
-
-    def allocate(self, obj: Any, key: str = "") -> None:
-        """Create the buffers `copy` will use for a state dict shaped like `obj`."""
-        if isinstance(obj, _dtensor()):
-            self.allocate(obj.to_local(), key)
-        elif isinstance(obj, Tensor):
-            self._buffer(key, obj)
-        elif isinstance(obj, dict):
-            for k, v in obj.items():
-                self.allocate(v, f"{key}/{k}")
-        elif isinstance(obj, (list, tuple)):
-            for i, v in enumerate(obj):
-                self.allocate(v, f"{key}/{i}")
-
-    def copy(self, obj: Any, key: str = "") -> Any:
-        DTensor = _dtensor()
-        if isinstance(obj, DTensor):
-            local = self.copy(obj.to_local(), key)
-            return DTensor.from_local(
-                local,
-                obj.device_mesh,
-                obj.placements,
-                run_check=False,
-                shape=obj.shape,
-                stride=obj.stride(),
-            )
-        if isinstance(obj, Tensor):
-            buf = self._buffer(key, obj)
-            buf.copy_(obj.detach(), non_blocking=obj.is_cuda)
-            return buf
-        if isinstance(obj, dict):
-            return {k: self.copy(v, f"{key}/{k}") for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return type(obj)(self.copy(v, f"{key}/{i}") for i, v in enumerate(obj))
-        return obj
+class WriteFailed(OSError):
+    """The writer process's error, rebuilt in the training process (errno, text, file)."""
 
 
 class AsyncDCPWriter:
-    """One save in flight at a time: stage to CPU and write in a background thread; the
-    training thread calls `wait_staged` before changing weights and `wait` before the next
-    save or at the end. `finalize(step_dir)` runs on rank 0 after DCP has written everything."""
+    """One save in flight at a time. `submit` queues the copy of the state into the shared
+    staging file on a side stream and returns; a thread of this process waits for the copy,
+    hands the folder to the writer process (framework/trainer/checkpoint_proc.py) and waits for
+    its answer, then runs `finalize` (rank 0: rename, small files, manifest, latest). The
+    training thread calls `wait_staged` before changing weights and `wait` before the next save
+    or at the end."""
 
     def __init__(self, env: D.DistEnv) -> None:
         self.env = env
-        # Every rank creates the group at the same point (the checkpointer is built in the
-        # trainer's constructor); DCP's collectives then run over gloo in the writer thread.
-        self.group = dist.new_group(backend="gloo") if D.is_initialized() else None
-        self.stager = _Stager()
-        self.stream = torch.cuda.Stream() if torch.cuda.is_available() else None
+        self.proc: WriterProcess | None = None
+        self.slab: S.Slab | None = None
+        self.cuda = torch.cuda.is_available()
+        self.stream = torch.cuda.Stream() if self.cuda else None
+        self.copied: torch.cuda.Event | None = None
         self.thread: threading.Thread | None = None
         self.staged = threading.Event()
         self.staged.set()
@@ -171,13 +113,32 @@ class AsyncDCPWriter:
     def failed(self) -> bool:
         return self.error is not None
 
+    def _start(self) -> None:
+        """Collective: start this rank's writer process (the writers of all ranks meet in a
+        gloo group of their own, at a port rank 0 picks)."""
+        if self.proc is not None:
+            return
+        rank, world, addr, port = 0, 1, "", 0
+        if D.is_initialized() and self.env.world_size > 1:
+            rank, world = self.env.rank, self.env.world_size
+            addr = os.environ.get("MASTER_ADDR", "127.0.0.1")
+            port = D.broadcast_object(_free_port() if self.env.is_main else None)
+        self.proc = WriterProcess(rank, world, addr, port)
+
+    def _slab(self, layout: dict) -> S.Slab:
+        if self.slab is None or self.slab.layout != layout:
+            if self.slab is not None:
+                self.slab.close()
+            self.slab = S.Slab(layout, pin=self.cuda)
+        return self.slab
+
     def prepare(self, state: dict) -> None:
-        """Allocate (and pin) the CPU buffers for saves of `state` in the background, long
-        before the first save needs them."""
+        """Collective: start the writer process, and allocate (and pin) the staging file for
+        saves of `state` in the background, long before the first save needs it."""
         self.wait()
-        self.thread = threading.Thread(
-            target=self.stager.allocate, args=(_structure(state),), daemon=True
-        )
+        self._start()
+        layout = S.layout_of(_structure(state))
+        self.thread = threading.Thread(target=self._slab, args=(layout,), daemon=True)
         self.thread.start()
 
     def submit(
@@ -187,44 +148,58 @@ class AsyncDCPWriter:
         finalize: Callable[[], None] | None,
         describe: Callable[[BaseException], str],
     ) -> None:
-        """Start saving `state` (the local state dict) into `tmp_dir`; `finalize` (rank 0) runs
-        after the write; `describe(err)` turns a failure into the one-line message."""
+        """Collective. Start saving `state` (the local state dict) into `tmp_dir`; `finalize`
+        (rank 0) runs after the write; `describe(err)` turns a failure into the one-line
+        message."""
         self.wait()
+        self._start()
         state = _structure(state)
-        if self.stream is not None:
-            # The copy stream starts after everything queued so far (the last optimizer step).
-            self.stream.wait_stream(torch.cuda.current_stream())
+        slab = self._slab(S.layout_of(state))
+        start = time.perf_counter()
         self.staged.clear()
+        if self.stream is not None:
+            # Queued behind everything so far (the last optimizer step); the training thread
+            # only issues the copies, ~10 us each, and never waits for them.
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                desc = S.stage(state, slab)
+                self.copied = torch.cuda.Event()
+                self.copied.record()
+        else:
+            desc = S.stage(state, slab)
+        request = {
+            "pid": os.getpid(),
+            "fd": slab.fd,
+            "size": slab.size,
+            "serial": id(slab),
+            "dir": str(tmp_dir),
+            "state": desc,
+            "threads": 2,
+        }
+        # `state` stays referenced by the thread until the copy is done: nothing it holds can
+        # be freed and reused by the training stream while the side stream reads it.
         self.thread = threading.Thread(
             target=self._run,
-            args=(state, tmp_dir, finalize, describe),
+            args=(state, request, start, tmp_dir, finalize, describe),
             name="checkpoint-writer",
             daemon=True,
         )
         self.thread.start()
 
-    def _run(self, state, tmp_dir, finalize, describe) -> None:
+    def _run(self, state, request, start, tmp_dir, finalize, describe) -> None:
         try:
-            start = time.perf_counter()
             try:
-                if self.stream is not None:
-                    with torch.cuda.stream(self.stream):
-                        staged = self.stager.copy(state)
-                    self.stream.synchronize()
-                else:
-                    staged = self.stager.copy(state)
+                if self.copied is not None:
+                    self.copied.synchronize()
             finally:
+                del state
                 self.stage_seconds = time.perf_counter() - start
                 self.staged.set()  # on failure too: training must not wait forever
             start = time.perf_counter()
-            writer = FileSystemWriter(str(tmp_dir), thread_count=2)
-            with _single_process_quiet():
-                dcp.save(
-                    staged,
-                    storage_writer=writer,
-                    process_group=self.group,
-                    no_dist=not D.is_initialized(),
-                )
+            reply = self.proc.write(request)
+            if reply is not None:
+                code, strerror, filename, text = reply
+                raise WriteFailed(code, strerror or text, filename) if code else WriteFailed(text)
             if finalize is not None:
                 finalize()
             self.write_seconds = time.perf_counter() - start
@@ -235,14 +210,29 @@ class AsyncDCPWriter:
                 shutil.rmtree(tmp_dir, ignore_errors=True)
 
     def wait_staged(self) -> None:
-        """Block until the CPU copy of the save in flight is taken (no-op when none is)."""
-        self.staged.wait()
+        """Before the weights change: on CUDA the current stream waits for the copy on the GPU
+        (the host does not block); on the CPU, until the copy is taken."""
+        if self.copied is not None:
+            torch.cuda.current_stream().wait_event(self.copied)
+        else:
+            self.staged.wait()
 
     def wait(self) -> None:
         """Block until the save in flight is written (or failed; see `error`)."""
         if self.thread is not None:
             self.thread.join()
             self.thread = None
+
+    def close(self) -> None:
+        """Wait for the save in flight, then stop the writer process and free the staging file
+        (a later save starts both again)."""
+        self.wait()
+        if self.proc is not None:
+            self.proc.close()
+            self.proc = None
+        if self.slab is not None:
+            self.slab.close()
+            self.slab = None
 
 
 def dcp_load(path: Path, state: dict, group: Any = None) -> None:

@@ -138,6 +138,7 @@ class Trainer:
         self.last_saved_step: int | None = None
         self.stop_requested = False
         self._prepared = False
+        self._save_held = 0.0  # seconds the loop spent in save calls since the last step
         self.counters = {"nonfinite_steps": 0, "nonfinite_in_a_row": 0, "nonfinite_grads": 0}
         self._signal: int | None = None
         self.pending_signal: int | None = None
@@ -205,7 +206,9 @@ class Trainer:
                 self.counters["nonfinite_in_a_row"] = 0
                 self.step += 1
                 if not self._prepared:  # the optimizer state exists now
-                    self.checkpointer.prepare(self.model, self.optimizer, self.ema)
+                    self.checkpointer.prepare(
+                        self.model, self.optimizer, self.ema, self._saves_left()
+                    )
                     self._prepared = True
                 self.hooks.after_step(self, self.step, result.loss, result.metrics)
         if self.stop_requested:
@@ -288,8 +291,14 @@ class Trainer:
                 "samples": samples,
                 "flops": flops * self.env.dp_world,
                 **{k: float(v) for k, v in model_metrics.items()},
+                # What saves held the loop outside the steps (bench.step_times counts it).
+                **({"save_held": self._pop_save_held()} if self._save_held else {}),
             },
         )
+
+    def _pop_save_held(self) -> float:
+        held, self._save_held = self._save_held, 0.0
+        return held
 
     # ---- pieces of a step ---------------------------------------------------------------------
 
@@ -361,11 +370,19 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
 
+    def _saves_left(self) -> int:
+        """The saves this run still makes: every checkpoint.save_iter steps and the last."""
+        every = int(self.cfg.checkpoint.get("save_iter") or 0)
+        if every <= 0:
+            return 1
+        return self.max_steps // every - self.step // every + int(self.max_steps % every != 0)
+
     def save_checkpoint(self) -> None:
         """Save the current step (once per step, however many hooks ask); at train.max_steps
         with the whole model file (format=dcp writes it for the last step only)."""
         if self.last_saved_step == self.step:
             return
+        start = time.perf_counter()
         state = {
             "step": self.step,
             "world_size": self.world_size,
@@ -385,6 +402,7 @@ class Trainer:
             final=self.step >= self.max_steps,
         )
         self.last_saved_step = self.step
+        self._save_held += time.perf_counter() - start
 
     def _lock_job_dir(self) -> JobLock | None:
         """Rank 0 locks the job folder; every rank stops when another run holds it."""

@@ -1,0 +1,165 @@
+"""The process that writes format=dcp saves (one per training process).
+
+Why a process: measured on one H100 (issue #29), a 2B save written by a thread of the training
+process made the 4-9 steps after it take 3.6-7.4 s instead of 2.25 s. DCP's writer serializes
+and writes tens of GB in Python threads that share the training thread's interpreter lock; the
+compiled step, which launches its kernels from Python, then waits for the lock. A process of its
+own shares nothing with training but the page cache and the disk.
+
+    python -m framework.trainer.checkpoint_proc     (started by `WriterProcess`, never by hand)
+
+Requests and replies are pickled over the child's stdin and a private copy of its stdout. A
+request names the shared staging file (framework/trainer/checkpoint_stage.py) by the parent's
+pid and fd, the folder, and the described state dict; the reply is None or the error as
+(errno, strerror, filename, text). With several training processes, the writers run DCP's
+collectives over a gloo group of their own, from a TCP store the rank-0 writer opens.
+The child dies with its parent (PR_SET_PDEATHSIG), so a killed run leaves no writer behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WriterProcess:
+    """The parent's handle: start, `write` (blocks until the child answers), `close`."""
+
+    # Tests replace it to run the child under a fault injector (tests/faulty_writer.py).
+    command = [sys.executable, "-m", "framework.trainer.checkpoint_proc"]
+
+    def __init__(self, rank: int = 0, world: int = 1, addr: str = "", port: int = 0) -> None:
+        env = {**os.environ, "WORLDTUNE_WRITER_PARENT": str(os.getpid())}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        env.update(
+            WORLDTUNE_WRITER_RANK=str(rank),
+            WORLDTUNE_WRITER_WORLD=str(world),
+            WORLDTUNE_WRITER_ADDR=addr,
+            WORLDTUNE_WRITER_PORT=str(port),
+        )
+        # The writer never touches the GPU: hide it, so it holds no CUDA context.
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        self.proc = subprocess.Popen(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=ROOT
+        )
+        self.lock = threading.Lock()
+
+    def write(self, request: dict) -> tuple | None:
+        with self.lock:
+            try:
+                pickle.dump(request, self.proc.stdin)
+                self.proc.stdin.flush()
+                return pickle.load(self.proc.stdout)
+            except (EOFError, BrokenPipeError, pickle.UnpicklingError) as err:
+                code = self.proc.poll()
+                return (0, "", None, f"the checkpoint writer process exited ({code}): {err}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # EOF: the child finishes and exits
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _group(rank: int, world: int, addr: str, port: int) -> Any:
+    if world <= 1:
+        return None
+    import torch.distributed as dist
+
+    store = dist.TCPStore(addr, port, world, is_master=rank == 0)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
+    return dist.group.WORLD
+
+
+def _write(request: dict, group: Any, files: dict) -> None:
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemWriter
+
+    from framework.trainer.checkpoint_stage import rebuild
+
+    source = (request["pid"], request["fd"], request["size"])
+    if files.get("source") != source:  # a new staging file (the first save, a new layout)
+        import mmap
+
+        import torch
+
+        files.clear()
+        with open(f"/proc/{source[0]}/fd/{source[1]}", "r+b") as f:
+            files["map"] = mmap.mmap(f.fileno(), source[2])
+        files["flat"], files["source"] = torch.frombuffer(files["map"], dtype=torch.uint8), source
+    state = rebuild(request["state"], files["flat"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(
+            state,
+            storage_writer=FileSystemWriter(request["dir"], thread_count=request["threads"]),
+            process_group=group,
+            no_dist=group is None,
+        )
+
+
+def _failure(err: BaseException) -> tuple:
+    failures = getattr(err, "failures", None)  # DCP's CheckpointException: rank -> error
+    if failures:
+        inner = next(iter(failures.values()))
+        err = inner[0] if isinstance(inner, tuple) else inner
+    text = " ".join(str(err).split())[:300] or type(err).__name__
+    return (getattr(err, "errno", None) or 0, getattr(err, "strerror", None) or "",
+            getattr(err, "filename", None), text)  # fmt: skip
+
+
+def main() -> int:
+    parent = int(os.environ["WORLDTUNE_WRITER_PARENT"])
+    _die_with_parent(parent)
+    # Replies go over a private copy of stdout; anything printed goes to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    env = os.environ
+    group = _group(
+        int(env["WORLDTUNE_WRITER_RANK"]),
+        int(env["WORLDTUNE_WRITER_WORLD"]),
+        env["WORLDTUNE_WRITER_ADDR"],
+        int(env["WORLDTUNE_WRITER_PORT"]),
+    )
+    files: dict = {}
+    stdin = sys.stdin.buffer
+    while True:
+        try:
+            request = pickle.load(stdin)
+        except EOFError:
+            return 0
+        try:
+            _write(request, group, files)
+            reply = None
+        except BaseException as err:  # noqa: BLE001  (the parent reports it in one line)
+            reply = _failure(err)
+        pickle.dump(reply, out)
+        out.flush()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
