@@ -309,3 +309,20 @@ def test_resume_on_another_number_of_processes(tmp_path, before, after):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_the_writer_hashes_the_shards_as_it_writes_them(tmp_path, monkeypatch):
+    """No second pass over a save's shards: only DCP's small .metadata (written under a
+    temporary name, then renamed) is hashed after the write; the records still match a fresh
+    pass over the files (test_layout... checks every file)."""
+    from framework import manifest
+
+    passes = []
+    real = manifest.record_file
+    monkeypatch.setattr(manifest, "record_file", lambda p: passes.append(p.name) or real(p))
+    Trainer(cfg(tmp_path, "train.max_steps=4", "checkpoint.save_iter=2")).fit()
+    folder = root(tmp_path) / "optim" / "iter_000000004"
+    assert any(p.suffix == ".distcp" for p in folder.iterdir())
+    assert set(passes) == {".metadata"}
+    parts = manifest.read(root(tmp_path) / "manifest" / "iter_000000004.json")
+    assert parts["optim"] == {p.name: real(p) for p in sorted(folder.iterdir())}

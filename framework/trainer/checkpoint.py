@@ -286,11 +286,13 @@ class Checkpointer:
         whole = self._full_model_state(model, ema) if final else None
         sched = _schedule_position(scheduler)
 
-        def finalize() -> None:  # rank 0, in the writer thread, after every rank's shards
+        def finalize(written: dict) -> None:  # rank 0, in the writer thread, after all shards
             C.publish(tmp, folder)
-            # DCP reports finished files only: their hashes take a pass over bytes still in
-            # the page cache, here in the writer thread (docs/reliability.md).
-            records: dict[str, Any] = {"optim": manifest.record_folder(folder)}
+            # The writer processes hashed the shards as they wrote them; a file they did not
+            # record (DCP's small .metadata, renamed after writing) takes a pass here.
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            optim = {p.name: written.get(p.name) or manifest.record_file(p) for p in files}
+            records: dict[str, Any] = {"optim": optim}
             if whole is not None:
                 records["model"] = manifest.torch_save(whole, self.path("model", step))
             for part, obj in (("scheduler", sched), ("trainer", trainer_state)):

@@ -145,12 +145,12 @@ class AsyncDCPWriter:
         self,
         state: dict,
         tmp_dir: Path,
-        finalize: Callable[[], None] | None,
+        finalize: Callable[[dict], None] | None,
         describe: Callable[[BaseException], str],
     ) -> None:
         """Collective. Start saving `state` (the local state dict) into `tmp_dir`; `finalize`
-        (rank 0) runs after the write; `describe(err)` turns a failure into the one-line
-        message."""
+        (rank 0) runs after the write with the manifest records of the files the writers wrote;
+        `describe(err)` turns a failure into the one-line message."""
         self.wait()
         self._start()
         state = _structure(state)
@@ -197,11 +197,11 @@ class AsyncDCPWriter:
                 self.staged.set()  # on failure too: training must not wait forever
             start = time.perf_counter()
             reply = self.proc.write(request)
-            if reply is not None:
-                code, strerror, filename, text = reply
+            if "error" in reply:
+                code, strerror, filename, text = reply["error"]
                 raise WriteFailed(code, strerror or text, filename) if code else WriteFailed(text)
             if finalize is not None:
-                finalize()
+                finalize(reply["records"])
             self.write_seconds = time.perf_counter() - start
         except BaseException as err:  # noqa: BLE001  (reported by the training thread)
             self.error = describe(err)

@@ -10,9 +10,11 @@ own shares nothing with training but the page cache and the disk.
 
 Requests and replies are pickled over the child's stdin and a private copy of its stdout. A
 request names the shared staging file (framework/trainer/checkpoint_stage.py) by the parent's
-pid and fd, the folder, and the described state dict; the reply is None or the error as
-(errno, strerror, filename, text). With several training processes, the writers run DCP's
-collectives over a gloo group of their own, from a TCP store the rank-0 writer opens.
+pid and fd, the folder, and the described state dict; the reply is `{"records": {file name:
+manifest record}}` for the files every rank wrote, hashed as they were written (no second pass
+over tens of GB), or `{"error": (errno, strerror, filename, text)}`. With several training
+processes, the writers run DCP's collectives over a gloo group of their own, from a TCP store
+the rank-0 writer opens, and gather their records over it.
 The child dies with its parent (PR_SET_PDEATHSIG), so a killed run leaves no writer behind.
 """
 
@@ -53,7 +55,7 @@ class WriterProcess:
         )
         self.lock = threading.Lock()
 
-    def write(self, request: dict) -> tuple | None:
+    def write(self, request: dict) -> dict:
         with self.lock:
             try:
                 pickle.dump(request, self.proc.stdin)
@@ -61,7 +63,8 @@ class WriterProcess:
                 return pickle.load(self.proc.stdout)
             except (EOFError, BrokenPipeError, pickle.UnpicklingError) as err:
                 code = self.proc.poll()
-                return (0, "", None, f"the checkpoint writer process exited ({code}): {err}")
+                text = f"the checkpoint writer process exited ({code}): {err}"
+                return {"error": (0, "", None, text)}
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -93,9 +96,44 @@ def _group(rank: int, world: int, addr: str, port: int) -> Any:
     return dist.group.WORLD
 
 
-def _write(request: dict, group: Any, files: dict) -> None:
+class _HashingStream:
+    """DCP's output file, hashed and counted as DCP writes it (tell/fileno pass through)."""
+
+    def __init__(self, stream: Any) -> None:
+        from framework.manifest import HashingFile
+
+        self.stream, self.hashing = stream, HashingFile(stream)
+
+    def write(self, data: Any) -> int:
+        return self.hashing.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _hashing_fs(records: dict) -> Any:
+    import contextlib
+
+    from torch.distributed.checkpoint.filesystem import FileSystem
+
+    class HashingFS(FileSystem):
+        @contextlib.contextmanager
+        def create_stream(self, path, mode):
+            with super().create_stream(path, mode) as stream:
+                if "w" not in mode:
+                    yield stream
+                    return
+                hashed = _HashingStream(stream)
+                yield hashed
+            records[Path(path).name] = hashed.hashing.record()
+
+    return HashingFS()
+
+
+def _write(request: dict, group: Any, files: dict) -> dict:
     import warnings
 
+    import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import FileSystemWriter
 
@@ -112,14 +150,19 @@ def _write(request: dict, group: Any, files: dict) -> None:
             files["map"] = mmap.mmap(f.fileno(), source[2])
         files["flat"], files["source"] = torch.frombuffer(files["map"], dtype=torch.uint8), source
     state = rebuild(request["state"], files["flat"])
+    records: dict = {}
+    writer = FileSystemWriter(request["dir"], thread_count=request["threads"])
+    writer.fs = _hashing_fs(records)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.save(
-            state,
-            storage_writer=FileSystemWriter(request["dir"], thread_count=request["threads"]),
-            process_group=group,
-            no_dist=group is None,
-        )
+        dcp.save(state, storage_writer=writer, process_group=group, no_dist=group is None)
+    # Temporary names (DCP's .metadata.tmp, renamed after) are recorded by the caller.
+    records = {k: v for k, v in records.items() if not k.endswith(".tmp")}
+    if group is not None:
+        every: list = [None] * dist.get_world_size(group)
+        dist.all_gather_object(every, records, group=group)
+        records = {k: v for r in every for k, v in r.items()}
+    return {"records": records}
 
 
 def _failure(err: BaseException) -> tuple:
@@ -153,10 +196,9 @@ def main() -> int:
         except EOFError:
             return 0
         try:
-            _write(request, group, files)
-            reply = None
+            reply = _write(request, group, files)
         except BaseException as err:  # noqa: BLE001  (the parent reports it in one line)
-            reply = _failure(err)
+            reply = {"error": _failure(err)}
         pickle.dump(reply, out)
         out.flush()
 
