@@ -19,8 +19,9 @@ manifests (before hashes) are `{"model": 1234, "optim": {".metadata": 56, ...}, 
 Hashing costs no second pass where the writer hands us its bytes: `torch_save` wraps the file
 object given to torch.save and hashes each chunk as it is written (`HashingFile`); the format=dcp
 writer process wraps DCP's file streams the same way (framework/trainer/checkpoint_proc.py).
-`record_file(path)` hashes a file already written (one pass; DCP's small renamed `.metadata`). xxh3_64 (xxhash, already a dependency of wandb): 0.23 s/GB of CPU against 0.73 for
-zlib.crc32 and 1.9 for sha256 (docs/reliability.md has the measurement). It finds damage, not
+`record_file(path)` hashes a file already written (one pass; DCP's small renamed `.metadata`).
+xxh3_64 (xxhash, already a dependency of wandb): 0.23 s/GB of CPU against 0.73 for zlib.crc32
+and 1.9 for sha256 (docs/reliability.md has the measurement). It finds damage, not
 forgery: whoever can write the checkpoint can write its manifest.
 """
 
