@@ -289,7 +289,11 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         print(f"FAILED {name}: {reason}")
     failed, written = generate_missing(args, cfg, checkpoint, items, s)
     judge = Judge(args, critic_cls)
-    records = [{"name": n, "input": n, "status": "failed", "reason": r} for n, r in rejected]
+    # A rejected item is labelled by its file's name, as generated ones are by their output's.
+    records = [
+        {"name": Path(n.split()[-1]).stem or n, "input": n, "status": "failed", "reason": r}
+        for n, r in rejected
+    ]
     fatal = None  # a critic that cannot be loaded: every item left fails the same way
     try:
         for i, item in enumerate(items, 1):

@@ -1,6 +1,8 @@
-"""One static page per best-of-N run (`report.html`): for every item its N videos side by side,
-playing, with their critic scores, the critic's answers per trial and per component, and the
-winner marked; a filter bar shows only the items whose best score is low, or the failed ones.
+"""One static page per best-of-N run (`report.html`): for every item (numbered from 1, anchors
+`#item-1`...) its input frame or video (the ground truth where the input is a video) and its N
+videos side by side, playing, with their critic scores, the critic's answers per trial and per
+component, and the winner marked; a filter bar shows only the items whose best score is low, or
+the failed ones.
 
 Videos play (muted, looping) while they are on screen. The page is self-contained: inline CSS
 and a few lines of inline JavaScript, videos referenced by paths relative to the page (keep it in
@@ -31,7 +33,8 @@ h1 { font-size: 20px; margin: 0 0 8px; }
 .row { display: flex; flex-wrap: wrap; gap: 10px; }
 .cand { margin: 0; padding: 6px; border: 3px solid #ddd; border-radius: 6px; width: 320px; }
 .cand.winner { border-color: #2e7d32; background: #f1f8f1; }
-.cand video { width: 100%; background: #000; }
+.cand video, .cand img { width: 100%; background: #000; }
+.cand.input { border-style: dashed; }
 .badge { background: #2e7d32; color: #fff; border-radius: 3px; padding: 1px 5px;
          font-size: 12px; }
 .score { font-weight: bold; font-size: 15px; }
@@ -158,6 +161,24 @@ def render_candidate(cand: dict[str, Any], winner: bool, base: Path, low: float)
     )
 
 
+IMAGES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def render_input(item: dict[str, Any], base: Path) -> str:
+    """What the candidates continue: the input frame, or the input video, whose frames after the
+    given ones are the ground truth (a DreamGen image has none)."""
+    src = item.get("input")
+    if not src or not Path(src).is_file():
+        return ""
+    url = rel(src, base)
+    if Path(src).suffix.lower() in IMAGES:
+        media, what = f'<img src="{url}" alt="input frame">', "input frame"
+    else:
+        media = f'<video src="{url}" controls muted loop playsinline preload="metadata"></video>'
+        what = "input video: the ground truth after the given frames"
+    return f'<figure class="cand input">{media}<figcaption>{what}</figcaption></figure>'
+
+
 def render_item(i: int, item: dict[str, Any], base: Path, low: float) -> str:
     ok = item.get("status") == "ok"
     best = max(
@@ -174,11 +195,11 @@ def render_item(i: int, item: dict[str, Any], base: Path, low: float) -> str:
     out = item.get("output")
     where = f"{esc(item.get('input', ''))} &rarr; {esc(out)}" if out else esc(item.get("input", ""))
     return (
-        f'<section class="item" id="item-{i}" data-status="{"ok" if ok else "failed"}" '
+        f'<section class="item" id="item-{i + 1}" data-status="{"ok" if ok else "failed"}" '
         f'data-best="{best if best is not None else -1}">'
         f"<h2>{title} {head}</h2>"
         f'<p class="prompt">{esc(item.get("prompt", ""))}<br><small>{where}</small></p>'
-        f'<div class="row">{cands}</div></section>'
+        f'<div class="row">{render_input(item, base)}{cands}</div></section>'
     )
 
 
