@@ -7,7 +7,8 @@ Layout: the same IRASim archive as the instruction recipe (framework/data/bridge
 frame, `state` [x, y, z, roll, pitch, yaw, ...] (end effector, world frame) and
 `continuous_gripper_state` (0 open, 1 closed on real Bridge), and `videos[0].video_path`. No T5
 pickle is needed: upstream feeds the net no instruction (Predict2: zero T5 embeddings; Predict2.5:
-the empty caption), which is `text="none"` here.
+the empty caption), which is `text="none"` (zero embeddings) or `text="online"` (no embeddings:
+the model's text encoder embeds the empty caption) here.
 
 Action k of a window of frames f_0..f_{T-1} (k = 0..T-2; T-1 actions, one per transition; with
 `frame_stride` s the frames are s source frames apart, upstream's `sequence_interval`):
@@ -30,6 +31,7 @@ import torch
 
 from framework.data.action_norm import ActionNorm
 from framework.data.bridge import BridgeDataset, read_annotation
+from framework.data.heldout import HeldOutItem
 
 BRIDGE_ACTION_SCALE = [20.0] * 6 + [1.0]  # upstream's c_act_scaler / _ACTION_SCALER
 ACTION_NAMES = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
@@ -120,10 +122,10 @@ class BridgeActionDataset(BridgeDataset):
         accumulate: bool = False,
         **kw: Any,
     ) -> None:
-        if text not in ("none", "t5") or action_norm not in ("scale", "none"):
+        if text not in ("none", "t5", "online") or action_norm not in ("scale", "none"):
             raise ValueError(
-                f"text {text!r} / action_norm {action_norm!r}: use 'none'|'t5' and 'scale' "
-                "(upstream's x20) | 'none'"
+                f"text {text!r} / action_norm {action_norm!r}: use 'none'|'t5'|'online' and "
+                "'scale' (upstream's x20) | 'none'"
             )
         super().__init__(dataset_dir, split, num_frames, video_size, **kw)
         self.uses_pickles, self.text, self.accumulate = text == "t5", text, accumulate
@@ -145,6 +147,25 @@ class BridgeActionDataset(BridgeDataset):
             return "bad actions", {}
         caption = (text or "") if self.text == "t5" else ""
         return "", {**info, "state": state, "gripper": gripper, "caption": caption}
+
+    def _text_embedding(self, pickle: str | Path):
+        # "online": no embedding at all, the model encodes the (empty) caption itself, as
+        # Predict2.5's recipe does with Reason1.
+        return None if self.text == "online" else super()._text_embedding(pickle)
+
+    def heldout_items(self, num_items: int, num_frames: int) -> list[HeldOutItem]:
+        """BridgeDataset's held-out episodes with the actions of their first window
+        (`conditions`, what an action-conditioned model generates from the first frame)."""
+        items = super().heldout_items(num_items, num_frames)
+        for item in items:
+            split, _, stem = item.name.partition("_")
+            state, gripper = read_states(self.dataset_dir / "annotation" / split / f"{stem}.json")
+            rows = slice(0, self.span, self.frame_stride)
+            raw = bridge_actions(state[rows], gripper[rows], self.accumulate)
+            item.conditions = {"actions": torch.from_numpy(self.normalizer(raw))[None]}
+            if self.text == "online":
+                item.text_emb = None
+        return items
 
     def _load(self, index: int) -> dict[str, Any]:
         sample = super()._load(index)

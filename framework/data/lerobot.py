@@ -272,6 +272,7 @@ class LeRobotDataset(ClipDataset):
         def load(ep) -> HeldOutItem:
             video, from_s = ep.videos[self.camera]
             frames = self._episode_frames(video, from_s, num_frames)
+            conditions = self._heldout_actions(ep) if self.action_key else {}
             task = ep.tasks[0] if ep.tasks else ""
             index = {t: i for i, t in self.meta.tasks.items()}.get(task, -1)
             emb = self._text(index) if index >= 0 else np.zeros((0, self.text_dim), np.float32)
@@ -283,9 +284,22 @@ class LeRobotDataset(ClipDataset):
                 prompt=task,
                 fps=self.fps / self.frame_stride,
                 source=str(video),
+                conditions=conditions,
             )
 
         return load_items(episodes, num_items, load, f"{self.dataset_dir} ({held or 'all'})")
+
+    def _heldout_actions(self, ep) -> dict[str, torch.Tensor]:
+        """{"actions": [1, num_frames - 1, D]}: the normalized actions of the episode's first
+        training-length window (what an action-conditioned model generates from its first
+        frame), strided as in training."""
+        rows = self._read_rows([ep], [self.task_column, self.action_key])[ep.index]
+        acts = rows[self.action_key][
+            : (self.num_frames - 1) * self.frame_stride : self.frame_stride
+        ]
+        if len(acts) < self.num_frames - 1:
+            raise ValueError(f"episode {ep.index} has {len(acts)} actions, fewer than a window's")
+        return {"actions": torch.from_numpy(np.ascontiguousarray(acts, np.float32))[None]}
 
     def _episode_frames(self, video: Path, from_s: float, num_frames: int) -> torch.Tensor:
         from framework.data.video import ClipReader

@@ -126,7 +126,7 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[v2w.Item], list[tuple[str,
     if save_dir.exists() and not save_dir.is_dir():
         raise ConfigError(f"--save_path {save_dir} is a file; best_of_n writes into a folder.")
     if args.batch_input_json:
-        items, rejected = v2w.read_batch(args.batch_input_json, save_dir)
+        items, rejected = v2w.read_batch(args.batch_input_json, save_dir, v2w._dataset(cfg))
     else:
         single = copy.copy(args)
         single.save_path = str(save_dir / "winner.mp4")  # replaced below, per item

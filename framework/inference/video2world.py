@@ -31,7 +31,7 @@ from framework.config import ConfigError
 from framework.data.heldout import build_dataset, heldout_of
 from framework.diffusion.step_cache import enable_step_cache
 from framework.inference import loading, media, prompts
-from framework.inference.conditions import read_actions
+from framework.inference.conditions import fit_actions, read_actions
 from framework.trainer.dist import env_ranks
 
 USER_ERROR, ITEM_FAILED = 2, 1
@@ -130,8 +130,9 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
     a(
         "--actions",
         default=None,
-        help="robot actions to roll out (.npy or .json [T, D], one per frame transition) for an "
-        "action-conditioned model",
+        help="robot actions to roll out for an action-conditioned model, one per frame "
+        "transition: .npy or .json [T, D], a Bridge annotation .json, or DATASET_DIR:EPISODE of "
+        "a LeRobot folder (normalized as the training data)",
     )
     a(
         "--batch_input_json",
@@ -195,7 +196,7 @@ def fill_sampler_defaults(args: argparse.Namespace, cfg) -> None:
 def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str]]]:
     """The items to generate and the (item, reason) pairs rejected before any work."""
     if args.batch_input_json:
-        return read_batch(args.batch_input_json, Path(args.save_path).parent)
+        return read_batch(args.batch_input_json, Path(args.save_path).parent, _dataset(cfg))
     if args.input_path is None:
         # `make generate` with no arguments: the first held-out item of the experiment's data.
         try:
@@ -209,15 +210,23 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str
         prompt = args.prompt if args.prompt is not None else item.prompt
         extra = dict(item.conditions)
         if args.actions:
-            extra["actions"] = read_actions(args.actions)
+            extra["actions"] = read_actions(args.actions, _dataset(cfg))
         return [Item(item.source, prompt, args.save_path, frames=item.video, conditions=extra)], []
     if Path(args.save_path).resolve() == Path(args.input_path).resolve():
         raise ConfigError(f"--save_path {args.save_path} is the input itself; choose another path.")
-    extra = {"actions": read_actions(args.actions)} if args.actions else {}
+    extra = {"actions": read_actions(args.actions, _dataset(cfg))} if args.actions else {}
     return [Item(args.input_path, args.prompt or "", args.save_path, conditions=extra)], []
 
 
-def read_batch(path: str | Path, out_dir: Path) -> tuple[list[Item], list[tuple[str, str]]]:
+def _dataset(cfg) -> dict:
+    """The training data node (how actions were normalized), {} without one."""
+    data = cfg.get("data") if cfg is not None else None
+    return dict(data.get("dataset") or {}) if data is not None else {}
+
+
+def read_batch(
+    path: str | Path, out_dir: Path, dataset: dict | None = None
+) -> tuple[list[Item], list[tuple[str, str]]]:
     """Items of a batch JSON, each checked up front; a bad item is rejected alone, with a reason
     (the others still run). A missing prompt means the empty prompt (no text); two items may not
     write the same output, and no output may overwrite an input."""
@@ -242,7 +251,7 @@ def read_batch(path: str | Path, out_dir: Path) -> tuple[list[Item], list[tuple[
     prompt_files = {p.with_suffix(".txt") for p in inputs if p.with_suffix(".txt").is_file()}
     items, rejected, outputs = [], [], {}
     for i, entry in enumerate(entries):
-        reason, item = batch_item(entry, i, out_dir)
+        reason, item = batch_item(entry, i, out_dir, dataset)
         if item is not None:
             out = Path(item.output).resolve()
             if out in inputs:
@@ -263,7 +272,9 @@ def read_batch(path: str | Path, out_dir: Path) -> tuple[list[Item], list[tuple[
     return items, rejected
 
 
-def batch_item(entry: object, i: int, out_dir: Path) -> tuple[str, Item | None]:
+def batch_item(
+    entry: object, i: int, out_dir: Path, dataset: dict | None = None
+) -> tuple[str, Item | None]:
     """("", item) for a usable batch entry, else (reason, None)."""
     if not isinstance(entry, dict):
         return f"is a {type(entry).__name__}, not an object with input_video and prompt", None
@@ -282,7 +293,7 @@ def batch_item(entry: object, i: int, out_dir: Path) -> tuple[str, Item | None]:
     extra = {}
     if entry.get("actions") is not None:
         try:
-            extra["actions"] = read_actions(str(entry["actions"]))
+            extra["actions"] = read_actions(str(entry["actions"]), dataset)
         except ConfigError as err:
             return str(err), None
     return "", Item(source, prompt, out, conditions=extra)
@@ -310,7 +321,7 @@ def generate_item(
         guidance=s.guidance,
         num_steps=s.num_steps,
         seed=s.seed,
-        conditions=item.conditions,
+        conditions=fit_actions(model, item.conditions),
     )
     if not write:
         return Path(item.output)

@@ -1,0 +1,161 @@
+"""Action-conditioned Video2World on Bridge: upstream's Predict2.5 and Predict2 recipes, and tiny
+CPU members that show what the actions buy.
+
+Data: the IRASim Bridge archive laid out by `python -m data_prep.bridge --archive ... --skip_t5`
+(docs/data.md, "Bridge with actions"): 13 frames, 12 actions x 7 (x20 as upstream).
+Weights: Predict2.5 starts from the 2B pre-trained file (`hf download nvidia/Cosmos-Predict2.5-2B
+--local-dir checkpoints/nvidia/Cosmos-Predict2.5-2B`), its action embedders from their init
+(upstream starts them uninitialised; docs/upstream/cosmos_predict2_5.md §6.2, §8 item 3);
+Predict2 from its released action-conditioned file (`hf download
+nvidia/Cosmos-Predict2-2B-Sample-Action-Conditioned --local-dir
+checkpoints/nvidia/Cosmos-Predict2-2B-Sample-Action-Conditioned`). Values: §6.1-§6.6.
+"""
+
+from __future__ import annotations
+
+from experiments import blocks
+from experiments.bridge import SYNTHETIC_BRIDGE
+from experiments.predict2_5 import predict2_5_checkpoint
+from experiments.tiny import tiny_gr1
+from framework.config import L, experiment
+
+P25_ACTION_NET = "framework.models.cosmos2_5.action.ActionChunkConditionedDiT"
+P2_ACTION_NET = "framework.models.cosmos2.action.ActionConditionedDiT"
+P2_ACTION_HUB = "nvidia/Cosmos-Predict2-2B-Sample-Action-Conditioned"
+
+
+def predict2_5_action_net(size: str = "2B", **overrides):
+    from framework.models.cosmos2_5.net import net_config
+
+    return L(P25_ACTION_NET)(
+        **{**net_config(size), "action_dim": 7, "temporal_compression_ratio": 4, **overrides}
+    )
+
+
+def predict2_action_net(size: str = "2B", **overrides):
+    from framework.models.cosmos2.net import net_config
+
+    return L(P2_ACTION_NET)(**{**net_config(size), "action_dim": 7 * 12, **overrides})
+
+
+@experiment(
+    aliases=[
+        "cosmos_predict2p5_2B_reason_embeddings_action_conditioned_rectified_flow_bridge_13frame_256x320",
+        "ac_reason_embeddings_rectified_flow_2b_256_320",
+    ],
+    job_name="2b_bridge_action_conditioned",
+)
+def predict2_5_bridge_action_256x320():
+    """Predict2.5 2B action-conditioned on Bridge: 13 frames at 256x320, 12 actions 4 per latent
+    frame, no instruction (Reason1 embeds the empty caption); 8 per GPU, FSDP 8."""
+    import framework.models.cosmos2_5.action  # noqa: F401  (registers the family)
+
+    vae = L("framework.models.tokenizers.WanVAETokenizer")(
+        path=predict2_5_checkpoint("tokenizer.pth")
+    )
+    model = blocks.world_model(predict2_5_action_net(), vae, "cosmos2_5_action", state_t=4)
+    model.text_encoder = f"{blocks.CHECKPOINTS}/nvidia/Cosmos-Reason1-7B"
+    model.fps = 4.0
+    model.objective.conditional_frames_probs = [0.0, 1.0]  # exactly one given latent frame
+    data = L("framework.data.bridge_actions.BridgeActionDataset")(
+        dataset_dir=f"{blocks.DATASETS}/bridge", num_frames=13, video_size=[256, 320], text="online"
+    )
+    cfg = blocks.base(model, blocks.loader(data, batch_size=8, num_workers=4))
+    cfg.job.project, cfg.job.group = "cosmos_predict2_action_conditioned", "cosmos_predict_v2p5"
+    cfg.optim = blocks.optim(lr=3.2e-4, weight_decay=0.1, betas=(0.9, 0.999))
+    cfg.sched = blocks.lambda_linear(warm_up=100, cycle=400_000, f_max=0.99, f_min=0.4)
+    cfg.train.max_steps = 150_000  # inherited from the 2B RF config [I]; released: iter 16000
+    cfg.train.grad_clip = 0.1
+    cfg.train.ema.enabled = True
+    cfg.parallel.shard_size = 8
+    cfg.checkpoint.save_iter = 2000
+    cfg.checkpoint.format = "dcp"
+    cfg.checkpoint.load_path = predict2_5_checkpoint()  # plain Video2World: embedders keep init
+    return cfg
+
+
+@experiment(
+    aliases=["predict2_video2world_2b_action_conditioned_training"],
+    job_name="predict2_2b_bridge_action_conditioned",
+)
+def predict2_bridge_action_480x640():
+    """Predict2 2B action-conditioned on Bridge: 13 frames at 480x640, the 12 actions as one
+    84-dim vector, zero T5 embeddings (no instruction); 2 per GPU, FSDP over all GPUs."""
+    import framework.models.cosmos2.action  # noqa: F401  (registers the family)
+
+    model = blocks.world_model(
+        predict2_action_net(), blocks.wan_vae("2B"), "cosmos2_action", state_t=4
+    )
+    model.fps = 4.0
+    model.objective.min_num_conditional_frames = model.objective.max_num_conditional_frames = 1
+    data = blocks.bridge_action_dataset(num_frames=13, video_size=(480, 640))  # text="none"
+    cfg = blocks.base(
+        model, blocks.loader(data, batch_size=2), "posttraining", "action_conditioned"
+    )
+    cfg.optim = blocks.optim(lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99))
+    cfg.parallel.shard_size = -1  # upstream's fsdp_shard_size -1: every GPU
+    cfg.checkpoint.load_path = f"{blocks.CHECKPOINTS}/{P2_ACTION_HUB}/model-480p-4fps.pt"
+    return cfg
+
+
+# ---- tiny CPU members: the same small Predict2.5 model with and without actions -------------
+
+
+def _tiny(action: bool):
+    """tiny_predict2_5_gr1's net and training on the synthetic Bridge arm clips (tiny_bridge's
+    set: 48 episodes, 5 frames 8 apart = a whole episode, 24x32, val split of 4), no instruction,
+    so only the first frame and (with `action`) the 4 actions tell where the arm goes."""
+    import framework.models.cosmos2_5.action  # noqa: F401
+
+    cfg = tiny_gr1()
+    old = cfg.model.net
+    kw = dict(
+        model_channels=old.model_channels,
+        num_blocks=old.num_blocks,
+        num_heads=old.num_heads,
+        in_channels=old.in_channels,
+        out_channels=old.out_channels,
+        crossattn_emb_channels=old.model_channels,
+        crossattn_proj_in_channels=1024,  # the zero T5-sized embeddings of text="none"
+    )
+    if action:  # the pixel tokenizer keeps every frame: one 7-dim action per latent frame
+        net = predict2_5_action_net(**kw, action_dim=7, temporal_compression_ratio=1)
+    else:
+        net = L("framework.models.cosmos2_5.net.Predict25DiT")(**kw)
+    family = "cosmos2_5_action" if action else "cosmos2_5"
+    model = blocks.world_model(net, cfg.model.tokenizer, family, state_t=5, text_encoder=None)
+    model.max_text_tokens, model.fps = 1, 0.5  # 4 fps clips, 8 frames apart
+    model.objective.conditional_frames_probs = [0.0, 1.0]  # generation gives one frame
+    model.objective.text_dropout = 0.0  # scored unguided
+    cfg.model = model
+    cfg.data.dataset = L("data_prep.synthetic_bridge.synthetic_bridge_dataset")(
+        dataset_dir=SYNTHETIC_BRIDGE,
+        num_videos=48,
+        source_frames=33,
+        size=[64, 80],
+        num_val=4,
+        actions=True,  # both read the actions; only the action net's family takes them
+        num_frames=5,
+        frame_stride=8,
+        video_size=[24, 32],
+        max_text_tokens=1,
+        keep_in_memory=True,
+    )
+    cfg.job.group = "tiny_action"
+    # The 4 val episodes with their actions, 2 seeds each (`python -m framework.eval`).
+    cfg.eval = blocks.eval_set(
+        "synthetic_bridge_action_val", num_items=4, seeds=(0, 1), guidance=0.0, num_steps=15
+    )
+    return cfg
+
+
+@experiment
+def tiny_bridge_action():
+    """CPU: tiny Predict2.5 action net on synthetic Bridge arm clips with their actions."""
+    return _tiny(action=True)
+
+
+@experiment
+def tiny_bridge_no_action():
+    """CPU: tiny_bridge_action's model without actions (the baseline of the PSNR gap)."""
+    return _tiny(action=False)
