@@ -88,7 +88,8 @@ def predict2_bridge_action_480x640():
     )
     model.fps = 4.0
     model.objective.min_num_conditional_frames = model.objective.max_num_conditional_frames = 1
-    data = blocks.bridge_action_dataset(num_frames=13, video_size=(480, 640))  # text="none"
+    data = blocks.bridge_action_dataset(num_frames=13, video_size=(480, 640))
+    data.text = "none"  # zero T5 embeddings: upstream gives this net no instruction
     cfg = blocks.base(
         model, blocks.loader(data, batch_size=2), "posttraining", "action_conditioned"
     )

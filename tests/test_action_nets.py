@@ -200,3 +200,40 @@ def test_wrong_action_shape_names_what_is_needed():
     p2 = ActionConditionedDiT(**TINY, in_channels=16)
     with pytest.raises(ValueError, match="T_a \\* D = 84; got none"):
         p2(x, ts, torch.randn(1, 3, 1024))
+
+
+@pytest.mark.parametrize(
+    "name, upstream, count",
+    [
+        (
+            "predict2_5_bridge_action_256x320",
+            "cosmos_predict2p5_2B_reason_embeddings_action_conditioned_rectified_flow_bridge_"
+            "13frame_256x320",
+            2_126_767_104,
+        ),
+        (
+            "predict2_bridge_action_480x640",
+            "predict2_video2world_2b_action_conditioned_training",
+            2_024_923_136,
+        ),
+    ],
+)
+def test_bridge_action_recipes_dry_run_at_upstream_counts(name, upstream, count):
+    from framework.config import get, instantiate, load_all
+    from framework.config.registry import resolve_name
+
+    load_all()
+    assert resolve_name(upstream) == name
+    cfg = get(name)
+    with torch.device("meta"):
+        net = instantiate(cfg.model.net)
+    assert sum(p.numel() for p in net.parameters()) == count
+    obj = cfg.model.objective
+    if name.startswith("predict2_5"):  # §6.4
+        assert list(obj.conditional_frames_probs) == [0.0, 1.0] and cfg.optim.lr == 3.2e-4
+        assert cfg.data.dataset.text == "online" and cfg.data.batch_size == 8
+    else:  # §6.6
+        assert obj.min_num_conditional_frames == obj.max_num_conditional_frames == 1
+        assert cfg.optim.lr == 1e-4 and list(cfg.optim.betas) == [0.9, 0.99]
+        assert cfg.data.dataset.text == "none" and not cfg.train.ema.enabled
+    assert cfg.model.state_t == 4 and cfg.data.dataset.num_frames == 13
