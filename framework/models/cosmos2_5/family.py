@@ -7,6 +7,7 @@ from framework.config import L
 from framework.models.cosmos2_5.convert import diffusers_to_official, official_to_diffusers
 from framework.models.cosmos2_5.flops import flops_per_sample
 from framework.models.cosmos2_5.net import IGNORED_CHECKPOINT_KEYS, Predict25DiT
+from framework.models.dit.diffusers_keys import diffusers_config as minimal_diffusers_config
 from framework.models.family import ModelFamily, register_family
 
 # Upstream's `lora_target_modules` (docs/upstream/cosmos_predict2_5.md §6): self- and
@@ -15,31 +16,15 @@ LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
 
 
 def diffusers_config(net: Predict25DiT) -> dict:
-    """Kwargs of diffusers' CosmosTransformer3DModel for this net (§7): the condition-mask
-    channel counts in `in_channels`, the padding mask comes on top; rope_scale is (t, h, w)."""
+    """Kwargs of diffusers' CosmosTransformer3DModel for this net (§7): the MinimalDiT's, plus
+    the text projection."""
     c = net.config
-    return dict(
-        in_channels=c["in_channels"] + 1,
-        out_channels=c["out_channels"],
-        num_attention_heads=c["num_heads"],
-        attention_head_dim=c["model_channels"] // c["num_heads"],
-        num_layers=c["num_blocks"],
-        mlp_ratio=c["mlp_ratio"],
-        text_embed_dim=c["crossattn_emb_channels"],
-        adaln_lora_dim=c["adaln_lora_dim"],
-        max_size=[c["max_frames"], c["max_img_h"], c["max_img_w"]],
-        patch_size=[c["patch_temporal"], c["patch_spatial"], c["patch_spatial"]],
-        rope_scale=[
-            c["rope_t_extrapolation_ratio"],
-            c["rope_h_extrapolation_ratio"],
-            c["rope_w_extrapolation_ratio"],
-        ],
-        concat_padding_mask=c["concat_padding_mask"],
-        extra_pos_embed_type=None,
-        use_crossattn_projection=True,
-        crossattn_proj_in_channels=c["crossattn_proj_in_channels"],
-        encoder_hidden_states_channels=c["crossattn_emb_channels"],
-    )
+    return {
+        **minimal_diffusers_config(net),
+        "use_crossattn_projection": True,
+        "crossattn_proj_in_channels": c["crossattn_proj_in_channels"],
+        "encoder_hidden_states_channels": c["crossattn_emb_channels"],
+    }
 
 
 PREDICT2_5 = register_family(

@@ -1,37 +1,18 @@
-"""Analytic FLOPs of the Predict2.5 DiT, for MFU."""
+"""Analytic FLOPs of the Predict2.5 DiT, for MFU: the shared MinimalDiT count plus the text
+projection, which runs once per sample on text_len tokens (100352 -> 1024: 0.1 GFLOP per token)."""
 
 from __future__ import annotations
 
 from framework.models.cosmos2_5.net import Predict25DiT
+from framework.models.dit import flops as minimal
 
 
 def forward_flops(net: Predict25DiT, T: int, H: int, W: int, text_len: int = 512) -> float:
-    """Forward FLOPs (2 per multiply-add) of one sample with latent size T x H x W: every Linear
-    and the two attention matmuls (QK^T, PV); norms and pointwise ops are left out. The text
-    projection runs once per sample on text_len tokens (100352 -> 1024: 0.1 GFLOP per token)."""
-    p, pt = net.patch_spatial, net.patch_temporal
-    frames, tokens = T // pt, (T // pt) * (H // p) * (W // p)
-    d, ctx = net.model_channels, net.crossattn_emb_channels
-    hidden = int(d * net.mlp_ratio)
-    lora = net.final_layer.adaln_modulation[1].out_features
-    per_block = (
-        4 * tokens * d * d  # self q, k, v, out
-        + 2 * tokens * tokens * d  # self QK^T and PV
-        + 2 * tokens * d * d  # cross q, out
-        + 2 * text_len * ctx * d  # cross k, v
-        + 2 * tokens * text_len * d  # cross QK^T and PV
-        + 2 * tokens * d * hidden  # mlp
-        + 3 * frames * (d * lora + lora * 3 * d)  # adaLN-LoRA per sub-layer, per latent frame
-    )
+    """Forward FLOPs (2 per multiply-add) of one sample with latent size T x H x W."""
     proj = net.crossattn_proj[0]
-    outer = (
-        tokens * net.x_embedder.proj[1].in_features * d  # patch embed
-        + frames * (d * d + d * 3 * d)  # t_embedder
-        + frames * (d * lora + lora * 2 * d)  # final adaLN
-        + tokens * d * net.final_layer.linear.out_features  # final linear
-        + text_len * proj.in_features * proj.out_features  # text projection
+    return minimal.forward_flops(net, T, H, W, text_len) + 2.0 * (
+        text_len * proj.in_features * proj.out_features
     )
-    return 2.0 * (len(net.blocks) * per_block + outer)
 
 
 def flops_per_sample(net: Predict25DiT, T: int, H: int, W: int, text_len: int = 512) -> float:
