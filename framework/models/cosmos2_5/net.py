@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from framework.models.cosmos2_5.layers import fp32_linear, modulation
 from framework.models.dit import minimal
-from framework.models.dit.context_parallel import Layout
 
 # Carried by official files, recomputed or unused here (§1.5).
 IGNORED_CHECKPOINT_KEYS: tuple[str, ...] = (
@@ -49,34 +48,11 @@ def net_config(size: str) -> dict:
 class Block(minimal.Block):
     """The shared block with its three modulations computed in fp32, then cast to x's dtype."""
 
-    def _forward(
-        self,
-        x: Tensor,
-        emb: Tensor,
-        adaln_lora: Tensor,
-        context: Tensor,
-        rope_cos: Tensor,
-        rope_sin: Tensor,
-        cp: Layout | None = None,
-    ) -> Tensor:
-        b, t, s, d = x.shape
-
-        def mod(head: nn.Sequential) -> list[Tensor]:
-            return [m.to(x.dtype).unsqueeze(2) for m in modulation(head, emb, adaln_lora, 3)]
-
-        shift, scale, gate = mod(self.adaln_modulation_self_attn)
-        h = self.layer_norm_self_attn(x) * (1 + scale) + shift
-        h = self.self_attn(h.reshape(b, t * s, d), rope=(rope_cos, rope_sin), cp=cp)
-        x = x + gate * h.view(b, t, s, d)
-
-        shift, scale, gate = mod(self.adaln_modulation_cross_attn)
-        h = self.layer_norm_cross_attn(x) * (1 + scale) + shift
-        h = self.cross_attn(h.reshape(b, t * s, d), context=context)
-        x = x + gate * h.view(b, t, s, d)
-
-        shift, scale, gate = mod(self.adaln_modulation_mlp)
-        h = self.layer_norm_mlp(x) * (1 + scale) + shift
-        return x + gate * self.mlp(h)
+    def modulation(
+        self, head: nn.Module, emb: Tensor, adaln_lora: Tensor, x: Tensor
+    ) -> tuple[Tensor, ...]:
+        assert isinstance(head, nn.Sequential)
+        return tuple(m.to(x.dtype).unsqueeze(2) for m in modulation(head, emb, adaln_lora, 3))
 
 
 class FinalLayer(minimal.FinalLayer):
@@ -95,6 +71,9 @@ class Predict25DiT(minimal.MinimalDiT):
     """Predict2.5 Video2World DiT: latent + condition mask + padding mask in (§1.2 item 2),
     timesteps [B], [B,1] or [B,T] on 0..1000 (item 3), text of `crossattn_proj_in_channels`
     (item 4); velocity out in fp32."""
+
+    block_class = Block
+    final_layer_class = FinalLayer
 
     def __init__(
         self,
@@ -120,16 +99,9 @@ class Predict25DiT(minimal.MinimalDiT):
     ) -> None:
         config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         shared = {k: v for k, v in config.items() if k not in _OWN_ARGS}
-        # The shared net builds no blocks here: ours are built below with fp32 modulations.
-        super().__init__(**{**shared, "num_blocks": 0})
+        super().__init__(**shared)  # with this class's fp32-modulation Block and FinalLayer
         self.config = config
         self.timestep_scale = timestep_scale
-        d = model_channels
-        self.blocks = nn.ModuleList(
-            Block(d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim)
-            for _ in range(num_blocks)
-        )
-        self.final_layer = FinalLayer(d, self.final_layer.linear.out_features, adaln_lora_dim)
         self.crossattn_proj = nn.Sequential(
             nn.Linear(crossattn_proj_in_channels, crossattn_emb_channels, bias=True), nn.GELU()
         )

@@ -54,22 +54,26 @@ class Block(CheckpointedUnit):
         context parallel T counts this rank's frames and `cp` is the layout."""
         b, t, s, d = x.shape
 
-        def modulation(head: nn.Module) -> tuple[Tensor, ...]:
-            return (head(emb) + adaln_lora).unsqueeze(2).chunk(3, dim=-1)
-
-        shift, scale, gate = modulation(self.adaln_modulation_self_attn)
+        shift, scale, gate = self.modulation(self.adaln_modulation_self_attn, emb, adaln_lora, x)
         h = self.layer_norm_self_attn(x) * (1 + scale) + shift
         h = self.self_attn(h.reshape(b, t * s, d), rope=(rope_cos, rope_sin), cp=cp)
         x = x + gate * h.view(b, t, s, d)
 
-        shift, scale, gate = modulation(self.adaln_modulation_cross_attn)
+        shift, scale, gate = self.modulation(self.adaln_modulation_cross_attn, emb, adaln_lora, x)
         h = self.layer_norm_cross_attn(x) * (1 + scale) + shift
         h = self.cross_attn(h.reshape(b, t * s, d), context=context)
         x = x + gate * h.view(b, t, s, d)
 
-        shift, scale, gate = modulation(self.adaln_modulation_mlp)
+        shift, scale, gate = self.modulation(self.adaln_modulation_mlp, emb, adaln_lora, x)
         h = self.layer_norm_mlp(x) * (1 + scale) + shift
         return x + gate * self.mlp(h)
+
+    def modulation(
+        self, head: nn.Module, emb: Tensor, adaln_lora: Tensor, x: Tensor
+    ) -> tuple[Tensor, ...]:
+        """(shift, scale, gate) [B, T, 1, D] of one sub-layer (a family may compute it in
+        another precision; Predict2.5 does it in fp32)."""
+        return tuple((head(emb) + adaln_lora).unsqueeze(2).chunk(3, dim=-1))
 
 
 class FinalLayer(nn.Module):
@@ -87,7 +91,12 @@ class FinalLayer(nn.Module):
 
 
 class MinimalDiT(VideoDiT):
-    """Video2World DiT. Input channels: latent, condition mask, padding mask (§4.5.1-2)."""
+    """Video2World DiT. Input channels: latent, condition mask, padding mask (§4.5.1-2).
+    A subclass swaps the block and final-layer classes through `block_class` and
+    `final_layer_class` (same module names, so the same official keys)."""
+
+    block_class: type[Block] = Block
+    final_layer_class: type[FinalLayer] = FinalLayer
 
     def __init__(
         self,
@@ -139,11 +148,11 @@ class MinimalDiT(VideoDiT):
         self.t_embedder = nn.Sequential(Timesteps(d), TimestepEmbedding(d))
         self.t_embedding_norm = RMSNorm(d, eps=1e-6)
         self.blocks = nn.ModuleList(
-            Block(d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim)
+            self.block_class(d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim)
             for _ in range(num_blocks)
         )
         out_features = patch_spatial * patch_spatial * patch_temporal * out_channels
-        self.final_layer = FinalLayer(d, out_features, adaln_lora_dim)
+        self.final_layer = self.final_layer_class(d, out_features, adaln_lora_dim)
         self.cp = None
         self.init_weights()
 
