@@ -257,13 +257,16 @@ def gr1_dataset(
     max_text_tokens: int = 512,
     keep_in_memory: bool = False,
     resize_mode: str = "resize",
+    text_embeddings: bool = True,
 ) -> DictConfig:
     """GR1 layout: videos/*.mp4 + metas/*.txt + t5_xxl/*.pickle (data_prep/gr1.py makes it; your
     own clips: docs/data.md), held-out clips in val/. `frame_stride` takes every n-th frame (the
     model's fps becomes the clips' fps / n, read from the videos); `max_text_tokens` caps the
     caption embeddings (512 = T5's, upstream); `keep_in_memory` decodes each video once (small
     sets only); `resize_mode` "resize" (upstream training) or "center_crop". Train from a latent
-    cache (python -m data_prep.latent_cache) with `data.dataset.latent_cache_dir=DIR`."""
+    cache (python -m data_prep.latent_cache) with `data.dataset.latent_cache_dir=DIR`.
+    `text_embeddings=False`: captions only (no t5_xxl/ needed), for a model whose text encoder
+    runs online (Predict2.5's Reason1)."""
     return L("framework.data.dataset.VideoDataset")(
         dataset_dir=root,
         num_frames=num_frames,
@@ -273,6 +276,7 @@ def gr1_dataset(
         keep_in_memory=keep_in_memory,
         resize_mode=resize_mode,
         latent_cache_dir=None,
+        text_embeddings=text_embeddings,
     )
 
 

@@ -10,10 +10,11 @@ Weights: `hf download nvidia/Cosmos-Predict2.5-2B --local-dir
 checkpoints/nvidia/Cosmos-Predict2.5-2B`.
 Values are upstream's (docs/upstream/cosmos_predict2_5.md §5, §6).
 
-Text: the released nets take Reason1 features [512, 100352] (§2). Until the Reason1 text encoder
-component lands (issue #23/#24), the GR00T recipes build and dry-run but cannot train on the GR1
-folder's T5 pickles; the net says so in one sentence. The tiny member uses the synthetic set's
-T5-style embeddings through a projection sized for them.
+Text: the released nets take Reason1 features [512, 100352] (§2). As upstream trains, the GR00T
+recipes encode every batch's captions online with the Reason1 text encoder
+(framework/models/text/reason1.py; `hf download nvidia/Cosmos-Reason1-7B --local-dir
+checkpoints/nvidia/Cosmos-Reason1-7B`), so the GR1 folder needs videos and metas only. The tiny
+member uses the synthetic set's T5-style embeddings through a projection sized for them.
 """
 
 from __future__ import annotations
@@ -60,8 +61,11 @@ def predict2_5_groot_gr1_480():
         path=predict2_5_checkpoint("tokenizer.pth")
     )
     model = predict2_5_model(predict2_5_net("2B"), vae, state_t=24)
-    model.text_encoder = f"{blocks.CHECKPOINTS}/nvidia/Cosmos-Reason1-7B"
-    data = blocks.loader(blocks.gr1_dataset(num_frames=93, video_size=(432, 768)), num_workers=4)
+    model.text_encoder = L("framework.models.text.reason1.Reason1TextEncoder")(
+        path_or_hub_id=f"{blocks.CHECKPOINTS}/nvidia/Cosmos-Reason1-7B", max_length=512
+    )
+    gr1 = blocks.gr1_dataset(num_frames=93, video_size=(432, 768), text_embeddings=False)
+    data = blocks.loader(gr1, num_workers=4)
     cfg = blocks.base(model, data, "cosmos_predict_v2p5", "video2world")
     cfg.optim = blocks.optim(lr=2**-14.5, weight_decay=0.001, betas=(0.9, 0.999))
     # Peak never reached in 1000 steps (f_max 0.5 at step 1000): upstream's values (§8 item 6).

@@ -67,8 +67,9 @@ def test_reason1_missing_weights_name_the_download(tmp_path):
     from framework.models.qwen_vl import QwenVLError
     from framework.models.text.reason1 import Reason1TextEncoder
 
+    enc = Reason1TextEncoder(tmp_path / "nothing")  # a config builds it without reading files
     with pytest.raises(QwenVLError, match="hf download nvidia/Cosmos-Reason1-7B"):
-        Reason1TextEncoder(tmp_path / "nothing")
+        enc.encode(["pick the cup"])
 
 
 def test_t5_encoder_checks_the_folder_at_once_and_loads_on_first_use(tmp_path):

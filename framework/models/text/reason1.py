@@ -34,8 +34,9 @@ def normalize(hidden: Tensor, eps: float = 1e-8) -> Tensor:
 
 class Reason1TextEncoder:
     """`encode(prompts)` -> ([B, max_length, layers * hidden] features, lengths [B]); lengths
-    count the chat's tokens before padding (at most max_length). The folder is checked at
-    construction; the model loads on the first `encode`."""
+    count the chat's tokens before padding (at most max_length). Construction reads nothing (a
+    config builds it on the meta device, and a run on precomputed embeddings never needs the
+    weights); the folder is found on first use and the model loads on the first `encode`."""
 
     def __init__(
         self,
@@ -45,16 +46,33 @@ class Reason1TextEncoder:
         device: str | torch.device | None = None,
         system_prompt: str = SYSTEM_PROMPT,
     ) -> None:
-        self.folder = resolve(path_or_hub_id, DEFAULT_HUB_ID, label="Reason1 text encoder")
+        self.name = path_or_hub_id
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_length, self.system_prompt = int(max_length), system_prompt
-        config = json.loads((self.folder / "config.json").read_text())
-        text = config.get("text_config") or config
-        self.num_layers = int(text["num_hidden_layers"])
-        self.dim = self.num_layers * int(text["hidden_size"])
+        self._folder: Path | None = None
         self._model: Any = None  # built by _load on first use
         self._tokenizer: Any = None
+
+    @property
+    def folder(self) -> Path:
+        """The checkpoint folder; QwenVLError naming the download command when it is missing."""
+        if self._folder is None:
+            self._folder = resolve(self.name, DEFAULT_HUB_ID, label="Reason1 text encoder")
+        return self._folder
+
+    def _text_config(self) -> dict:
+        config = json.loads((self.folder / "config.json").read_text())
+        return config.get("text_config") or config
+
+    @property
+    def num_layers(self) -> int:
+        return int(self._text_config()["num_hidden_layers"])
+
+    @property
+    def dim(self) -> int:
+        """Channels of the features: layers x hidden (28 x 3584 = 100352 for the 7B)."""
+        return self.num_layers * int(self._text_config()["hidden_size"])
 
     def to_device(self, device: str | torch.device) -> None:
         self.device = torch.device(device)

@@ -56,8 +56,8 @@ def download_t5(hub_id: str = DEFAULT_HUB_ID, local_dir: str | Path | None = Non
 
 class T5TextEncoder:
     """`encode(prompts)` -> (embeddings [B, max_length, D] zeroed past each length, lengths [B]).
-    The folder is checked at construction (a missing encoder fails before any work); the weights
-    load on the first `encode`."""
+    Given a path, the folder is checked at construction (a missing encoder fails before any
+    work); the weights load on the first `encode`."""
 
     def __init__(
         self,
