@@ -2,7 +2,8 @@
 
 Rows come from DIR/sweep.json (written by launch.sweep); without it, every sub-folder holding a
 metrics.jsonl is a run. Final metrics are the last logged `loss` and the latest value of every
-`eval*` key (eval_before/* left out when eval_after/* is there).
+`eval*` key: the eval hook's before/after scores and its every-N `eval/*` ones (framework/hooks/
+evaluation.py); eval_before/* and eval/* are left out when eval_after/* is there.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def final_metrics(records: list[dict]) -> dict[str, float]:
             {k: v for k, v in r.items() if k.startswith("eval") and isinstance(v, (int, float))}
         )
     if any(k.startswith("eval_after/") for k in evals):
-        evals = {k: v for k, v in evals.items() if not k.startswith("eval_before/")}
+        evals = {k: v for k, v in evals.items() if k.startswith("eval_after/")}
     return {**out, **dict(sorted(evals.items()))}
 
 

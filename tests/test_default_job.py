@@ -79,7 +79,7 @@ def test_default_job_trains_evaluates_and_generates(tmp_path):
         timeout=300,
     )
     assert scored.returncode == 0, scored.stderr[-3000:]
-    assert json.loads((tmp_path / "eval.json").read_text())["num_items"] == 1
+    assert json.loads((tmp_path / "eval.json").read_text())["runs"][0]["result"]["num_items"] == 1
 
     gen = subprocess.run(
         [

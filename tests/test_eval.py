@@ -212,3 +212,27 @@ def test_sample_hook_sends_videos_through_the_trainer_log_when_wandb_runs(job, m
     SampleVideos(every=1, num_items=1, num_steps=1).sample(trainer, 1)
     ((key, video),) = [(k, v) for k, v in trainer.logged[0].items() if k != "sample_time"]
     assert key.startswith("samples/val_") and isinstance(video, wandb.Video)
+
+
+def test_eval_hook_scores_the_frozen_set_every_n_steps(job, model, tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(OmegaConf.to_container(job[0]))
+    cfg.job.output_root = str(tmp_path / "runs")
+    cfg.train.max_steps = 5
+    cfg.eval = {"name": "hookset", "num_items": 2, "seeds": [0, 1], "num_steps": 1}
+    trainer = FakeTrainer(cfg, model, tmp_path)
+    hook = EvalHook(before=False, after=False, every=2, num_items=1, num_steps=1, guidance=0.0)
+    for step in range(1, 6):
+        trainer.step = step
+        hook.after_step(trainer, step, 0.0, {})
+    assert len(trainer.logged) == 2 and set(trainer.logged[0]) == {f"eval/{k}" for k in ev.METRICS}
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
+        "step_000000002.json",
+        "step_000000004.json",
+    ]
+    manifest = tmp_path / "runs" / cfg.job.project / "eval" / "hookset.manifest.json"
+    frozen = json.loads(manifest.read_text())
+    assert len(frozen["items"]) == 2  # the set as declared; the hook scores its first item
+    step2 = json.loads((tmp_path / "eval" / "step_000000002.json").read_text())
+    assert [r["name"] for r in step2["items"]] == [frozen["items"][0]["name"]]

@@ -196,9 +196,15 @@ def test_report_of_plain_job_folders(tmp_path):
         job = tmp_path / name
         job.mkdir()
         lines = [{"step": i + 1, "loss": v} for i, v in enumerate(losses)]
-        lines.append({"step": 2, "eval_after/psnr": 20.0, "eval_before/psnr": 10.0})
+        lines.append({"step": 1, "eval/psnr": 15.0 + len(name)})  # the hook's every-N scores
+        if name == "a":
+            lines.append({"step": 2, "eval_after/psnr": 20.0, "eval_before/psnr": 10.0})
         (job / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     text = report(tmp_path)
     assert "after/psnr" in text and "before/psnr" not in text
+    row_a = next(line for line in text.splitlines() if line.startswith("a "))
+    row_b = next(line for line in text.splitlines() if line.startswith("b "))
+    assert "20" in row_a and "16" not in row_a  # final scores replace the running ones
+    assert "16" in row_b  # a run without final scores shows its latest eval/*
     assert "lowest final loss: b (1)" in text
     assert (tmp_path / "loss_curves.png").is_file()

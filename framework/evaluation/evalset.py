@@ -106,10 +106,17 @@ def item_record(item: HeldOutItem) -> dict[str, Any]:
     }
 
 
-def check(manifest: dict[str, Any], spec: EvalSpec, records: list[dict[str, Any]], path: Path):
-    """Raise EvalSetChanged when the settings or any item differ from the manifest."""
+def check(
+    manifest: dict[str, Any],
+    spec: EvalSpec,
+    records: list[dict[str, Any]],
+    path: Path,
+    settings: bool = True,
+) -> None:
+    """Raise EvalSetChanged when the settings (unless `settings` is False) or any item differ
+    from the manifest."""
     fix = f"restore the data, or evaluate under a new eval.name (or delete {path} to re-freeze)"
-    if manifest.get("settings") != spec.frozen():
+    if settings and manifest.get("settings") != spec.frozen():
         raise EvalSetChanged(
             f"eval set {spec.name}: cfg.eval settings {spec.frozen()} differ from the frozen "
             f"{manifest.get('settings')} in {path}; {fix}."
@@ -144,8 +151,12 @@ class EvalSet:
         return {**asdict(self.spec), "manifest": str(self.manifest), "frozen_now": self.created}
 
 
-def load_eval_set(cfg: DictConfig, num_frames: int, spec: EvalSpec | None = None) -> EvalSet:
-    """The spec's items, checked against its manifest (written on first use)."""
+def load_eval_set(
+    cfg: DictConfig, num_frames: int, spec: EvalSpec | None = None, check_settings: bool = True
+) -> EvalSet:
+    """The spec's items, checked against its manifest (written on first use). The training
+    hook passes check_settings=False: it scores the frozen items with its own cheaper
+    settings."""
     spec = spec or spec_of(cfg)
     dataset = build_dataset(cfg.data.dataset, spec.dataset_dir)
     items = heldout_of(dataset, spec.num_items, num_frames)
@@ -158,7 +169,7 @@ def load_eval_set(cfg: DictConfig, num_frames: int, spec: EvalSpec | None = None
             raise EvalSetChanged(
                 f"manifest {path} cannot be read ({err}); restore it or delete it to re-freeze."
             ) from None
-        check(manifest, spec, records, path)
+        check(manifest, spec, records, path, check_settings)
         return EvalSet(spec, items, path, created=False)
     if len(items) < spec.num_items:
         raise EvalSetChanged(

@@ -1,4 +1,9 @@
-"""EvalHook: `framework.eval.evaluate` on held-out items before and after training."""
+"""EvalHook: `framework.eval.evaluate` on held-out items before, during and after training.
+
+With `cfg.eval` in the experiment the items are its frozen eval set (framework/evaluation/
+evalset.py: the manifest is written on first use and a changed item stops the run), the first
+`num_items` of them, scored with the hook's own (cheaper) steps and seed.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +35,9 @@ class EvalHook(Hook):
         seed: int = 0,
         num_conditional_frames: int = 1,
         dataset_dir: str | None = None,
+        every: int = 0,
     ) -> None:
-        self.before, self.after = before, after
+        self.before, self.after, self.every = before, after, int(every)
         self.num_items = int(num_items)
         self.kw = dict(
             num_steps=int(num_steps),
@@ -44,18 +50,37 @@ class EvalHook(Hook):
     def _run(self, trainer: Any, tag: str) -> dict | None:
         if not runs_here(trainer):
             return None
-        items = heldout_items(trainer, self.dataset_dir, self.num_items)
+        items = self.items(trainer)
         with ema_context(trainer):
             shown = with_progress(trainer, items, f"evaluation {tag} training")
             result = evaluate(trainer.model, shown, **self.kw)
         if trainer.is_main:
             result["step"] = int(trainer.step)
-            write_json(result, Path(trainer.job_dir) / f"eval_{tag}.json")
-            trainer.log({f"eval_{tag}/{k}": result[k] for k in METRICS})
+            name = f"eval_{tag}.json" if tag != "step" else f"eval/step_{trainer.step:09d}.json"
+            write_json(result, Path(trainer.job_dir) / name)
+            prefix = "eval" if tag == "step" else f"eval_{tag}"
+            trainer.log({f"{prefix}/{k}": result[k] for k in METRICS})
             log.info(
                 "evaluation %s training (step %d):\n%s", tag, trainer.step, format_table(result)
             )
         return result
+
+    def items(self, trainer: Any) -> list:
+        """The frozen eval set's first items when the experiment declares `cfg.eval` (and no
+        other dataset_dir is given), else the run's held-out items."""
+        cfg = trainer.cfg
+        if "eval" not in cfg or self.dataset_dir:
+            return heldout_items(trainer, self.dataset_dir, self.num_items)
+        from framework.evaluation.evalset import load_eval_set
+
+        frames = trainer.model.expected_pixel_frames
+        evalset = load_eval_set(cfg, frames, check_settings=False)
+        return evalset.items[: self.num_items]
+
+    def after_step(self, trainer: Any, step: int, loss: float, metrics: dict) -> None:
+        # Every N steps: the same scores under eval/* in metrics.jsonl (and wandb when on).
+        if self.every and step % self.every == 0 and step < int(trainer.cfg.train.max_steps):
+            self._run(trainer, "step")
 
     def before_train(self, trainer: Any) -> None:
         # A resumed run has already measured its starting point.
