@@ -96,6 +96,29 @@ def comparison_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def verdict_lines(runs: list[dict]) -> list[str]:
+    """Per metric with a direction: is the last checkpoint better than the first, and do their
+    95% intervals overlap (non-overlapping intervals: a difference the items support)?"""
+    from framework.evaluation.stats import separated
+
+    if len(runs) < 2:
+        return []
+    first, last = runs[0], runs[-1]
+    a, b = first["result"], last["result"]
+    lines = []
+    for key, better in b.get("better", {}).items():
+        if better not in ("higher", "lower") or key not in a["intervals"]:
+            continue
+        wins = b[key] > a[key] if better == "higher" else b[key] < a[key]
+        apart = separated(a["intervals"][key], b["intervals"][key])
+        lines.append(
+            f"{key}: {last['label']} {'beats' if wins else 'does not beat'} {first['label']} "
+            f"({a[key]:.4g} -> {b[key]:.4g}, {better} is better); intervals "
+            f"{'do not overlap' if apart else 'overlap'}"
+        )
+    return lines
+
+
 def _finite(value: Any) -> Any:
     # JSON has no Infinity/NaN: identical videos (PSNR inf) are written as the string "inf".
     if isinstance(value, dict):
@@ -287,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     print(comparison_table(summary["runs"]))
+    for line in verdict_lines(summary["runs"]):
+        print(line)
     if summary["eval_set"]["frozen_now"]:
         print(f"froze eval set {summary['eval_set']['name']} in {summary['eval_set']['manifest']}")
     print(f"wrote {summary['json']}" + (f" and {summary['html']}" if "html" in summary else ""))

@@ -148,3 +148,18 @@ def test_base_is_the_untrained_net_and_labels_must_differ(job, tmp_path, capsys)
     m2 = ev.build(cfg_b, None, False)
     p1, p2 = next(m1.net.parameters()), next(m2.net.parameters())
     assert torch.equal(p1, p2)  # seeded with train.seed: the same untrained net each time
+
+
+def test_verdict_lines_compare_last_with_first():
+    def run(label, psnr, lo, hi, l2):
+        ci = {"psnr": {"mean": psnr, "lo": lo, "hi": hi}, "latent_l2": {"mean": l2, "lo": l2 - 1,
+              "hi": l2 + 1}}  # fmt: skip
+        better = {"psnr": "higher", "latent_l2": "lower", "still_psnr": "baseline"}
+        return {"label": label, "result": {"psnr": psnr, "latent_l2": l2, "intervals": ci,
+                                           "better": better}}  # fmt: skip
+
+    lines = ev.verdict_lines([run("base", 8.0, 7.0, 9.0, 5.0), run("tuned", 20.0, 18.0, 22.0, 4.5)])
+    assert lines == [
+        "psnr: tuned beats base (8 -> 20, higher is better); intervals do not overlap",
+        "latent_l2: tuned beats base (5 -> 4.5, lower is better); intervals overlap",
+    ]
