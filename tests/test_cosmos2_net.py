@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import pickle
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from framework.io import UnsafeFileError, read_checkpoint
@@ -20,7 +17,6 @@ from framework.models.cosmos2 import (
     load_official,
     net_config,
 )
-from framework.models.cosmos2.parallelize import SDPA_OPS, parallelize_net
 from framework.models.dit.embeddings import Patchify, Timesteps
 from framework.models.dit.rope import Rope3D
 
@@ -264,113 +260,4 @@ def test_flops_match_torch_flop_counter():
     assert forward_flops(net, 2, 4, 6, text_len=20) == counter.get_total_flops()
 
 
-# ---- parallelize.py: activation checkpointing, compile, FSDP2 ----
-
-
-class _CountSDPA(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls += func in SDPA_OPS
-        return func(*args, **(kwargs or {}))
-
-
-def _loss_and_grads(net: MiniTrainDiT, count_backward: bool = False):
-    x, ts, text = _inputs()
-    net.zero_grad(set_to_none=True)
-    loss = net(x, ts, text).square().mean()
-    counter = _CountSDPA()
-    with counter if count_backward else contextlib.nullcontext():
-        loss.backward()
-    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
-    return loss.detach(), grads, counter.calls
-
-
-@pytest.mark.parametrize("mode,recomputed", [("full", 4), ("selective", 0)])
-def test_checkpointing_same_grads_and_attention_saved(mode, recomputed):
-    ref_loss, ref_grads, base_calls = _loss_and_grads(_small(), count_backward=True)
-    assert base_calls == 0  # without checkpointing backward never reruns attention
-    net = _small()
-    keys = list(net.state_dict())
-    parallelize_net(net, activation_checkpointing=mode, fsdp=False)
-    loss, grads, calls = _loss_and_grads(net, count_backward=True)
-    # 2 blocks x (self + cross attention) rerun under full; none under selective.
-    assert calls == recomputed
-    assert list(net.state_dict()) == keys and [n for n, _ in net.named_parameters()] == keys
-    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=0)
-    for name, g in ref_grads.items():
-        torch.testing.assert_close(grads[name], g, rtol=1e-6, atol=1e-7)
-
-
-def test_checkpointing_mode_is_validated():
-    with pytest.raises(ValueError, match="fix parallel.activation_checkpointing"):
-        parallelize_net(_small(), activation_checkpointing="sometimes", fsdp=False)
-    with pytest.raises(RuntimeError, match="torch.distributed to be initialized"):
-        parallelize_net(_small(), fsdp=True)
-
-
-@pytest.mark.parametrize("mode", ["full", "selective"])
-@pytest.mark.slow
-def test_compiled_checkpointed_blocks_match_eager(mode):
-    ref_loss, ref_grads, _ = _loss_and_grads(_small())
-    net = parallelize_net(
-        _small(),
-        activation_checkpointing=mode,
-        compile=True,
-        fsdp=False,
-        compile_backend="aot_eager",
-    )
-    loss, grads, _ = _loss_and_grads(net)
-    assert list(net.state_dict()) == list(_small().state_dict())
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
-    for name, g in ref_grads.items():
-        torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize("shape", [(1,), (1, 1)])
-def test_fsdp2_single_process_gloo(tmp_path, shape):
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import DTensor
-
-    ref_loss, ref_grads, _ = _loss_and_grads(_small())
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        names = ("shard",) if len(shape) == 1 else ("replicate", "shard")
-        mesh = init_device_mesh("cpu", shape, mesh_dim_names=names)
-        net = parallelize_net(_small(), mesh=mesh, activation_checkpointing="selective")
-        sd = net.state_dict()
-        assert list(sd) == list(_small().state_dict())
-        assert isinstance(sd["blocks.0.mlp.layer1.weight"], DTensor)
-        loss, grads, _ = _loss_and_grads(net)
-        torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-7)
-        for name, g in ref_grads.items():
-            g_full = grads[name].full_tensor() if isinstance(grads[name], DTensor) else grads[name]
-            torch.testing.assert_close(g_full, g, rtol=1e-5, atol=1e-7)
-    finally:
-        dist.destroy_process_group()
-
-
-def _fsdp_worker(rank: int, store: str) -> None:
-    from torch.distributed.device_mesh import init_device_mesh
-
-    ref_loss, ref_grads, _ = _loss_and_grads(_small())
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        net = parallelize_net(
-            _small(), mesh=init_device_mesh("cpu", (2,)), activation_checkpointing="full"
-        )
-        local = net.blocks[0].mlp.layer1.weight.to_local()
-        assert local.shape[0] == net.blocks[0].mlp.layer1.weight.shape[0] // 2  # really sharded
-        loss, grads, _ = _loss_and_grads(net)  # same batch on both ranks: the mean equals ref
-        torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-7)
-        for name, g in ref_grads.items():
-            torch.testing.assert_close(grads[name].full_tensor(), g, rtol=1e-5, atol=1e-7)
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_fsdp2_two_processes_gloo(tmp_path):
-    torch.multiprocessing.spawn(_fsdp_worker, args=(str(tmp_path / "store"),), nprocs=2)
+# The shared parallelize on this net: tests/test_dit_parallelize.py.
