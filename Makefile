@@ -33,13 +33,13 @@ $(STAMP): setup.cfg pyproject.toml
 
 train: $(STAMP)
 ifeq ($(NPROC)$(NNODES),11)
-	$(PY) -m launch.train $(EXP) $(ARGS)
+	$(PY) -m launch.train "$(EXP)" $(ARGS)
 else
 # One process checks the config and the files first: a mistake is then one message, not every
 # rank's plus torchrun's own traceback.
 	@$(PY) -m launch.train $(EXP) $(ARGS) --check >/dev/null
 	$(VENV)/bin/torchrun --nproc_per_node=$(NPROC) --nnodes=$(NNODES) --node_rank=$(NODE_RANK) \
-	  --master_addr=$(MASTER_ADDR) --master_port=$(MASTER_PORT) -m launch.train $(EXP) $(ARGS)
+	  --master_addr=$(MASTER_ADDR) --master_port=$(MASTER_PORT) -m launch.train "$(EXP)" $(ARGS)
 endif
 
 # A sweep in Hydra syntax, e.g. make sweep EXP=tiny_gr1 ARGS="'optim.lr=1e-3,2e-3' --dry"
@@ -51,7 +51,7 @@ slurm: $(STAMP)
 	$(PY) -m launch.slurm $(EXP) $(ARGS)
 
 dryrun: $(STAMP)
-	$(PY) -m launch.train $(EXP) $(ARGS) --dryrun
+	$(PY) -m launch.train "$(EXP)" $(ARGS) --dryrun
 
 list: $(STAMP)
 	@$(PY) -m launch.train --list

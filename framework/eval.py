@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--label", action="append", default=[], help="a name per --checkpoint for the report")
     a("--module", action="append", default=[], help="extra experiment module to import")
+    a(*loading.TRUST_CONFIG_ARG, **loading.TRUST_CONFIG_KW)
     a("--load_ema", action="store_true", help="EMA weights for every checkpoint")
     a("--dataset_dir", help="score the held-out split of this folder (cfg.eval.dataset_dir)")
     a("--name", help="eval set name (cfg.eval.name): the manifest and output file names")
@@ -177,7 +178,11 @@ def resolve_checkpoint(
         ckpt = loading.require_file(load_path, "Checkpoint") if load_path else None
         return cfg, ckpt, ema and ckpt is not None, "base"
     cfg, ckpt = loading.resolve(
-        args.experiment, overrides, None if name == "latest" else name, modules=args.module
+        args.experiment,
+        overrides,
+        None if name == "latest" else name,
+        modules=args.module,
+        trust_config=args.trust_config,
     )
     job = jobs.job_of_checkpoint(ckpt)
     label = f"{job.name}/{Path(ckpt).stem}" if job else Path(ckpt).stem
@@ -305,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)
     try:
         args = build_parser().parse_args(argv[:cut])
+        loading.check_guidance(args.guidance)
         summary = run(args, argv[cut + 1 :])
     except (ConfigError, OmegaConfBaseException, FileNotFoundError, ValueError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -96,6 +97,27 @@ class SlurmOptions:
                 raise LaunchError(
                     f"--sbatch {opt!r}: give sbatch options whole, e.g. "
                     "--sbatch=--reservation=mine."
+                )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_script_values(runs, opts: SlurmOptions, python, workdir, output, env) -> None:
+    """Refuse a control character (a newline above all) in any value the script carries: one
+    would end an `#SBATCH` line or a quoted word and start a shell command of its own."""
+    values = [("--python", python), ("the working folder", workdir), ("--output", output)]
+    values += [(f"--{f.replace('_', '-')}", v) for f, v in vars(opts).items() if v is not None]
+    values += [(k, env[k]) for k in PASSED_ENV if k in env]
+    for run in runs:
+        values += [(f"run {run.name!r}", run.name), (f"{run.name}'s job folder", run.job_dir)]
+        values += [(f"{run.name}'s argument", a) for a in run.argv]
+    for label, value in values:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (str, Path)) and _CONTROL.search(str(item)):
+                raise LaunchError(
+                    f"{label} {str(item)!r} holds a control character (newline, tab, ...), "
+                    "which would escape the batch script's line; remove it."
                 )
 
 
@@ -211,6 +233,7 @@ def render_script(
     workdir = Path.cwd() if workdir is None else workdir
     if output is None:
         output = str(runs[0].job_dir / "logs" / "slurm-%j.out")
+    check_script_values(runs, opts, python, workdir, output, env)
     spec = f"0-{len(runs) - 1}%{max(1, array_parallelism)}" if array else None
     # The batch shell runs on the first node, where the rendezvous store listens: ask that node
     # for a free port. A port derived from the job id clashed between jobs sharing a node.

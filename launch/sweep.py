@@ -38,11 +38,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError, apply_overrides, get, load_all
 from framework.config.registry import resolve_name
+from framework.io import atomic_write_text
 from framework.jobs import job_dir_of, latest_step, note_pid, take_launch_lock
 from framework.trainer.validate import validate
 from launch import slurm
 from launch.runs import LaunchError, Run, record_job, state_of
-from launch.sweep_report import INDEX, report
+from launch.sweep_report import INDEX, read_index, report
 
 USER_ERROR = 2
 RUN_FAILED = 1
@@ -179,7 +180,7 @@ def write_index(sweep: Sweep, argv: list[str]) -> Path:
     """sweep.json: the sweep's command and its runs; runs of earlier sweeps into the same folder
     (other values) stay listed."""
     path = sweep.dir / INDEX
-    old = json.loads(path.read_text()) if path.is_file() else {}
+    old = read_index(sweep.dir) or {}
     runs = {r["name"]: r for r in old.get("runs", [])}
     for run in sweep.runs:
         runs[run.name] = {
@@ -196,11 +197,7 @@ def write_index(sweep: Sweep, argv: list[str]) -> Path:
         "command": "python -m launch.sweep " + shlex.join(argv),
         "runs": list(runs.values()),
     }
-    sweep.dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(index, indent=2) + "\n")  # never half an index
 
 
 # --- launchers ---------------------------------------------------------------------------------

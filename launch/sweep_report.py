@@ -10,16 +10,90 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 INDEX = "sweep.json"
 PLOT = "loss_curves.png"
 
 
+def read_index(sweep_dir: Path) -> dict | None:
+    """DIR/sweep.json; None without one. A damaged index (cut short, not an index) is rebuilt
+    from the run folders, with a warning: the runs are the truth, the index a convenience."""
+    path = sweep_dir / INDEX
+    if not path.is_file():
+        return None
+    try:
+        index = json.loads(path.read_text())
+        if isinstance(index, dict) and all(
+            isinstance(r, dict) and {"name", "job_dir"} <= set(r) for r in index["runs"]
+        ):
+            return index
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        pass
+    runs = rebuilt_runs(sweep_dir)
+    print(
+        f"warning: {path} is damaged; rebuilt its {len(runs)} run(s) from the run folders",
+        file=sys.stderr,
+    )
+    return {"runs": runs}
+
+
+def rebuilt_runs(sweep_dir: Path) -> list[dict]:
+    """Index entries read from the run folders: each sub-folder with a config.yaml or a
+    metrics.jsonl; the overrides of its last start (overrides.txt), the swept keys being those
+    whose values differ between runs, and train.max_steps from its config.yaml."""
+    folders = sorted(
+        {p.parent for n in ("config.yaml", "metrics.jsonl") for p in sweep_dir.glob(f"*/{n}")}
+    )
+    runs = []
+    for folder in folders:
+        lines = _last_start(folder / "overrides.txt")
+        values = dict(o.lstrip("+~").split("=", 1) for o in lines if "=" in o)
+        runs.append(
+            {
+                "name": folder.name,
+                "job_dir": str(folder),
+                "overrides": lines,
+                "values": values,
+                "max_steps": _max_steps(folder / "config.yaml"),
+            }
+        )
+    keys = {k for r in runs for k in r["values"]}
+    varying = [k for k in sorted(keys) if len({r["values"].get(k) for r in runs}) > 1]
+    for r in runs:
+        values = r.pop("values")
+        r["swept"] = {k: values[k] for k in varying if k in values}
+    return runs
+
+
+def _last_start(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    block: list[str] = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("# started"):
+            block = []
+        elif line.strip() and not line.startswith("#"):
+            block.append(line.strip())
+    return [o for o in block if not o.startswith(("job.group=", "job.name="))]
+
+
+def _max_steps(config: Path) -> int | None:
+    if not config.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        return int(OmegaConf.load(config).train.max_steps)
+    except Exception:  # noqa: BLE001  (a damaged config: the run's state shows "-")
+        return None
+
+
 def _runs(sweep_dir: Path) -> list[dict]:
-    index = sweep_dir / INDEX
-    if index.is_file():
-        return json.loads(index.read_text())["runs"]
+    index = read_index(sweep_dir)
+    if index is not None:
+        return index["runs"]
     found = sorted(p.parent for p in sweep_dir.glob("*/metrics.jsonl"))
     if not found:
         raise FileNotFoundError(

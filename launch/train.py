@@ -94,6 +94,12 @@ def parse_args(argv: list[str]) -> Args:
             args.overrides.append(tok)
     if any(not m for m in args.modules):
         raise ConfigError("--module needs a module name, e.g. --module my_lab.experiments.")
+    if named is not None and not named.strip():
+        # `make train EXP=` with an empty variable, or `experiment=`: never the default job.
+        raise ConfigError(
+            "the experiment name is empty; name one (python -m launch.train --list) or leave "
+            f"it out for {DEFAULT_EXPERIMENT}."
+        )
     args.experiment = named or DEFAULT_EXPERIMENT
     return args
 

@@ -18,6 +18,7 @@ from framework.config import apply_overrides, get
 from framework.trainer import EXIT_OK, Trainer, run
 from framework.trainer.checkpoint import Checkpointer
 from framework.trainer.entry import EXIT_WRITE
+from launch import train as launch_train
 
 STEPS = ["train.max_steps=6", "checkpoint.save_iter=2", "model.input_noise=0.1"]
 
@@ -148,3 +149,56 @@ def test_a_file_size_limit_while_saving_is_exit_5_with_no_orphan_part(
     assert (root / "latest_checkpoint.txt").read_text().strip() == "iter_000000004.pt"
     assert run(cfg(tmp_path, big), []) == EXIT_OK
     assert torch.load(root / "trainer" / "iter_000000006.pt", weights_only=True)["step"] == 6
+
+
+# ---- item 3: the EMA's rate is checked from its own formula; NaN EMA weights are never saved --
+
+
+@pytest.mark.parametrize("rate", ["0.5", "5", "0.999", "0.29", "0", "-0.1"])
+def test_an_ema_rate_outside_the_power_emas_domain_is_refused(tmp_path, capsys, rate):
+    argv = ["toy_regression", "--module", "tests.toy_experiments", f"job.output_root={tmp_path}"]
+    assert launch_train.main([*argv, "train.ema.enabled=true", f"train.ema.rate={rate}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"train.ema.rate={rate}" in err and "(0, 0.2887]" in err
+    assert len(err.splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_the_domain_is_the_formulas():
+    from framework.trainer.ema import MAX_RATE, power_ema_gamma, relative_std
+
+    assert MAX_RATE == pytest.approx(12**-0.5)
+    for rate in (0.05, 0.1, 0.2, MAX_RATE):  # the exponent found gives back the rate asked
+        gamma = power_ema_gamma(rate)
+        assert gamma >= -1e-9 and relative_std(gamma) == pytest.approx(rate)
+    assert power_ema_gamma(0.1) == pytest.approx(6.9372, abs=1e-4)  # upstream's value
+
+
+def test_nonfinite_ema_weights_stop_the_run_before_they_are_saved(tmp_path, monkeypatch):
+    from framework.trainer.ema import PowerEMA
+    from framework.trainer.entry import EXIT_NONFINITE
+
+    real = PowerEMA.update
+
+    def poisoned(self, step):
+        real(self, step)
+        if step >= 4:  # after the save of step 4
+            self.shadow[0].fill_(float("nan"))
+
+    monkeypatch.setattr(PowerEMA, "update", poisoned)
+    assert run(cfg(tmp_path, "train.ema.enabled=true"), []) == EXIT_NONFINITE
+    root = ckpt_root(tmp_path)
+    assert (root / "latest_checkpoint.txt").read_text().strip() == "iter_000000004.pt"
+    assert not (root / "model" / "iter_000000006.pt").exists()
+    saved = torch.load(root / "model" / "iter_000000004.pt", weights_only=True)
+    assert all(v.isfinite().all() for v in saved.values())
+
+
+# ---- item 4: an empty experiment name is refused -----------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [[""], ["experiment="], ["--", "experiment= "]])
+def test_an_empty_experiment_name_is_refused(tmp_path, capsys, argv):
+    assert launch_train.main([*argv, f"job.output_root={tmp_path}", "train.max_steps=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the experiment name is empty" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())

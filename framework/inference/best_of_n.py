@@ -125,6 +125,9 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[v2w.Item], list[tuple[str,
     save_dir = Path(args.save_path)
     if save_dir.exists() and not save_dir.is_dir():
         raise ConfigError(f"--save_path {save_dir} is a file; best_of_n writes into a folder.")
+    problem = v2w.folder_problem(save_dir, "--save_path")
+    if problem:  # before the critic, the text encoder and the DiT are loaded
+        raise ConfigError(f"{problem}.")
     if args.batch_input_json:
         items, rejected = v2w.read_batch(args.batch_input_json, save_dir, v2w._dataset(cfg))
     else:
@@ -276,7 +279,11 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     critic_cls = critics.critic_class(args.critic)
     critic_cls.check(args.checkpoint_dir)  # before hours of generation, not after
     cfg, checkpoint = loading.resolve(
-        args.experiment, overrides, args.checkpoint, modules=args.module
+        args.experiment,
+        overrides,
+        args.checkpoint,
+        modules=args.module,
+        trust_config=args.trust_config,
     )
     v2w.fill_sampler_defaults(args, cfg)
     s = settings_of(args, cfg)

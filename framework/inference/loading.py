@@ -11,6 +11,7 @@ the job's `checkpoint.load_path`), so inference always runs a plain net.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -19,8 +20,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from framework import jobs
 from framework.config import ConfigError, apply_overrides, from_yaml, get, instantiate, load_all
+from framework.config.trust import check_targets
 from framework.io import read_checkpoint
 from framework.models.hub import download_hint
+
+# `--trust_config`: the commands that rebuild a model from a job folder's config.yaml.
+TRUST_CONFIG_ARG = ("--trust_config",)
+TRUST_CONFIG_KW = dict(
+    action="store_true",
+    help="instantiate any _target_ the job's config.yaml names (default: only this project's, "
+    "torch's, diffusers', transformers' and --module packages')",
+)
 
 
 def job_dir(cfg: DictConfig) -> Path:
@@ -65,11 +75,15 @@ def resolve(
     checkpoint: str | None,
     default_experiment: str = "tiny_gr1",
     modules: list[str] = (),
+    trust_config: bool = False,
 ) -> tuple[DictConfig, Path]:
-    """(config, checkpoint path) following the module docstring's order."""
+    """(config, checkpoint path) following the module docstring's order. A job folder's
+    config.yaml names only allowed `_target_`s unless `trust_config` (framework/config/trust.py)."""
     job = jobs.job_of_checkpoint(checkpoint) if checkpoint else None
     if job is not None and experiment is None:
         cfg = from_yaml(job / jobs.CONFIG)
+        if not trust_config:
+            check_targets(cfg, str(job / jobs.CONFIG), modules)
         OmegaConf.set_struct(cfg, True)  # so a mistyped override fails, as for experiments
     elif checkpoint and experiment is None:
         raise ConfigError(
@@ -104,6 +118,16 @@ def guidance_for(cfg: DictConfig, asked: float | None) -> float:
         return float(sampler.guidance)
     objective = cfg.model.get("objective") or {}
     return 0.0 if float(objective.get("text_dropout", 0.2)) == 0 else 7.0
+
+
+def check_guidance(guidance: float | None) -> None:
+    """A guidance weight must be a number: NaN or Inf turn every pixel into NaN (None: the
+    command's default)."""
+    if guidance is not None and not math.isfinite(guidance):
+        raise ConfigError(
+            f"--guidance {guidance} is not a finite number; pass e.g. --guidance 7 (0 turns "
+            "guidance off)."
+        )
 
 
 def warn_unguidable(cfg: DictConfig, guidance: float) -> None:

@@ -76,6 +76,7 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
     )
     a("--module", action="append", default=[], help="extra experiment module to import")
     a("--load_ema", action="store_true", help="load the net_ema. weights")
+    a(*loading.TRUST_CONFIG_ARG, **loading.TRUST_CONFIG_KW)
     a("--prompt", default=None, help="text prompt (default: the held-out clip's caption)")
     a("--input_path", default=None, help="conditioning image (.png/.jpg/.jpeg/.webp) or video")
     a(
@@ -171,6 +172,7 @@ def parse_args(
     args.num_gpus = getattr(args, "num_gpus", 1)
     if args.num_gpus < 1:
         raise ConfigError(f"--num_gpus {args.num_gpus}: use 1 or more.")
+    loading.check_guidance(args.guidance)
     overrides = []
     for tok in argv[cut + 1 :]:
         if tok.startswith("experiment="):
@@ -197,6 +199,9 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str
     """The items to generate and the (item, reason) pairs rejected before any work."""
     if args.batch_input_json:
         return read_batch(args.batch_input_json, Path(args.save_path).parent, _dataset(cfg))
+    problem = output_problem(args.save_path, "--save_path")
+    if problem:
+        raise ConfigError(f"{problem}.")
     if args.input_path is None:
         # `make generate` with no arguments: the first held-out item of the experiment's data.
         try:
@@ -299,6 +304,31 @@ def batch_item(
     return "", Item(source, prompt, out, conditions=extra)
 
 
+def output_problem(out: str | Path, what: str = "output_video") -> str:
+    """Why a video cannot be written at `out` ("" if it can), known before any work: the
+    suffix (the writer makes H.264 mp4, its prompt record is the .txt beside it), a folder in
+    the way, or a folder that cannot be created or written."""
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        return f"{what} {out} must end in .mp4 (the videos are H.264 mp4)"
+    if out.is_dir():
+        return f"{what} {out} is a folder; name an .mp4 file"
+    return folder_problem(out.parent, what)
+
+
+def folder_problem(folder: Path, what: str) -> str:
+    """Why files cannot be written into `folder` (created if missing): the nearest existing
+    ancestor must be a writable folder."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{what}: {probe} is a file, so the folder {folder} cannot be created"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{what}: the folder {probe} is not writable; choose another place"
+    return ""
+
+
 def rank_and_world() -> tuple[int, int]:
     rank, world, _ = env_ranks()
     return rank, world
@@ -373,7 +403,11 @@ def embed_prompts(text_encoder, items: list[Item], s: Settings, device) -> promp
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     cfg, checkpoint = loading.resolve(
-        args.experiment, overrides, args.checkpoint, modules=args.module
+        args.experiment,
+        overrides,
+        args.checkpoint,
+        modules=args.module,
+        trust_config=args.trust_config,
     )
     fill_sampler_defaults(args, cfg)
     s = Settings(
@@ -532,7 +566,13 @@ def main(argv: list[str] | None = None) -> int:
         args, overrides = parse_args(argv, context_parallel=True)
         if args.num_gpus > 1 and not under_torchrun():
             # Config and checkpoint mistakes are reported once, before N processes start.
-            loading.resolve(args.experiment, overrides, args.checkpoint, modules=args.module)
+            loading.resolve(
+                args.experiment,
+                overrides,
+                args.checkpoint,
+                modules=args.module,
+                trust_config=args.trust_config,
+            )
             return spawn_ranks(argv, args.num_gpus)
         return run(args, overrides)
     except (ConfigError, OmegaConfBaseException, FileNotFoundError, ValueError) as err:

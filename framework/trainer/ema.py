@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,9 +36,21 @@ def plain_key(key: str) -> str:
     return f"{head.removesuffix('_ema')}.{rest}"
 
 
+def relative_std(gamma: float) -> float:
+    """EDM2's relative width of the power EMA with exponent gamma (Karras et al. 2024, eq. 3):
+    sqrt(gamma + 1) / ((gamma + 2) sqrt(gamma + 3)). It falls from 1/sqrt(12) at gamma = 0 as
+    gamma grows; a wider average needs gamma < 0, which weights the first steps most."""
+    return math.sqrt(gamma + 1) / ((gamma + 2) * math.sqrt(gamma + 3))
+
+
+MAX_RATE = relative_std(0.0)  # 1/sqrt(12) = 0.2887
+
+
 def power_ema_gamma(rate: float) -> float:
-    """The power-EMA exponent for relative std `rate`: the largest real root of
+    """The power-EMA exponent for relative std `rate` in (0, MAX_RATE]: the largest real root of
     x^3 + 7x^2 + (16 - s^-2) x + (12 - s^-2) (EDM2, Karras et al. 2024); s = 0.1 gives 6.9372."""
+    if not 0 < float(rate) <= MAX_RATE:
+        raise ValueError(f"the power EMA's relative std must be in (0, {MAX_RATE:.4f}], not {rate}")
     s2 = float(rate) ** -2
     roots = np.roots([1.0, 7.0, 16.0 - s2, 12.0 - s2])
     return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
@@ -86,6 +99,16 @@ class PowerEMA:
             with torch.no_grad():
                 for p, b in zip(self.params, backup):
                     p.copy_(b)
+
+    @torch.no_grad()
+    def nonfinite(self, device: torch.device) -> torch.Tensor:
+        """1.0 when this rank's shadow holds a NaN/Inf value, else 0.0 (one fused norm per
+        tensor; no host sync)."""
+        local = [s.to_local() if hasattr(s, "to_local") else s for s in self.shadow]
+        if not local:
+            return torch.zeros((), device=device)
+        norms = torch.stack(torch._foreach_norm(local))
+        return (~norms.isfinite().all()).float().to(device)
 
     def full_tensors(self) -> Iterator[tuple[str, Tensor]]:
         """(name, full fp32 CPU tensor) per parameter; every rank must iterate (gathers shards)."""

@@ -382,6 +382,7 @@ class Trainer:
         with the whole model file (format=dcp writes it for the last step only)."""
         if self.last_saved_step == self.step:
             return
+        self._check_ema_finite()
         start = time.perf_counter()
         state = {
             "step": self.step,
@@ -403,6 +404,17 @@ class Trainer:
         )
         self.last_saved_step = self.step
         self._save_held += time.perf_counter() - start
+
+    def _check_ema_finite(self) -> None:
+        """Never save NaN/Inf EMA weights over a good checkpoint: `--load_ema` would generate
+        from them."""
+        if self.ema is None or D.all_reduce_sum(self.ema.nonfinite(self.device)).item() == 0:
+            return
+        raise NonFiniteLossError(
+            f"the EMA weights hold NaN/Inf at step {self.step} (train.ema.rate="
+            f"{self.ema.rate}); the last checkpoint ({self.checkpointer.named() or 'none'}) is "
+            "left as it was: lower optim.lr or check the data."
+        )
 
     def _lock_job_dir(self) -> JobLock | None:
         """Rank 0 locks the job folder; every rank stops when another run holds it."""

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError
+from framework.trainer.ema import MAX_RATE
 
 _ABSENT = object()
 # One folder name: letters, digits and . _ - + = , @ (no separators, no "..", not empty).
@@ -79,7 +80,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.seed": at_least(0),
     "train.deterministic": one_of(True, False),
     "train.ema.enabled": one_of(True, False),
-    "train.ema.rate": positive(),
+    # EDM2's power EMA has an exponent >= 0 only for relative widths up to 1/sqrt(12).
+    "train.ema.rate": (
+        lambda v: _number(v) and 0 < v <= MAX_RATE,
+        f"a number in (0, {MAX_RATE:.4f}] (the power EMA's relative width; upstream uses 0.1)",
+    ),
     "train.max_nonfinite_steps": at_least(0),
     "data.batch_size": at_least(1),
     "data.num_workers": at_least(0),
