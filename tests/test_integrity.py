@@ -4,6 +4,7 @@ writer). In-process on the toy model: seconds."""
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import signal
@@ -202,3 +203,64 @@ def test_an_empty_experiment_name_is_refused(tmp_path, capsys, argv):
     err = capsys.readouterr().err.strip()
     assert "the experiment name is empty" in err and len(err.splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+# ---- item 1: a resume applies what it records, or refuses before writing anything --------------
+
+
+def job_files(tmp_path: Path) -> dict[str, str]:
+    job = ckpt_root(tmp_path).parent
+    return {n: (job / n).read_text() for n in ("config.yaml", "overrides.txt")}
+
+
+def test_a_changed_lr_on_resume_is_the_lr_trained_with(tmp_path):
+    Trainer(cfg(tmp_path, "train.max_steps=4")).fit()
+    resumed = Trainer(cfg(tmp_path, "train.max_steps=6", "optim.lr=0.5"))
+    assert resumed.step == 4
+    fn = resumed.scheduler.lr_lambdas[0]
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * fn(4))
+    assert resumed.scheduler.base_lrs == [0.5, 0.5]  # decay and no-decay groups
+    resumed.fit()
+    job = ckpt_root(tmp_path).parent
+    rows = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
+    assert rows[4]["step"] == 5 and rows[4]["lr"] == pytest.approx(0.5 * fn(4))
+    assert "lr: 0.5" in (job / "config.yaml").read_text()  # says what ran
+
+
+def test_a_model_change_on_resume_is_refused_before_anything_is_written(tmp_path, caplog):
+    Trainer(cfg(tmp_path, "train.max_steps=2")).fit()
+    before = job_files(tmp_path)
+    with caplog.at_level(logging.ERROR):
+        assert run(cfg(tmp_path, "train.max_steps=4", "model.hidden=32"), []) == 2
+    (err,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "with model.hidden=32: its checkpoints were trained with model.hidden=16" in err
+    assert "model.* cannot change on resume" in err and len(err.splitlines()) == 1
+    assert job_files(tmp_path) == before
+
+
+def test_a_run_failing_before_its_first_step_leaves_the_record_as_it_was(tmp_path, monkeypatch):
+    Trainer(cfg(tmp_path, "train.max_steps=2")).fit()
+    before = job_files(tmp_path)
+
+    def broken(self):
+        raise RuntimeError("the first step fails")
+
+    monkeypatch.setattr(Trainer, "train_step", broken)
+    with pytest.raises(RuntimeError, match="first step fails"):
+        Trainer(cfg(tmp_path, "train.max_steps=4", "optim.lr=0.5")).fit()
+    assert job_files(tmp_path) == before
+    monkeypatch.undo()
+    assert run(cfg(tmp_path, "train.max_steps=4", "optim.lr=0.5"), ["optim.lr=0.5"]) == 0
+    after = job_files(tmp_path)
+    assert "lr: 0.5" in after["config.yaml"]
+    assert after["overrides.txt"].startswith(before["overrides.txt"])
+    assert after["overrides.txt"].endswith("optim.lr=0.5\n")
+
+
+def test_turning_master_weights_off_on_resume_is_refused(tmp_path):
+    from framework.config import ConfigError
+
+    on = ["+optim.master_weights=true", "train.precision=bf16", "train.max_steps=2"]
+    Trainer(cfg(tmp_path, *on)).fit()
+    with pytest.raises(ConfigError, match="optim.master_weights=False: .* cannot change"):
+        Trainer(cfg(tmp_path, "+optim.master_weights=false", "train.precision=bf16"))

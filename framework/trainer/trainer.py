@@ -21,10 +21,12 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from framework import jobs
 from framework.config import ConfigError, instantiate
 from framework.io import UnsafeFileError
 from framework.jobs import LATEST, PREEMPTED, JobLock, checkpoints_of, job_dir_of
 from framework.trainer import dist as D
+from framework.trainer import resume
 from framework.trainer.checkpoint import Checkpointer
 from framework.trainer.data import BatchStream
 from framework.trainer.ema import PowerEMA, clean_name
@@ -94,6 +96,10 @@ class Trainer:
         self.autocast_dtype = self._precision(cfg.train.precision)
         set_determinism(bool(cfg.train.deterministic))
         self.lock = self._lock_job_dir()
+        # A resume applies a changed value for real or refuses it, before anything is built.
+        resuming = jobs.read_latest(checkpoints_of(self.job_dir)) is not None
+        self.resume_changes = resume.check(self.job_dir, cfg) if resuming else []
+        self.overrides = list(overrides)
 
         # The same seed on every rank while building: FSDP shards and DDP replicas start equal.
         seed_everything(int(cfg.train.seed))
@@ -146,10 +152,10 @@ class Trainer:
         seed_everything(int(cfg.train.seed) + self.env.dp_rank)
         if resume_from is not None:
             self._restore(resume_from)
-        # Only now, with the model built and any checkpoint accepted, does the run touch its
-        # folder: a refused resume leaves the run's config.yaml as it was.
+        # config.yaml and overrides.txt are written after this run's first step (fit), so a
+        # run refused here or failing before it never rewrites what the job's checkpoints ran.
+        self._recorded = False
         if self.is_main:
-            write_run_files(self.job_dir, cfg, overrides)
             (self.job_dir / PREEMPTED).unlink(missing_ok=True)
         D.barrier()
 
@@ -205,6 +211,9 @@ class Trainer:
                     continue
                 self.counters["nonfinite_in_a_row"] = 0
                 self.step += 1
+                if not self._recorded and self.is_main:
+                    write_run_files(self.job_dir, self.cfg, self.overrides)
+                self._recorded = True
                 if not self._prepared:  # the optimizer state exists now
                     self.checkpointer.prepare(
                         self.model, self.optimizer, self.ema, self._saves_left()
@@ -430,10 +439,12 @@ class Trainer:
         return lock
 
     def _restore(self, name: str) -> None:
+        fresh = resume.hyperparameters(self.optimizer)  # the config's, before the checkpoint's
         try:
             state = self.checkpointer.load(
                 name, self.model, self.optimizer, self.scheduler, self.ema
             )
+            resume.reapply(self.optimizer, self.scheduler, fresh)
         except (RuntimeError, ValueError, KeyError) as err:
             if isinstance(err, UnsafeFileError):
                 marker = self.checkpointer.root / LATEST
@@ -447,6 +458,8 @@ class Trainer:
                 "config.yaml, or start over under another job.name."
             ) from None
         self.step = self.last_saved_step = int(state["step"])
+        if self.resume_changes:
+            log.info("resuming with changes: %s", "; ".join(self.resume_changes))
         self.batches.load_state_dict(state["data"])
         self.hooks.load_state_dict(state.get("hooks", {}))
         self.counters.update(state.get("counters", {}))
