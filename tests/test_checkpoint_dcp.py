@@ -183,8 +183,13 @@ def test_a_config_that_does_not_fit_the_folder_is_refused_in_one_line(tmp_path):
 
     Trainer(cfg(tmp_path, "train.max_steps=4")).fit()
     (root(tmp_path) / "optim" / "iter_000000002.tmpdir").mkdir()  # a cut-off save's leftover
+    with pytest.raises(ConfigError, match="model.hidden=32: .* cannot change on resume"):
+        Trainer(cfg(tmp_path, "model.hidden=32"))  # the job's config.yaml refuses it first
+    config = root(tmp_path).parent / "config.yaml"
+    config.rename(config.with_suffix(".bak"))  # without it, the folder itself must refuse
     with pytest.raises(ConfigError, match="does not fit this config"):
         Trainer(cfg(tmp_path, "model.hidden=32"))
+    config.with_suffix(".bak").rename(config)
     t = Trainer(cfg(tmp_path, "train.max_steps=6", "checkpoint.save_iter=2"))
     t.fit()
     assert not (root(tmp_path) / "optim" / "iter_000000002.tmpdir").exists()  # pruned

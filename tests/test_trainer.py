@@ -116,8 +116,9 @@ def test_nonfinite_in_a_row_stops_and_keeps_last_good_checkpoint(tmp_path, caplo
     ckpt = tmp_path / "worldtune_tests/toy/toy_regression/checkpoints"
     assert (ckpt / "latest_checkpoint.txt").read_text().strip() == "iter_000000004.pt"
     assert sorted(p.name for p in (ckpt / "model").iterdir()) == ["iter_000000004.pt"]
-    # The kept checkpoint resumes: a run without NaNs continues from step 4.
-    t = Trainer(toy_cfg(tmp_path, "train.max_steps=6"))
+    # The kept checkpoint resumes and continues from step 4 (with the same model settings: a
+    # model change is refused on resume; NaNs come from this process's 5th call, past step 6).
+    t = Trainer(toy_cfg(tmp_path, "train.max_steps=6", "model.nan_from=5"))
     assert t.step == 4
     t.fit()
     assert t.step == 6

@@ -270,6 +270,7 @@ def read_batch(
                 reason = f"output_video {item.output} is also item {outputs[out]}'s output"
             else:
                 outputs[out] = i
+                reason = output_problem(item.output)
         if reason:
             rejected.append((f"item {i}", reason))
         else:
