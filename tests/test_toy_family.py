@@ -16,6 +16,9 @@ import torch
 from framework import eval as ev
 from framework.inference import video2world as v2w
 
+# The job config names this package's classes: the user names it, as for training
+# (framework/config/trust.py).
+TRUST = ["--module", "tests.toy_family"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,6 +76,7 @@ def test_a_family_defined_in_tests_trains_resumes_evaluates_and_generates(data, 
     assert (
         ev.main(
             [
+                *TRUST,
                 "--checkpoint",
                 ckpt,
                 "--num_items",
@@ -90,7 +94,17 @@ def test_a_family_defined_in_tests_trains_resumes_evaluates_and_generates(data, 
     video = tmp_path / "gen.mp4"
     assert (
         v2w.main(
-            ["--checkpoint", ckpt, "--guidance", "0", "--num_steps", "2", "--save_path", str(video)]
+            [
+                *TRUST,
+                "--checkpoint",
+                ckpt,
+                "--guidance",
+                "0",
+                "--num_steps",
+                "2",
+                "--save_path",
+                str(video),
+            ]
         )
         == 0
     )
@@ -143,15 +157,17 @@ def test_a_family_with_its_own_text_encoder_and_actions_through_the_stock_cli(da
     assert family_of(toy.ToyNet(12)).name == "toy_edm"
 
     ckpt = str(job / "checkpoints" / "model" / "iter_000000006.pt")
-    args = ["--checkpoint", ckpt, "--num_items", "1", "--num_steps", "2", "--guidance", "0"]
+    args = [*TRUST, "--checkpoint", ckpt, "--num_items", "1", "--num_steps", "2", "--guidance", "0"]
     assert ev.main(args) == 0
     # Held-out generation uses the item's own actions; from a file, the given ones, and other
     # actions give another video.
     held = tmp_path / "held.mp4"
-    assert v2w.main(["--checkpoint", ckpt, "--guidance", "0", "--save_path", str(held)]) == 0
+    assert (
+        v2w.main([*TRUST, "--checkpoint", ckpt, "--guidance", "0", "--save_path", str(held)]) == 0
+    )
     clip = next((data / "val" / "videos").glob("*.mp4"))
     first = tmp_path / "gen.mp4"
-    common = ["--checkpoint", ckpt, "--guidance", "0", "--num_steps", "2", "--prompt", "go"]
+    common = [*TRUST, "--checkpoint", ckpt, "--guidance", "0", "--num_steps", "2", "--prompt", "go"]
     common += ["--input_path", str(clip)]
     np.save(tmp_path / "a.npy", np.zeros((2, 3), dtype=np.float32))
     np.save(tmp_path / "b.npy", np.full((2, 3), 3.0, dtype=np.float32))
