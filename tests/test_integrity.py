@@ -264,3 +264,71 @@ def test_turning_master_weights_off_on_resume_is_refused(tmp_path):
     Trainer(cfg(tmp_path, *on)).fit()
     with pytest.raises(ConfigError, match="optim.master_weights=False: .* cannot change"):
         Trainer(cfg(tmp_path, "+optim.master_weights=false", "train.precision=bf16"))
+
+
+# ---- item 5: Predict1's condition augmentation noise follows the generation seed ----------------
+
+
+def test_predict1_augmentation_noise_comes_from_the_generation_seed_over_the_batch():
+    """Upstream: `_augment_noise_with_latent(..., seed=seed)` draws arch_invariant_rand over
+    the whole latent [B,C,T,H,W] with the generation seed; both guidance halves see it."""
+    import math
+
+    import numpy as np
+
+    from framework.diffusion.conditioning import Condition
+    from framework.diffusion.edm import EDMObjective
+    from tests.test_edm import RecordingNet
+
+    gt = torch.randn(2, 3, 4, 2, 2)
+    text = torch.ones(2, 5, 8)
+    cond = Condition(gt, torch.tensor([1, 1]), text, None, torch.tensor([4.0, 4.0]))
+    sigma = torch.full((2, 1), 3.0)
+    c_in_aug = 1 / math.sqrt(0.001**2 + 0.25)
+
+    def given_input(seed: int) -> torch.Tensor:
+        net, obj = RecordingNet(k=0.5), EDMObjective()
+        obj.seed_generation(seed, 2)
+        obj.x0(net, torch.randn_like(gt), sigma, cond)
+        return net.calls[-1]["x"][:, :, :1]
+
+    n = torch.from_numpy(np.random.RandomState(5).standard_normal(gt.shape)).float()
+    torch.testing.assert_close(given_input(5), c_in_aug * (gt[:, :, :1] + 0.001 * n[:, :, :1]))
+    assert not torch.allclose(given_input(5), given_input(6))  # another seed, other noise
+    # A guided batch (both halves) uses the same noise for the two halves.
+    net, obj = RecordingNet(k=0.5), EDMObjective()
+    obj.seed_generation(5, 2)
+    doubled = Condition(torch.cat([gt, gt]), torch.tensor([1] * 4), torch.cat([text, text]))
+    doubled.padding_mask, doubled.fps = None, torch.full((4,), 4.0)
+    obj.x0(net, torch.randn(4, *gt.shape[1:]), torch.full((4, 1), 3.0), doubled)
+    x = net.calls[-1]["x"][:, :, :1]
+    torch.testing.assert_close(x[:2], x[2:])
+    torch.testing.assert_close(x[:2], c_in_aug * (gt[:, :, :1] + 0.001 * n[:, :, :1]))
+
+
+def test_world_model_generate_seeds_the_objective():
+    """The seed of `generate` and the batch size reach the objective before sampling."""
+    from framework.diffusion.rectified_flow import RectifiedFlowObjective
+    from framework.diffusion.samplers import MultistepSampler
+    from framework.models.tokenizers import PixelTokenizer
+    from framework.models.world_model import WorldModel
+    from tests.test_world_model import TEXT_LEN, make_batch, tiny_dit
+
+    class Spy(RectifiedFlowObjective):
+        def seed_generation(self, seed: int, batch: int) -> None:
+            self.seen = (seed, batch)
+
+    tok = PixelTokenizer(spatial=2)
+    objective = Spy()
+    model = WorldModel(
+        tiny_dit(tok.latent_channels),
+        tok,
+        objective,
+        MultistepSampler(),
+        3,
+        family="cosmos2",
+        max_text_tokens=TEXT_LEN,
+    )
+    batch = make_batch(b=2)
+    model.generate(batch["video"][:, :, :1], batch["t5_text_embeddings"], num_steps=1, seed=9)
+    assert objective.seen == (9, 2)

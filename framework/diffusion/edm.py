@@ -184,12 +184,28 @@ class EDMObjective:
 
     # ---- sampling ------------------------------------------------------------------------
 
+    def seed_generation(self, seed: int, batch: int) -> None:
+        """Take the given frames' augmentation noise of the next generation from its seed, over
+        the whole latent [batch,C,T,H,W], as upstream's sampling does
+        (`_augment_noise_with_latent(..., seed=seed)` drawing `arch_invariant_rand(latent.shape,
+        seed)`); WorldModel.generate calls this before sampling."""
+        self._generation = (int(seed), int(batch))
+
     def _inference_noise(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
-        """One sample's fixed augmentation noise, shared by the batch and by both halves of a
-        guided batch (upstream draws it per call with the same seed), cached per shape."""
-        key = (shape, str(device), self.inference_augment_seed)
+        """The fixed augmentation noise for an x0 call on a batch of `shape` [N,C,T,H,W], the
+        same at every step (upstream draws it per call with the same seed), cached. After
+        `seed_generation(seed, B)`: RandomState(seed) over [B,C,T,H,W], the same for both halves
+        of a guided batch (N = 2B; upstream feeds both the same input). Without it (an x0 call
+        outside a generation): one sample's noise from `inference_augment_seed` for every row."""
+        seed, batch = getattr(self, "_generation", None) or (self.inference_augment_seed, 0)
+        key = (shape, str(device), seed, batch)
         if self._noise is None or self._noise[0] != key:
-            self._noise = (key, fixed_noise(shape, self.inference_augment_seed, device))
+            if batch and shape[0] in (batch, 2 * batch):
+                one = fixed_noise((batch, *shape[1:]), seed, device)
+                noise = one if shape[0] == batch else torch.cat([one, one])
+            else:
+                noise = fixed_noise(shape[1:], seed, device).expand(shape)
+            self._noise = (key, noise)
         return self._noise[1]
 
     def x0(self, net: NetFn, x_sigma: Tensor, sigma: Tensor, cond: Condition) -> Tensor:
@@ -203,7 +219,7 @@ class EDMObjective:
         # Once the sampler is at or below the augmentation level the given frames are generated
         # with the rest; the mask channel still marks them, as upstream leaves it (§3.5 item 4).
         indicator = given * (aug < sigma).float().view(b, 1, 1, 1, 1)
-        noise = self._inference_noise(tuple(x_sigma.shape[1:]), x_sigma.device)
+        noise = self._inference_noise(tuple(x_sigma.shape), x_sigma.device)
         return denoise(
             net, x_sigma, sigma, cond, indicator, input_mask, aug, noise, True, self.sigma_data
         )

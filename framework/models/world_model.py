@@ -409,6 +409,8 @@ class WorldModel(nn.Module):
                 x0 = self.objective.x0(net, xx, s, cond)
             return guided_x0(*x0.chunk(2), guidance) if guided else x0
 
+        if hasattr(self.objective, "seed_generation"):  # Predict1: upstream's augmentation noise
+            self.objective.seed_generation(seed, b)
         was_training = self.net.training
         self.net.eval()
         try:
