@@ -11,10 +11,20 @@ Values are the upstream recipe's (upstream/cosmos_predict2.md §2.2).
 from __future__ import annotations
 
 from experiments import blocks
-from framework.config import experiment
+from framework.config import Alias, experiment
+
+# Upstream gives its Predict2.5 GR00T recipe this same name (docs/upstream/cosmos_predict2_5.md §5);
+# here it keeps meaning Predict2's, and says so whenever it is used.
+BARE_UPSTREAM_NOTE = (
+    "that upstream name is Predict2's 2B GR00T recipe here; upstream's Predict2.5 recipe of the "
+    "same name is predict2_5_groot_gr1_480 (or predict2p5_video2world_training_2b_groot_gr1_480)."
+)
 
 
-@experiment(aliases=["predict2_video2world_training_2b_groot_gr1_480"], job_name="2b_groot_gr1_480")
+@experiment(
+    aliases=[Alias("predict2_video2world_training_2b_groot_gr1_480", BARE_UPSTREAM_NOTE)],
+    job_name="2b_groot_gr1_480",
+)
 def groot_gr1_480():
     """Predict2 2B full fine-tune on GR1, 93 frames at 432x768; 1 node x 8 GPUs, FSDP 8."""
     model = blocks.predict2_model(blocks.predict2_net("2B"), blocks.wan_vae("2B"))

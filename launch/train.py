@@ -32,7 +32,7 @@ from pathlib import Path
 from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError, apply_overrides, get, load_all, to_yaml
-from framework.config.registry import entries, resolve_name
+from framework.config.registry import alias_note, entries, resolve_name
 from framework.trainer.validate import validate
 
 USAGE = __doc__.split("\n\n", 1)[1]
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             print_list()
             return 0
         name = resolve_name(args.experiment)
+        if alias_note(args.experiment):
+            _say(alias_note(args.experiment))
         cfg = get(name)
         apply_overrides(cfg, args.overrides)
         validate(cfg)

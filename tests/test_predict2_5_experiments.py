@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from framework.config import get, instantiate, load_all
+from framework.config import ConfigError, get, instantiate, load_all
 from framework.config.registry import resolve_name
 
 load_all()
@@ -20,6 +20,29 @@ def test_names():
     # Upstream uses this name for both generations; here it keeps meaning Predict2's recipe.
     assert resolve_name("predict2_video2world_training_2b_groot_gr1_480") == "groot_gr1_480"
     assert get("groot_gr1_480").model.net._target_.endswith("cosmos2.net.MiniTrainDiT")
+
+
+def test_bare_upstream_name_says_which_experiment_it_runs(capsys):
+    """The name upstream gives both GR00T recipes prints which one it picks, at launch and in
+    generation; the unambiguous names print nothing."""
+    from framework.config.registry import alias_note
+    from framework.inference import loading
+    from launch import train
+
+    bare = "predict2_video2world_training_2b_groot_gr1_480"
+    note = alias_note(bare)
+    assert "runs experiment groot_gr1_480" in note and "predict2_5_groot_gr1_480" in note
+    assert alias_note("predict2p5_video2world_training_2b_groot_gr1_480") == ""
+    assert alias_note("groot_gr1_480") == ""
+    # A bad override stops the launch right after resolving the name: the note comes first.
+    assert train.main([bare, "train.no_such_key=1"]) == train.USER_ERROR
+    err = capsys.readouterr().err
+    assert err.index(note) < err.index("error:")
+    assert train.main(["--", f"experiment={bare}", "train.no_such_key=1"]) == train.USER_ERROR
+    assert note in capsys.readouterr().err  # the seeds' spelling too
+    with pytest.raises(ConfigError):
+        loading.resolve(bare, ["train.no_such_key=1"], None)
+    assert note in capsys.readouterr().err
 
 
 def test_groot_recipe_values():

@@ -44,6 +44,15 @@ if not OmegaConf.has_resolver("clip_fps"):
     OmegaConf.register_new_resolver("clip_fps", _clip_fps, use_cache=True)
 
 
+class Alias(NamedTuple):
+    """An alias with a note that commands print when the alias is used (`alias_note`): for a
+    name that means different experiments in different places, e.g. upstream's GR00T recipe
+    name, which Predict2 and Predict2.5 share."""
+
+    name: str
+    note: str = ""
+
+
 class Entry(NamedTuple):
     name: str
     fn: Callable[[], DictConfig]
@@ -55,23 +64,27 @@ class Entry(NamedTuple):
 
 _entries: dict[str, Entry] = {}
 _aliases: dict[str, str] = {}
+_alias_notes: dict[str, str] = {}
 
 
 def experiment(
     fn: Callable | None = None,
     *,
     name: str | None = None,
-    aliases: Iterable[str] = (),
+    aliases: Iterable[str | Alias] = (),
     job_name: str | None = None,
 ) -> Callable:
     """Register an experiment function (bare `@experiment` or with arguments); the function is
-    returned unchanged, so derived experiments call it for their parent's tree."""
+    returned unchanged, so derived experiments call it for their parent's tree. An alias is a
+    name, or an `Alias(name, note)` whose note commands print when it is used."""
+    aliases = [a if isinstance(a, Alias) else Alias(a) for a in aliases]
 
     def register(fn: Callable) -> Callable:
         # The description is the docstring's first paragraph, however many lines it wraps to.
         doc = " ".join((inspect.getdoc(fn) or "").strip().split("\n\n")[0].split())
         where = f"{inspect.getsourcefile(fn)}:{fn.__code__.co_firstlineno}"
-        entry = Entry(name or fn.__name__, fn, tuple(aliases), where, doc, job_name)
+        names = tuple(a.name for a in aliases)
+        entry = Entry(name or fn.__name__, fn, names, where, doc, job_name)
         for key in (entry.name, *entry.aliases):
             other = _entries.get(_aliases.get(key, key))
             if other is not None:
@@ -81,6 +94,7 @@ def experiment(
                 )
         _entries[entry.name] = entry
         _aliases.update({alias: entry.name for alias in entry.aliases})
+        _alias_notes.update({a.name: a.note for a in aliases if a.note})
         return fn
 
     return register(fn) if fn is not None else register
@@ -141,6 +155,14 @@ def resolve_name(name: str) -> str:
     close = closest(name, [*_entries, *_aliases], cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}?" if close else "run `make list` to see them all."
     raise ConfigError(f"unknown experiment {name!r}; {hint}")
+
+
+def alias_note(name: str) -> str:
+    """The line a command prints when `name` is an alias registered with a note, else ""."""
+    note = _alias_notes.get(name)
+    if not note or name not in _aliases:
+        return ""
+    return f"note: {name} runs experiment {_aliases[name]}; {note}"
 
 
 def get(name: str) -> DictConfig:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from framework import jobs
 from framework.config import ConfigError, apply_overrides, from_yaml, get, instantiate, load_all
+from framework.config.registry import alias_note
 from framework.config.trust import check_targets
 from framework.io import read_checkpoint
 from framework.models.hub import download_hint
@@ -92,6 +93,8 @@ def resolve(
         )
     else:
         load_all(modules)
+        if experiment and alias_note(experiment):
+            print(alias_note(experiment), file=sys.stderr)
         cfg = get(experiment or default_experiment)
     apply_overrides(cfg, overrides)
     if checkpoint:
