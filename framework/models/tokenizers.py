@@ -13,9 +13,11 @@ T = 1 + (N - 1) // temporal_compression (93 -> 24 for the Wan VAE).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -53,8 +55,9 @@ class _TokenizerBase(nn.Module):
             raise ValueError(f"Video must be [B,3,N,H,W]; got shape {tuple(video.shape)}.")
         if video.shape[3] % s or video.shape[4] % s:
             raise ValueError(
-                f"Video height and width {tuple(video.shape[3:])} must be multiples of {s}; "
-                "resize the video."
+                f"Video height and width {tuple(video.shape[3:])} must be multiples of {s} (the "
+                "tokenizer's spatial compression); choose a video size that is (in training "
+                "data.dataset.video_size)."
             )
 
     def _check_latent(self, latent: Tensor) -> None:
@@ -85,6 +88,10 @@ class PixelTokenizer(_TokenizerBase):
         self.identity = f"pixel-s{spatial}-t{temporal}"
         self.causal = True  # frame groups after the first never reach back
 
+    @classmethod
+    def compression_for(cls, node: Mapping) -> tuple[int, int]:
+        return int(argument(cls, node, "spatial")), int(argument(cls, node, "temporal"))
+
     @torch.no_grad()
     def encode(self, video: Tensor) -> Tensor:
         self._check_video(video)
@@ -100,6 +107,30 @@ class PixelTokenizer(_TokenizerBase):
         t, s = self.temporal_compression, self.spatial_compression
         x = rearrange(latent.float(), "b (c t p q) l h w -> b c (l t) (h p) (w q)", t=t, p=s, q=s)
         return x[:, :, t - 1 :].clamp(-1, 1)
+
+
+def argument(fn: Any, node: Mapping, name: str) -> Any:
+    """`node[name]`, else the default of `fn`'s parameter `name`: what a build would use."""
+    if name in node:
+        return node[name]
+    return inspect.signature(fn).parameters[name].default
+
+
+def config_compression(node: Any) -> tuple[int, int] | None:
+    """(spatial, temporal) compression of the tokenizer a config node would build, without
+    building it (a VAE build reads its weights): what the node's `_target_` says through its
+    `compression_for(node)`, or None for a tokenizer that does not say (a user's own class;
+    framework/trainer/validate.py then skips the checks that need it)."""
+    target = node.get("_target_") if isinstance(node, Mapping) else None
+    if not isinstance(target, str):
+        return None
+    from framework.config.lazy import locate
+
+    try:
+        fn = getattr(locate(target), "compression_for", None)
+    except Exception:  # noqa: BLE001  (building the model reports an unimportable target)
+        return None
+    return fn(node) if callable(fn) else None
 
 
 def _resolve(path: str) -> str:
@@ -171,6 +202,17 @@ class WanVAETokenizer(_TokenizerBase):
         self._std = torch.tensor(list(std), dtype=torch.float32, device="cpu").view(shape)
         self._dtype_name = dtype
         self.identity = self._identity(path, mean, std)
+
+    @classmethod
+    def compression_for(cls, node: Mapping) -> tuple[int, int]:
+        """From `config` over AutoencoderKLWan's defaults, as `__init__` reads them (a diffusers
+        folder's own config.json is not read: Wan2.1's are the defaults)."""
+        from framework.models.meta import import_on_cpu
+
+        vae, config = import_on_cpu("diffusers", "AutoencoderKLWan"), node.get("config") or {}
+        return tuple(
+            int(argument(vae, config, k)) for k in ("scale_factor_spatial", "scale_factor_temporal")
+        )
 
     @staticmethod
     def _build(path: str | None, config: dict) -> nn.Module:

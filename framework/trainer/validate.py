@@ -2,7 +2,10 @@
 or written: one line naming the key, the value and what is allowed (exit 2 from launch.train).
 
 Keys a config does not have are skipped (a toy model has no `model.state_t`); types were already
-checked by the override parser against the experiment's values.
+checked by the override parser against the experiment's values. Then the sizes that must fit
+together (`check_shapes`): video size, frame count, `model.state_t`, heads and the schedule's
+lists, against the net's patch sizes and the tokenizer's compression, both read from the config
+without building anything (framework/models/tokenizers.py `config_compression`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError
 from framework.trainer.ema import MAX_RATE
+from framework.trainer.validate_shapes import check_shapes
 
 _ABSENT = object()
 # One folder name: letters, digits and . _ - + = , @ (no separators, no "..", not empty).
@@ -161,4 +165,5 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(
             f"data.dataset.video_size={size!r} is not allowed: use [H,W], e.g. [432,768]."
         )
+    check_shapes(cfg, lambda key: _value(cfg, key), _ABSENT)
     return cfg

@@ -11,12 +11,12 @@ in another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from framework.models.tokenizers import _TokenizerBase
+from framework.models.tokenizers import _TokenizerBase, config_compression
 
 
 class ScaledTokenizer(_TokenizerBase):
@@ -43,6 +43,10 @@ class ScaledTokenizer(_TokenizerBase):
             raise ValueError(f"latent scale must be positive, got {scale}; use 0.5 (sigma_data).")
         values = [*self.scale.flatten().tolist(), *self.shift.flatten().tolist()]
         self.identity = f"{tokenizer.identity}-x" + ",".join(f"{v:.6g}" for v in values)
+
+    @classmethod
+    def compression_for(cls, node: Mapping) -> tuple[int, int] | None:
+        return config_compression(node.get("tokenizer"))
 
     def _per_channel(self, value: float | Sequence[float], name: str) -> Tensor:
         t = torch.as_tensor(value, dtype=torch.float32, device="cpu").reshape(-1)
@@ -80,3 +84,13 @@ def cv8x8x8_tokenizer(path: str | None, scale: float = 0.5, **kwargs) -> ScaledT
     from framework.models.cosmos1.tokenizer import CosmosCV8x8x8Tokenizer
 
     return ScaledTokenizer(CosmosCV8x8x8Tokenizer(path, **kwargs), scale)
+
+
+def _cv8x8x8_compression(node: Mapping) -> tuple[int, int]:
+    from framework.models.cosmos1.tokenizer import CosmosCV8x8x8Tokenizer
+
+    return CosmosCV8x8x8Tokenizer.compression_for(node)
+
+
+# What framework.models.tokenizers.config_compression asks of a tokenizer target.
+cv8x8x8_tokenizer.compression_for = _cv8x8x8_compression

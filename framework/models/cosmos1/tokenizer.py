@@ -38,14 +38,14 @@ import fnmatch
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from framework.io import UnsafeFileError, load_torch_file
 from framework.models.cosmos1.jit_archive import read_torchscript_tensors
-from framework.models.tokenizers import _TokenizerBase, to_unit_range
+from framework.models.tokenizers import _TokenizerBase, argument, to_unit_range
 
 HUB_REPO = "nvidia/Cosmos-Tokenize1-CV8x8x8-720p"
 LOCAL_DIR = "checkpoints/nvidia/Cosmos-Tokenize1-CV8x8x8-720p"
@@ -159,6 +159,15 @@ class CosmosCV8x8x8Tokenizer(_TokenizerBase):
         self.max_latent_frames = self._mean.shape[2] if self._mean.shape[2] > 1 else None
         self._dtype_name = dtype
         self.identity = self._identity(path)
+
+    @classmethod
+    def compression_for(cls, node: Mapping) -> tuple[int, int]:
+        """From `config` over AutoencoderKLCosmos's defaults (the CV8x8x8 ratios)."""
+        from framework.models.meta import import_on_cpu
+
+        vae, config = import_on_cpu("diffusers", "AutoencoderKLCosmos"), node.get("config") or {}
+        keys = ("spatial_compression_ratio", "temporal_compression_ratio")
+        return tuple(int(argument(vae, config, k)) for k in keys)
 
     @staticmethod
     def _build(path: str | None, config: dict) -> tuple[nn.Module, tuple, list[str]]:
