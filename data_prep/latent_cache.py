@@ -8,7 +8,8 @@ Train from it with `data.dataset.latent_cache_dir=<output>`: samples then carry 
 of `video` and the model skips the encode. Windows: one every `--window_stride` frames (default
 4; 1 = every start, upstream's sampling) or `--windows_per_video N` evenly spaced; training draws
 one at random per sample. A tqdm bar counts videos and windows; re-running the same command
-resumes (adds only missing clips). Format and the choice of windows:
+encodes exactly the windows the current videos lack (after a kill, a deleted shard, a replaced
+video). Format (keyed by each video's content) and the choice of windows:
 framework/data/latent_cache.py.
 """
 
