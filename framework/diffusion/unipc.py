@@ -140,7 +140,9 @@ class UniPCSampler:
     """Predict2.5's sampler as a config node (docs/upstream/cosmos_predict2_5.md §4): 35 steps on
     the shift-5 grid (the pre-trained 2B and its fine-tunes) or, with `karras`, on the grid of
     the post-trained 2B. Initial noise is numpy RandomState(seed) normal, unscaled. `num_steps`
-    may be overridden per call."""
+    may be overridden per call. `negative_prompt` is not used here: like `num_steps` it is a
+    default of the generation commands, kept on this node so that it comes from the model's
+    config (the family sets upstream's, §1.6); None leaves the commands' own."""
 
     num_steps: int = 35
     shift: float = 5.0
@@ -149,6 +151,7 @@ class UniPCSampler:
     karras_sigma_min: float = 0.01
     rho: float = 7.0
     order: int = 2
+    negative_prompt: str | None = None
 
     def sigmas(self, num_steps: int | None = None) -> list[float]:
         return flow_sigmas(

@@ -354,6 +354,7 @@ def finish(
             "checkpoint": args.checkpoint,
             "guidance": args.guidance,
             "num_steps": args.num_steps,
+            "negative_prompt": args.negative_prompt,
         },
         "counts": {
             "items": len(all_records),

@@ -81,8 +81,10 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
     a("--input_path", default=None, help="conditioning image (.png/.jpg/.jpeg/.webp) or video")
     a(
         "--negative_prompt",
-        default=prompts.DEFAULT_NEGATIVE_PROMPT,
-        help='negative prompt for guidance; "" means the all-zero (no text) embedding',
+        default=None,
+        help='negative prompt for guidance; "" means the all-zero (no text) embedding (default: '
+        "the model's sampler node's `negative_prompt`, upstream's for Predict2.5, else "
+        "worldtune's own list of artefacts)",
     )
     a(
         "--num_conditional_frames",
@@ -180,19 +182,40 @@ def parse_args(
         else:
             overrides.append(tok)
     if args.gr00t_variant:
-        args.experiment = args.experiment or prompts.GR00T_EXPERIMENT
-        if not args.checkpoint:
-            args.checkpoint = prompts.gr00t_checkpoint(args.gr00t_variant)
+        gr00t_preset(args)
     if args.prompt_prefix is None:
         args.prompt_prefix = prompts.GR00T_PROMPT_PREFIX if args.gr00t_variant else ""
     return args, overrides
 
 
+def gr00t_preset(args: argparse.Namespace) -> None:
+    """--gr00t_variant: the GR00T-Dreams 14B experiment and checkpoint (Predict2), unless a job's
+    checkpoint (its config.yaml rebuilds the model: a Predict2.5 job) or another experiment is
+    given; those keep their own and take only the preset's prompt prefix and 16 fps."""
+    from framework import jobs
+    from framework.config.registry import load_all, resolve_name
+
+    in_job = args.checkpoint and jobs.job_of_checkpoint(args.checkpoint) is not None
+    if not args.experiment and not in_job:
+        args.experiment = prompts.GR00T_EXPERIMENT
+    if args.checkpoint or not args.experiment:
+        return
+    load_all(args.module)
+    if resolve_name(args.experiment) == prompts.GR00T_EXPERIMENT:
+        args.checkpoint = prompts.gr00t_checkpoint(args.gr00t_variant)
+
+
 def fill_sampler_defaults(args: argparse.Namespace, cfg) -> None:
-    """--num_steps, when not given, is the model's sampler node's `num_steps` (35 upstream; the
-    count a distilled student was trained for)."""
+    """The generation defaults a model's config carries on its sampler node, for the options not
+    given: --num_steps (35 upstream; the count a distilled student was trained for) and
+    --negative_prompt (the family's: upstream's for Predict2.5; without one
+    `prompts.DEFAULT_NEGATIVE_PROMPT`). Guidance: `loading.guidance_for`."""
+    sampler = cfg.model.get("sampler") or {}
     if args.num_steps is None:
-        args.num_steps = int((cfg.model.get("sampler") or {}).get("num_steps", 35))
+        args.num_steps = int(sampler.get("num_steps", 35))
+    if args.negative_prompt is None:
+        default = sampler.get("negative_prompt")
+        args.negative_prompt = prompts.DEFAULT_NEGATIVE_PROMPT if default is None else default
 
 
 def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str]]]:

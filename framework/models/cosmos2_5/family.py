@@ -14,6 +14,19 @@ from framework.models.family import ModelFamily, register_family
 # cross-attention projections and the MLP; not the text projection, adaLN or embeddings.
 LORA_TARGETS = "q_proj,k_proj,v_proj,output_proj,mlp.layer1,mlp.layer2"
 
+# Upstream's `DEFAULT_NEGATIVE_PROMPT` (cosmos_predict2/config.py, §1.6), verbatim: the released
+# nets were tuned with this text as the guidance's negative; generation defaults to it through
+# the sampler node.
+NEGATIVE_PROMPT = (
+    "The video captures a series of frames showing ugly scenes, static with no motion, motion "
+    "blur, over-saturation, shaky footage, low resolution, grainy texture, pixelated images, "
+    "poorly lit areas, underexposed and overexposed scenes, poor color balance, washed out "
+    "colors, choppy sequences, jerky movements, low frame rate, artifacting, color banding, "
+    "unnatural transitions, outdated special effects, fake elements, unconvincing visuals, "
+    "poorly edited content, jump cuts, visual noise, and flickering. Overall, the video is of "
+    "poor quality."
+)
+
 
 def diffusers_config(net: Predict25DiT) -> dict:
     """Kwargs of diffusers' CosmosTransformer3DModel for this net (§7): the MinimalDiT's, plus
@@ -39,6 +52,8 @@ PREDICT2_5 = register_family(
         diffusers_class="CosmosTransformer3DModel",
         diffusers_config=diffusers_config,
         objective=lambda: L("framework.diffusion.flow_matching.FlowMatchingObjective").full(),
-        sampler=lambda: L("framework.diffusion.unipc.UniPCSampler").full(),
+        sampler=lambda: L("framework.diffusion.unipc.UniPCSampler").full(
+            negative_prompt=NEGATIVE_PROMPT
+        ),
     )
 )
