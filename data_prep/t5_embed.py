@@ -31,8 +31,10 @@ DEFAULT_HUB_ID = "google-t5/t5-11b"
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
-def pending_stems(dataset_dir: Path, overwrite: bool = False) -> tuple[list[str], list[str]]:
-    """(stems to embed, stems skipped because t5_xxl/<stem>.pickle exists)."""
+def pending_stems(
+    dataset_dir: Path, overwrite: bool = False, subdir: str = "t5_xxl"
+) -> tuple[list[str], list[str]]:
+    """(stems to embed, stems skipped because <subdir>/<stem>.pickle exists)."""
     metas = dataset_dir / "metas"
     if not metas.is_dir():
         raise UserError(
@@ -44,7 +46,7 @@ def pending_stems(dataset_dir: Path, overwrite: bool = False) -> tuple[list[str]
         raise UserError(f"{metas} holds no .txt prompt files; write metas/<stem>.txt per video")
     if overwrite:
         return stems, []
-    done = {s for s in stems if (dataset_dir / "t5_xxl" / f"{s}.pickle").is_file()}
+    done = {s for s in stems if (dataset_dir / subdir / f"{s}.pickle").is_file()}
     return [s for s in stems if s not in done], sorted(done)
 
 

@@ -29,6 +29,7 @@ HUB = "nvidia/Cosmos-Predict2.5-2B"
 # The pre-trained 2B file: the GR00T recipe's init (§1.6, §5.2).
 PRETRAINED_2B = "base/pre-trained/d20b7120-df3e-4911-919d-db6e08bad31c_ema_bf16.pt"
 NET = "framework.models.cosmos2_5.net.Predict25DiT"
+REASON1_CHANNELS = 100352  # 28 Reason1-7B layers x 3584 (§2)
 
 
 def predict2_5_checkpoint(file: str = PRETRAINED_2B) -> str:
@@ -80,6 +81,20 @@ def predict2_5_groot_gr1_480():
     cfg.checkpoint.save_iter = 200
     cfg.checkpoint.format = "dcp"
     cfg.checkpoint.load_path = predict2_5_checkpoint()
+    return cfg
+
+
+@experiment(job_name="2b_groot_gr1_480_precomputed")
+def predict2_5_groot_gr1_480_precomputed():
+    """Predict2.5 2B on GR1 from Reason1 features on disk (python -m data_prep.text_embed).
+
+    Each caption's [512, 100352] features are read from reason1/<stem>.pickle (98 MiB each)
+    instead of running Reason1-7B in every step; docs/data.md says when that pays off. The
+    encoder stays configured for prompts (sample videos, generation), built only if used."""
+    cfg = predict2_5_groot_gr1_480()
+    cfg.data.dataset.text_embeddings = True
+    cfg.data.dataset.embedding_dir = "reason1"
+    cfg.data.dataset.text_dim = REASON1_CHANNELS
     return cfg
 
 

@@ -285,7 +285,9 @@ class VideoDataset(ClipDataset):
 
     Samples hold `video` uint8 [3,T,H,W], `caption` str (metas/<stem>.txt, "" when missing),
     `t5_text_embeddings` float32 [512,1024] zero-padded and `t5_text_mask` int64 [512] (not with
-    `text_embeddings=False`: a model that encodes captions online needs no t5_xxl/), `fps` float
+    `text_embeddings=False`: a model that encodes captions online needs no t5_xxl/; another
+    folder of the same format with `embedding_dir`, e.g. "reason1" from data_prep.text_embed,
+    `text_dim` 100352), `fps` float
     (after `frame_stride`), `padding_mask` float32
     [1,H,W] zeros, `image_size` int64 [H,W,H,W], `num_frames` int, and `bad_replaced` int (how
     many bad files were skipped to produce this sample; the trainer sums it as a metric). With a
@@ -317,8 +319,10 @@ class VideoDataset(ClipDataset):
         expected_identity: Any = None,
         keep_in_memory: bool = False,
         text_embeddings: bool = True,
+        embedding_dir: str = "t5_xxl",
     ) -> None:
         self.text_embeddings = bool(text_embeddings)
+        self.embedding_dir = embedding_dir
         super().__init__(
             dataset_dir,
             num_frames,
@@ -349,7 +353,7 @@ class VideoDataset(ClipDataset):
 
     # ---- indexing -------------------------------------------------------------------------
     def _index(self, check: str) -> tuple[list[dict], list[tuple[str, str]]]:
-        video_dir, emb_dir = self.dataset_dir / "videos", self.dataset_dir / "t5_xxl"
+        video_dir, emb_dir = self.dataset_dir / "videos", self.dataset_dir / self.embedding_dir
         if not video_dir.is_dir():
             raise FileNotFoundError(
                 f"{video_dir} does not exist; the dataset needs videos/*.mp4 and t5_xxl/*.pickle "
@@ -415,12 +419,13 @@ class VideoDataset(ClipDataset):
         videos = [
             v
             for v in sorted((root / "videos").glob("*.mp4"))
-            if not self.text_embeddings or (root / "t5_xxl" / f"{v.stem}.pickle").is_file()
+            if not self.text_embeddings
+            or (root / self.embedding_dir / f"{v.stem}.pickle").is_file()
         ]
 
         def load(video: Path) -> HeldOutItem:
             frames, fps = read_frames(video, num_frames, self.video_size, self.frame_stride)
-            pickle = root / "t5_xxl" / f"{video.stem}.pickle"
+            pickle = root / self.embedding_dir / f"{video.stem}.pickle"
             return HeldOutItem(
                 name=video.stem,
                 video=frames,
