@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from data_prep.common import UserError, cli
+from framework.config import ConfigError
 from framework.data.dataset import VideoDataset
 from framework.data.latent_cache import build_latent_cache
 
@@ -125,5 +127,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"latent cache at {Path(out)}")
 
 
+@cli
+def command(argv: list[str] | None = None) -> None:
+    """`main` as the command line runs it: a refusal (a damaged shard, a cache of other
+    settings) is one line `error: ...`, exit 2."""
+    try:
+        main(argv)
+    except ConfigError as err:
+        raise UserError(str(err).rstrip(".")) from None
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(command())

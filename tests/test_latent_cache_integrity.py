@@ -33,16 +33,18 @@ class Counting(PoolTokenizer):
         return super().encode(video)
 
 
+def args(root: Path, out: Path) -> list[str]:
+    return [
+        *("--tokenizer", "tests.test_latent_cache_integrity.Counting"),
+        *("--dataset_dir", str(root), "--output", str(out), "--device", "cpu"),
+        *("--num_frames", "9", "--video_size", "32", "48", "--shard_size", "2"),
+    ]
+
+
 def build(root: Path, out: Path) -> None:
     """The command line, as a user runs it (its command is recorded for the refusals)."""
     Counting.calls = 0
-    cli.main(
-        [
-            *("--tokenizer", "tests.test_latent_cache_integrity.Counting"),
-            *("--dataset_dir", str(root), "--output", str(out), "--device", "cpu"),
-            *("--num_frames", "9", "--video_size", "32", "48", "--shard_size", "2"),
-        ]
-    )
+    cli.main(args(root, out))
 
 
 def shards(out: Path) -> dict[str, bytes]:
@@ -143,7 +145,7 @@ def test_a_touched_video_is_hashed_again_not_refused(cache, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
-def test_a_damaged_shard_names_the_file_and_the_fix(cache, damage):
+def test_a_damaged_shard_names_the_file_and_the_fix(cache, damage, capsys):
     root, out = cache
     victim = out / "latents-00002.safetensors"
     data = victim.read_bytes()
@@ -154,6 +156,9 @@ def test_a_damaged_shard_names_the_file_and_the_fix(cache, damage):
         msg = one_line(err)
         assert str(victim) in msg and "is damaged" in msg and "delete it" in msg
         assert "python -m data_prep.latent_cache --tokenizer" in msg
+    assert cli.command(args(root, out)) == 2  # the command line: one line, exit 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: latent cache shard") and str(victim) in err[-1]
     victim.unlink()
     build(root, out)
     assert Counting.calls == 2
