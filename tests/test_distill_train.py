@@ -1,6 +1,6 @@
 """tiny_gr1_distill through the stock trainer and CLI: the teacher from the default job's path,
 the phases seen in the checkpoints, resume, and the student generating through video2world
-(its 4 steps and guidance 0 from the config, a batch JSON too)."""
+(its 4 steps and guidance 0 from the config, a batch JSON too) and best_of_n."""
 
 from __future__ import annotations
 
@@ -86,3 +86,19 @@ def test_tiny_distill_trains_resumes_and_its_student_generates(tmp_path, monkeyp
     assert all((tmp_path / f"{i}.mp4").is_file() for i in range(2))
     # More steps than the student was distilled for: the item fails with the fix named.
     assert video2world.main([*argv[:4], "--steps", "35"]) == 1
+
+    # Best of N with the student: its own steps and guidance, a tiny random Reason1 as critic.
+    from framework.inference import best_of_n
+    from tests.critic_fixtures import make_tiny_reason1
+
+    critic = make_tiny_reason1(tmp_path / "critic" / "Cosmos-Reason1-7B")
+    save = tmp_path / "bon"
+    argv = ["--checkpoint", ckpt, "--input_path", str(clips[0]), "--prompt", "a cube"]
+    argv += ["--save_path", str(save), "--num_generations", "2", "--num_critic_trials", "1"]
+    assert (
+        best_of_n.main([*argv, "--checkpoint_dir", str(critic), "--critic_max_new_tokens", "4"])
+        == 0
+    )
+    summary = json.loads((save / "summary.json").read_text())
+    assert summary["settings"]["num_steps"] == 4 and summary["settings"]["guidance"] == 0.0
+    assert summary["counts"]["generated"] == 2 and summary["counts"]["ok"] == 1
