@@ -72,3 +72,54 @@ def test_cache_threshold_comes_from_the_sampler_node_and_few_step_students_are_r
     )  # fmt: skip
     with pytest.raises(ValueError, match="drop --step_cache"):
         enable_step_cache(student)
+
+
+def cp_worker() -> None:
+    """Run by test_context_parallel_ranks_decide_alike under torchrun (2 gloo processes)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    cond = torch.randint(0, 256, (1, 3, 1, 16, 16), dtype=torch.uint8)
+    emb = torch.randn(1, TEXT_LEN, 32)
+    dist.broadcast(cond, 0)
+    dist.broadcast(emb, 0)
+    runs = []
+    for group in (None, dist.group.WORLD):
+        torch.manual_seed(0)  # the same net in both runs and on both ranks
+        model = make_model(net=trained_like(tiny_dit(12)), text_dropout=0.0)
+        if group is not None:
+            model.context_parallel(group)  # 3 latent frames: 2 on rank 0, 1 on rank 1
+        enable_step_cache(model, threshold=0.1)
+        video = model.generate(cond, emb, guidance=2.0, num_steps=12, seed=1)
+        runs.append((video, model.step_cache_stats))
+    (ref, ref_stats), (video, stats) = runs
+    every = [None, None]
+    dist.all_gather_object(every, stats)
+    assert every[0] == every[1] == ref_stats, (every, ref_stats)
+    assert 1 < stats[0] < stats[1], stats  # some calls skipped, not all
+    assert (video.int() - ref.int()).abs().max() <= 1
+    if dist.get_rank() == 0:
+        print(f"step cache under cp 2: computed {stats[0]} of {stats[1]} calls on both ranks")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_context_parallel_ranks_decide_alike():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_dist import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    cmd += [f"--master_port={free_port()}", "-m", "tests.test_step_cache"]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "on both ranks" in proc.stdout
+
+
+if __name__ == "__main__":
+    cp_worker()
