@@ -68,6 +68,9 @@ def tiny_gr1_distill():
     cfg.checkpoint.save_iter = 100
     cfg.hooks.eval.num_steps = 4
     cfg.hooks.sample.num_steps = 4
+    # `python -m framework.eval` on the student: its own steps, so its own frozen eval set name.
+    cfg.eval.name = f"{cfg.eval.name}_4steps"
+    cfg.eval.num_steps = 4
     cfg.hooks.sample.every = 200
     return cfg
 
