@@ -12,7 +12,8 @@ checkpoint and give one number. Built in, by name (`cfg.eval.metrics`):
 - latent_l2: mean squared difference of the tokenizer's latents of the generated latent frames
   (IRASim's latent L2, spec robot_eval.md §3.1);
 - lpips, fvd, dreamgen_if, dreamgen_pa: framework/evaluation/{lpips,fvd,judges}.py, each with its
-  weights' source; they load from the Hugging Face cache and name the download when missing.
+  weights' source; they load from the Hugging Face / torch hub cache or $CHECKPOINTS and name
+  the download when missing (lpips: AlexNet trunk + lin heads, docs/eval.md).
 
 Another metric joins by import path: `cfg.eval.metrics=[psnr, my_lab.metrics:Sharpness]`.
 """
