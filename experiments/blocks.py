@@ -152,10 +152,12 @@ def eval_set(
     num_conditional_frames: int = 1,
     metrics=("psnr", "ssim", "latent_l2"),
     dataset_dir: str | None = None,
+    item_names=None,
 ) -> DictConfig:
-    """`cfg.eval`: a fixed eval set, the first `num_items` of the dataset's held-out split,
-    frozen to a manifest of content hashes on first use (framework/evaluation/evalset.py;
-    docs/eval.md). `python -m framework.eval` and the eval hook score it."""
+    """`cfg.eval`: a fixed eval set, the first `num_items` of the dataset's held-out split (or
+    the held-out items named in `item_names`, in that order), frozen to a manifest of content hashes
+    on first use (framework/evaluation/evalset.py; docs/eval.md). `python -m framework.eval` and
+    the eval hook score it."""
     return OmegaConf.create(
         dict(
             name=name,
@@ -166,6 +168,7 @@ def eval_set(
             num_conditional_frames=num_conditional_frames,
             metrics=list(metrics),
             dataset_dir=dataset_dir,
+            item_names=list(item_names) if item_names is not None else None,
         )
     )
 

@@ -114,8 +114,10 @@ def tiny_gr1():
     cfg.checkpoint.keep_last = 2
     cfg.logging.every = 10
     # The end-to-end story a new user sees: scores before and after, videos, a loss curve.
+    # Also every 250 steps (with each checkpoint): with before/after, an eval curve of 5 points
+    # (3 more evals of the 4 clips; their cost: docs/eval.md "During training").
     cfg.hooks.eval = L("framework.hooks.evaluation.EvalHook")(
-        num_items=4, num_steps=15, guidance=0.0
+        num_items=4, num_steps=15, guidance=0.0, every=250
     )
     cfg.hooks.sample = L("framework.hooks.samples.SampleVideos")(
         every=500, num_items=2, num_steps=15, guidance=0.0

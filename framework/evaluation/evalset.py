@@ -1,12 +1,13 @@
 """Fixed evaluation sets: declared in the experiment (`cfg.eval`), frozen to a manifest.
 
 `cfg.eval` says which held-out items (the first `num_items` of the dataset's held-out split, in
-its fixed order), and how they are generated (seeds, guidance, steps, conditional frames) and
-scored (metrics). The first evaluation writes a manifest, `<output_root>/<project>/eval/
-<name>.manifest.json`: those settings plus, per item, its id and the sha256 of the video file,
-of the decoded frames the model sees, and of the caption embedding. Every later evaluation of
-that name, months apart or from another run, reads the items again and refuses to score when an
-id or a hash differs, so two numbers under one name always come from the same clips.
+its fixed order, or the ones named in `item_names`), and how they are generated (seeds, guidance,
+steps, conditional frames) and scored (metrics). The first evaluation writes a manifest,
+`<output_root>/<project>/eval/<name>.manifest.json`: those settings plus, per item, its id and
+the sha256 of the video file, of the decoded frames the model sees, and of the caption
+embedding. Every later evaluation of that name, months apart or from another run, reads the
+items again and refuses to score when an id or a hash differs, so two numbers under one name
+always come from the same clips.
 """
 
 from __future__ import annotations
@@ -43,11 +44,16 @@ class EvalSpec:
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     dataset_dir: str | None = None  # None: the training data's held-out split
     manifest: str | None = None  # None: <output_root>/<project>/eval/<name>.manifest.json
+    # Held-out item names, in this order; None: the first num_items. (Not `items`: a
+    # DictConfig's cfg.eval.items is its dict method.)
+    item_names: list[str] | None = None
 
     def frozen(self) -> dict[str, Any]:
-        """What the manifest pins besides the items (metrics may be added later)."""
+        """What the manifest pins besides the items (metrics may be added later); `item_names`
+        only when given, so manifests frozen before the key existed stay valid."""
         keys = ("num_items", "seeds", "guidance", "num_steps", "num_conditional_frames")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        return {**out, "item_names": list(self.item_names)} if self.item_names is not None else out
 
 
 def spec_of(cfg: DictConfig, **overrides: Any) -> EvalSpec:
@@ -62,7 +68,35 @@ def spec_of(cfg: DictConfig, **overrides: Any) -> EvalSpec:
     spec = EvalSpec(**values)
     spec.seeds = [int(s) for s in spec.seeds]
     spec.metrics = list(spec.metrics)
+    if spec.item_names is not None:
+        names = [str(n) for n in spec.item_names]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(
+                f"eval set {spec.name}: eval.item_names {names} must name at least one held-out "
+                "item, each once; fix cfg.eval.item_names."
+            )
+        # The names decide how many; a command-line --num_items keeps the first ones.
+        spec.item_names = names[: overrides.get("num_items") or len(names)]
+        spec.num_items = len(spec.item_names)
     return spec
+
+
+def select_items(dataset: Any, spec: EvalSpec, num_frames: int) -> list[HeldOutItem]:
+    """The first `num_items` held-out items, or those named in `spec.item_names`, in order.
+    Datasets list held-out items only from the start of their split, so naming items reads the
+    whole split once (its decoded clips are in memory together) and keeps the named ones."""
+    if spec.item_names is None:
+        return heldout_of(dataset, spec.num_items, num_frames)
+    every = heldout_of(dataset, 1 << 30, num_frames)
+    by_name = {it.name: it for it in every}
+    unknown = [n for n in spec.item_names if n not in by_name]
+    if unknown:
+        some = ", ".join(sorted(by_name)[:5]) + (", ..." if len(by_name) > 5 else "")
+        raise EvalSetChanged(
+            f"eval set {spec.name}: eval.item_names {unknown} are not readable held-out items "
+            f"of the split ({len(by_name)} items: {some}); fix cfg.eval.item_names."
+        )
+    return [by_name[n] for n in spec.item_names]
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -159,7 +193,7 @@ def load_eval_set(
     settings."""
     spec = spec or spec_of(cfg)
     dataset = build_dataset(cfg.data.dataset, spec.dataset_dir)
-    items = heldout_of(dataset, spec.num_items, num_frames)
+    items = select_items(dataset, spec, num_frames)
     records = [item_record(it) for it in items]
     path = manifest_path(cfg, spec)
     if path.is_file():
