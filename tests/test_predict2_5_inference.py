@@ -23,8 +23,9 @@ from tests.test_inference_fixtures import SIZE, SPATIAL, STATE_T, decode, make_d
 load_all()
 
 
-@pytest.fixture(scope="module")
-def job(tmp_path_factory):
+def tiny_p25_config(tmp_path_factory):
+    """A tiny Predict2.5 job config on a synthetic GR1 folder (tests/test_predict2_5_export.py
+    uses it too)."""
     data = make_dataset(tmp_path_factory.mktemp("data") / "synthetic")
     channels = 3 * SPATIAL * SPATIAL
     net = predict2_5_net(
@@ -46,7 +47,12 @@ def job(tmp_path_factory):
     cfg = blocks.base(model, blocks.loader(dataset, num_workers=0), group="test")
     cfg.job.name = "tiny_p25"
     cfg.job.output_root = str(tmp_path_factory.mktemp("runs"))
-    return write_job(cfg, ema=False)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    return write_job(tiny_p25_config(tmp_path_factory), ema=False)
 
 
 def test_defaults_come_from_the_family():
