@@ -206,3 +206,20 @@ def broadcast_object(obj: Any) -> Any:
 
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def enable_context_parallel(model, cp: int) -> None:
+    """Split each sample's latent frames over `parallel.context_parallel` ranks (before
+    parallelize, so compile traces the split net)."""
+    if cp == 1:
+        return
+    enable = getattr(model, "context_parallel", None)
+    if enable is None:
+        raise ConfigError(
+            f"parallel.context_parallel={cp}: {type(model).__name__} has no "
+            "context parallel; set parallel.context_parallel=1."
+        )
+    try:
+        enable(context_parallel_group(cp))
+    except ValueError as err:
+        raise ConfigError(str(err).splitlines()[0]) from None

@@ -6,8 +6,12 @@ The model and the hooks add their own lines (`report_lines`); this module knows 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from framework.trainer.metrics import read_metrics
+
+if TYPE_CHECKING:
+    from framework.trainer.trainer import Trainer
 
 
 def run_report(job_dir: Path, checkpoint: str | None = None) -> list[str]:
@@ -27,3 +31,13 @@ def run_report(job_dir: Path, checkpoint: str | None = None) -> list[str]:
     if checkpoint:
         lines.append(f"  checkpoint   {checkpoint}")
     return lines
+
+
+def summary(trainer: Trainer) -> str:
+    """The end-of-run summary: the generic lines, then the model's and each hook's."""
+    checkpoint = trainer.checkpointer.named()
+    path = str(trainer.checkpointer.path("model", checkpoint)) if checkpoint else None
+    lines = run_report(trainer.job_dir, path)
+    if path and hasattr(trainer.model, "report_lines"):
+        lines += trainer.model.report_lines(path)
+    return "\n".join(lines + trainer.hooks.report_lines(trainer))

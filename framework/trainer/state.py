@@ -4,6 +4,7 @@ are framework/jobs.py's."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -18,12 +19,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from framework import jobs
+from framework.config import ConfigError
 from framework.io import atomic_write_text
 from framework.trainer.metrics import plain_config
 
 # Signals that mean "finish the step, save, exit": SLURM's --signal=USR1@<secs> warning and the
 # SIGTERM that schedulers and torchrun send before killing.
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+log = logging.getLogger(__name__)
 
 
 def write_run_files(job_dir: Path, cfg: DictConfig, overrides: Iterable[str]) -> None:
@@ -177,3 +181,15 @@ def preemption_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def autocast_dtype(
+    precision: str, device: torch.device, master_weights: bool
+) -> torch.dtype | None:
+    """The autocast dtype of train.precision on this device (None: no autocast)."""
+    if precision not in ("bf16", "fp32"):
+        raise ConfigError(f"train.precision={precision!r} must be bf16 or fp32; fix it.")
+    if precision == "bf16" and device.type != "cuda" and not master_weights:
+        log.warning("train.precision=bf16 needs CUDA; this CPU run computes in fp32.")
+        return None
+    return torch.bfloat16 if precision == "bf16" else None

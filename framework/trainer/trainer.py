@@ -23,10 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from framework import jobs
 from framework.config import ConfigError, instantiate
-from framework.io import UnsafeFileError
-from framework.jobs import LATEST, PREEMPTED, JobLock, checkpoints_of, job_dir_of
+from framework.jobs import PREEMPTED, JobLock, checkpoints_of, job_dir_of
 from framework.trainer import dist as D
-from framework.trainer import resume
+from framework.trainer import resume, saving
 from framework.trainer.checkpoint import Checkpointer
 from framework.trainer.data import BatchStream
 from framework.trainer.ema import PowerEMA, clean_name
@@ -34,15 +33,15 @@ from framework.trainer.hook import HookList
 from framework.trainer.master_adamw import params_to_
 from framework.trainer.metrics import MetricsSink
 from framework.trainer.pretrained import check_load_path, load_pretrained
-from framework.trainer.report import run_report
+from framework.trainer.report import summary
+from framework.trainer.saving import NonFiniteLossError
 from framework.trainer.state import (
+    autocast_dtype,
     clip_by_norm_,
     frozen_to_,
     preemption_signals,
-    rng_state,
     seed_everything,
     set_determinism,
-    set_rng_state,
     squared_grad_norm,
     to_device,
     write_run_files,
@@ -51,10 +50,6 @@ from framework.trainer.state import (
 from framework.trainer.validate import validate
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss stayed NaN/Inf for train.max_nonfinite_steps steps in a row."""
 
 
 @dataclass
@@ -93,7 +88,7 @@ class Trainer:
         self.max_steps = int(cfg.train.max_steps)
         self.accum = int(cfg.train.grad_accum)
         self.master_weights = bool(cfg.optim.get("master_weights", False))
-        self.autocast_dtype = self._precision(cfg.train.precision)
+        self.autocast_dtype = autocast_dtype(cfg.train.precision, self.device, self.master_weights)
         set_determinism(bool(cfg.train.deterministic))
         self.lock = self._lock_job_dir()
         # A resume applies a changed value for real or refuses it, before anything is built.
@@ -125,7 +120,7 @@ class Trainer:
             params_to_((p for p in self.model.parameters() if p.requires_grad), torch.bfloat16)
         self.model.to(self.device)
         self.mesh = D.build_mesh(cfg.parallel, self.env)
-        self._context_parallel()
+        D.enable_context_parallel(self.model, self.env.cp)  # before parallelize: compile sees it
         self.model.parallelize(self.mesh, cfg.parallel)
         self.step_module: nn.Module = _StepModule(self.model)
         if cfg.parallel.strategy == "ddp":
@@ -151,7 +146,7 @@ class Trainer:
         # The ranks of one context-parallel group draw the same noise for their shared sample.
         seed_everything(int(cfg.train.seed) + self.env.dp_rank)
         if resume_from is not None:
-            self._restore(resume_from)
+            saving.restore(self, resume_from)
         # config.yaml and overrides.txt are written after this run's first step (fit), so a
         # run refused here or failing before it never rewrites what the job's checkpoints ran.
         self._recorded = False
@@ -216,7 +211,7 @@ class Trainer:
                 self._recorded = True
                 if not self._prepared:  # the optimizer state exists now
                     self.checkpointer.prepare(
-                        self.model, self.optimizer, self.ema, self._saves_left()
+                        self.model, self.optimizer, self.ema, saving.saves_left(self)
                     )
                     self._prepared = True
                 self.hooks.after_step(self, self.step, result.loss, result.metrics)
@@ -233,7 +228,42 @@ class Trainer:
     def train_step(self) -> StepResult:
         """One optimizer step over train.grad_accum micro-batches (skipped if the loss is not
         finite on any rank)."""
-        start, data_wait, flops = time.perf_counter(), 0.0, 0.0
+        start = time.perf_counter()
+        loss_sum, model_metrics, flops, data_wait = self._forward_backward()
+        loss, nonfinite, sq_norm, norm_sq = self._reduce(loss_sum)
+        if nonfinite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(loss=float("nan"), skipped=True)
+        bad = 0.0
+        if not math.isfinite(sq_norm):
+            bad, sq_norm, norm_sq = self._zero_nonfinite_grads()
+        lr = self.scheduler.get_last_lr()[0]
+        self._update(norm_sq)
+        self.counters["nonfinite_grads"] += int(bad / self.replicas)
+        # Context-parallel ranks share their samples (and each computes the same loss, so the
+        # mean over all ranks counts each sample once): count samples and FLOPs per
+        # data-parallel replica.
+        samples = self.batches.batch_size * self.accum * self.env.dp_world
+        return StepResult(
+            loss=loss / self.world_size,
+            metrics={
+                "loss": loss / self.world_size,
+                "lr": lr,
+                "grad_norm": math.sqrt(sq_norm / self.replicas),
+                "step_time": time.perf_counter() - start,
+                "data_wait": data_wait,
+                "samples": samples,
+                "flops": flops * self.env.dp_world,
+                **{k: float(v) for k, v in model_metrics.items()},
+                # What saves held the loop outside the steps (bench.step_times counts it).
+                **({"save_held": self._pop_save_held()} if self._save_held else {}),
+            },
+        )
+
+    def _forward_backward(self) -> tuple[Tensor, dict[str, Any], float, float]:
+        """(summed loss, mean model metrics, FLOPs, seconds waiting for data) of the step's
+        micro-batches, gradients accumulated."""
+        data_wait, flops = 0.0, 0.0
         loss_sum = torch.zeros((), device=self.device)
         model_metrics: dict[str, Any] = {}
         for micro in range(self.accum):
@@ -247,8 +277,12 @@ class Trainer:
             loss_sum += loss.detach().float()
             for k, v in metrics.items():
                 model_metrics[k] = model_metrics.get(k, 0.0) + v / self.accum
-        # One all-reduce and one host sync: the mean loss, "loss not finite", the squared
-        # gradient norm (shared by the non-finite check and clipping), stop and save failures.
+        return loss_sum, model_metrics, flops, data_wait
+
+    def _reduce(self, loss_sum: Tensor) -> tuple[float, bool, float, Tensor]:
+        """One all-reduce and one host sync: the mean loss, "loss not finite", the squared
+        gradient norm (shared by the non-finite check and clipping), stop and save failures.
+        Returns (loss, any rank non-finite, squared norm, squared norm as a tensor)."""
         flags = [float(self._signal is not None), float(self.checkpointer.failed)]
         values = [loss_sum / self.accum, (~loss_sum.isfinite()).float()]
         values.append(squared_grad_norm(self.params, self.device))
@@ -258,22 +292,22 @@ class Trainer:
         self.stop_requested |= stop > 0
         if failed > 0:
             self.checkpointer.finish()  # raises CheckpointWriteError on every rank
-        if nonfinite > 0:
-            self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(loss=float("nan"), skipped=True)
-        bad, norm_sq = 0.0, totals[2]
-        if not math.isfinite(sq_norm):
-            # NaN/Inf gradient values (the loss was finite): zero them, count, measure again.
-            again = torch.stack(
-                [
-                    zero_nonfinite_grads_(self.params, self.device).float(),
-                    squared_grad_norm(self.params, self.device),
-                ]
-            )
-            again = D.all_reduce_sum(again)
-            bad, sq_norm = again.tolist()
-            norm_sq = again[1]
-        lr = self.scheduler.get_last_lr()[0]
+        return loss, nonfinite > 0, sq_norm, totals[2]
+
+    def _zero_nonfinite_grads(self) -> tuple[float, float, Tensor]:
+        """NaN/Inf gradient values with a finite loss: zero them, count, measure again."""
+        again = torch.stack(
+            [
+                zero_nonfinite_grads_(self.params, self.device).float(),
+                squared_grad_norm(self.params, self.device),
+            ]
+        )
+        again = D.all_reduce_sum(again)
+        bad, sq_norm = again.tolist()
+        return bad, sq_norm, again[1]
+
+    def _update(self, norm_sq: Tensor) -> None:
+        """Clip, AdamW, schedule, EMA."""
         # Replicas (DDP, HSDP) hold the same gradients: each shard is counted once.
         self._clip((norm_sq / self.replicas).sqrt())
         self.checkpointer.wait_staged()  # a save in flight has copied the weights it writes
@@ -283,41 +317,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.step)
-        self.counters["nonfinite_grads"] += int(bad / self.replicas)
-        grad_norm = math.sqrt(sq_norm / self.replicas)
-        # Context-parallel ranks share their samples (and each computes the same loss, so the
-        # mean over all ranks above counts each sample once): count samples and FLOPs per
-        # data-parallel replica.
-        samples = self.batches.batch_size * self.accum * self.env.dp_world
-        return StepResult(
-            loss=loss / self.world_size,
-            metrics={
-                "loss": loss / self.world_size,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "step_time": time.perf_counter() - start,
-                "data_wait": data_wait,
-                "samples": samples,
-                "flops": flops * self.env.dp_world,
-                **{k: float(v) for k, v in model_metrics.items()},
-                # What saves held the loop outside the steps (bench.step_times counts it).
-                **({"save_held": self._pop_save_held()} if self._save_held else {}),
-            },
-        )
 
     def _pop_save_held(self) -> float:
         held, self._save_held = self._save_held, 0.0
         return held
 
     # ---- pieces of a step ---------------------------------------------------------------------
-
-    def _precision(self, precision: str) -> torch.dtype | None:
-        if precision not in ("bf16", "fp32"):
-            raise ConfigError(f"train.precision={precision!r} must be bf16 or fp32; fix it.")
-        if precision == "bf16" and self.device.type != "cuda" and not self.master_weights:
-            log.warning("train.precision=bf16 needs CUDA; this CPU run computes in fp32.")
-            return None
-        return torch.bfloat16 if precision == "bf16" else None
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -335,22 +340,6 @@ class Trainer:
         max_norm = float(self.cfg.train.grad_clip or 0)  # 0 = no clipping
         if max_norm > 0:
             clip_by_norm_(self.optimizer, self.params, norm, max_norm)
-
-    def _context_parallel(self) -> None:
-        """Split each sample's latent frames over `parallel.context_parallel` ranks (before
-        parallelize, so compile traces the split net)."""
-        if self.env.cp == 1:
-            return
-        enable = getattr(self.model, "context_parallel", None)
-        if enable is None:
-            raise ConfigError(
-                f"parallel.context_parallel={self.env.cp}: {type(self.model).__name__} has no "
-                "context parallel; set parallel.context_parallel=1."
-            )
-        try:
-            enable(D.context_parallel_group(self.env.cp))
-        except ValueError as err:
-            raise ConfigError(str(err).splitlines()[0]) from None
 
     def _flops(self, batch: dict) -> float:
         fn = getattr(self.model, "flops_per_sample", None)
@@ -379,51 +368,9 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
 
-    def _saves_left(self) -> int:
-        """The saves this run still makes: every checkpoint.save_iter steps and the last."""
-        every = int(self.cfg.checkpoint.get("save_iter") or 0)
-        if every <= 0:
-            return 1
-        return self.max_steps // every - self.step // every + int(self.max_steps % every != 0)
-
     def save_checkpoint(self) -> None:
-        """Save the current step (once per step, however many hooks ask); at train.max_steps
-        with the whole model file (format=dcp writes it for the last step only)."""
-        if self.last_saved_step == self.step:
-            return
-        self._check_ema_finite()
-        start = time.perf_counter()
-        state = {
-            "step": self.step,
-            "world_size": self.world_size,
-            "context_parallel": self.env.cp,
-            "data": self.batches.state_dict(),
-            "rng": D.all_gather_object(rng_state()),
-            "hooks": self.hooks.state_dict(),
-            "counters": dict(self.counters),
-        }
-        self.checkpointer.save(
-            self.step,
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            self.ema,
-            state,
-            final=self.step >= self.max_steps,
-        )
-        self.last_saved_step = self.step
-        self._save_held += time.perf_counter() - start
-
-    def _check_ema_finite(self) -> None:
-        """Never save NaN/Inf EMA weights over a good checkpoint: `--load_ema` would generate
-        from them."""
-        if self.ema is None or D.all_reduce_sum(self.ema.nonfinite(self.device)).item() == 0:
-            return
-        raise NonFiniteLossError(
-            f"the EMA weights hold NaN/Inf at step {self.step} (train.ema.rate="
-            f"{self.ema.rate}); the last checkpoint ({self.checkpointer.named() or 'none'}) is "
-            "left as it was: lower optim.lr or check the data."
-        )
+        """Save the current step (once per step, however many hooks ask; saving.py)."""
+        saving.save_step(self)
 
     def _lock_job_dir(self) -> JobLock | None:
         """Rank 0 locks the job folder; every rank stops when another run holds it."""
@@ -438,53 +385,9 @@ class Trainer:
             raise ConfigError(error)
         return lock
 
-    def _restore(self, name: str) -> None:
-        fresh = resume.hyperparameters(self.optimizer)  # the config's, before the checkpoint's
-        try:
-            state = self.checkpointer.load(
-                name, self.model, self.optimizer, self.scheduler, self.ema
-            )
-            resume.reapply(self.optimizer, self.scheduler, fresh)
-        except (RuntimeError, ValueError, KeyError) as err:
-            if isinstance(err, UnsafeFileError):
-                marker = self.checkpointer.root / LATEST
-                raise ConfigError(
-                    f"{str(err).splitlines()[0]} Write an earlier iteration's name into {marker}, "
-                    "or start over under another job.name."
-                ) from None
-            raise ConfigError(
-                f"cannot resume {self.job_dir} from {name}: the checkpoint does not fit this "
-                f"config ({' '.join(str(err).split())[:200]}); run with the settings in its "
-                "config.yaml, or start over under another job.name."
-            ) from None
-        self.step = self.last_saved_step = int(state["step"])
-        if self.resume_changes:
-            log.info("resuming with changes: %s", "; ".join(self.resume_changes))
-        self.batches.load_state_dict(state["data"])
-        self.hooks.load_state_dict(state.get("hooks", {}))
-        self.counters.update(state.get("counters", {}))
-        # Per-rank streams fit only the same layout: under context parallel the ranks of a group
-        # must keep drawing the same noise.
-        before = (int(state["world_size"]), int(state.get("context_parallel", 1)))
-        if before == (self.world_size, self.env.cp):
-            set_rng_state(state["rng"][self.rank])
-        else:
-            log.warning(
-                "resuming on %d processes (context parallel %d) from a run on %d (context "
-                "parallel %d): random streams restart from the seed.",
-                self.world_size,
-                self.env.cp,
-                *before,
-            )
-
     def report(self) -> str:
-        """The end-of-run summary: the generic lines, then the model's and each hook's."""
-        checkpoint = self.checkpointer.named()
-        path = str(self.checkpointer.path("model", checkpoint)) if checkpoint else None
-        lines = run_report(self.job_dir, path)
-        if path and hasattr(self.model, "report_lines"):
-            lines += self.model.report_lines(path)
-        return "\n".join(lines + self.hooks.report_lines(self))
+        """The end-of-run summary (framework/trainer/report.py)."""
+        return summary(self)
 
     @contextmanager
     def ema_weights(self) -> Iterator[None]:
