@@ -26,17 +26,12 @@ from tests.test_inference_fixtures import (
     SIZE,
     STATE_T,
     decode,
-    make_dataset,
-    tiny_config,
-    write_job,
 )
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    data = make_dataset(tmp_path_factory.mktemp("data") / "synthetic")
-    cfg = tiny_config(data, tmp_path_factory.mktemp("runs"))
-    return write_job(cfg)
+def job(tiny_job):
+    return tiny_job.path
 
 
 @pytest.fixture(scope="module")

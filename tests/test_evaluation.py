@@ -15,7 +15,7 @@ from framework.evaluation import evalset as ES
 from framework.evaluation import stats
 from framework.inference.metrics import ssim
 from tests.test_html_report import dump_dom, screenshot
-from tests.test_inference_fixtures import STATE_T, make_dataset, tiny_config, write_job
+from tests.test_inference_fixtures import STATE_T, tiny_config, write_job
 
 
 def test_t_quantiles_and_intervals_match_scipy():
@@ -57,8 +57,8 @@ def test_ssim_matches_scikit_image():
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    data = make_dataset(tmp_path_factory.mktemp("data") / "synthetic")
+def job(synthetic_data, tmp_path_factory):
+    data = synthetic_data
     cfg = tiny_config(data, tmp_path_factory.mktemp("runs"))
     cfg.eval = {"name": "val2", "num_items": 2, "seeds": [0, 1], "num_steps": 1, "guidance": 0.0}
     return cfg, write_job(cfg), data

@@ -10,16 +10,13 @@ from framework import export
 from framework.inference import loading
 from framework.io import read_checkpoint
 from tests.test_cosmos2_parity import _nearest_resize_shim
-from tests.test_inference_fixtures import make_dataset, tiny_config, write_job
 
 transformer_cosmos = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    data = make_dataset(tmp_path_factory.mktemp("data") / "synthetic")
-    cfg = tiny_config(data, tmp_path_factory.mktemp("runs"))
-    return cfg, write_job(cfg)
+def job(tiny_job):
+    return tiny_job.cfg, tiny_job.path
 
 
 def _outputs(ours, ref):

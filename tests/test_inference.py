@@ -23,21 +23,17 @@ from tests.test_inference_fixtures import (
     SIZE,
     STATE_T,
     decode,
-    make_dataset,
-    tiny_config,
-    write_job,
 )
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("data") / "synthetic")
+def data(synthetic_data):
+    return synthetic_data
 
 
 @pytest.fixture(scope="module")
-def job(data, tmp_path_factory):
-    cfg = tiny_config(data, tmp_path_factory.mktemp("runs"))
-    return cfg, write_job(cfg)
+def job(tiny_job):
+    return tiny_job.cfg, tiny_job.path
 
 
 def png(path, h=40, w=64):

@@ -15,12 +15,12 @@ from framework import export
 from framework.inference import best_of_n as bon
 from framework.inference import video2world as v2w
 from tests.test_inference import png
-from tests.test_inference_fixtures import make_dataset, tiny_config, write_job
+from tests.test_inference_fixtures import tiny_config, write_job
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("data") / "synthetic")
+def data(synthetic_data):
+    return synthetic_data
 
 
 @pytest.fixture
