@@ -63,6 +63,10 @@ def test_default_job_trains_evaluates_and_generates(tmp_path):
             "framework.eval",
             "--checkpoint",
             str(job / "checkpoints" / "model" / "iter_000000030.pt"),
+            # Other settings than the run's frozen eval set: a set of their own (the same name
+            # with other settings is refused, docs/eval.md).
+            "--name",
+            "quick",
             "--num_items",
             "1",
             "--num_steps",
