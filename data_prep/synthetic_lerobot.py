@@ -36,6 +36,7 @@ DEFAULTS = {
     "seed": 0,
     "version": "v2.1",
     "codec": "h264",
+    "num_val": 0,  # the last episodes form info.json's "val" split (held-out items)
 }
 
 
@@ -63,8 +64,17 @@ def generate(path: str | Path, **params) -> Path:
             )
         )
     names = {"observation.state": ["y", "x", "opening"], "action": ["dy", "dx", "dopening"]}
+    n, val = p["num_episodes"], p["num_val"]
+    splits = {"train": f"0:{n - val}", "val": f"{n - val}:{n}"} if val else None
     path = write_lerobot(
-        path, episodes, p["fps"], p["version"], p["codec"], "synthetic_gripper", names=names
+        path,
+        episodes,
+        p["fps"],
+        p["version"],
+        p["codec"],
+        "synthetic_gripper",
+        names=names,
+        splits=splits,
     )
     tasks_in_order = list(dict.fromkeys(e.task for e in episodes))  # task_index order
     texts = [caption(c, t) for c, t, _ in tasks()]
@@ -89,6 +99,8 @@ def ensure_synthetic_lerobot(path: str | Path, **params) -> Path:
             f"unknown synthetic LeRobot parameters {unknown}; known: {sorted(DEFAULTS)}"
         )
     want = {"layout": "lerobot", **DEFAULTS, **params, "render_version": RENDER_VERSION}
+    if not want["num_val"]:  # folders written before the val split existed stay valid
+        del want["num_val"]
     path = Path(path)
     if (path / MARKER).is_file():
         have = json.loads((path / MARKER).read_text())
@@ -124,6 +136,7 @@ def synthetic_lerobot_dataset(
     version: str = "v2.1",
     codec: str = "h264",
     seed: int = 0,
+    num_val: int = 0,
     **dataset_kw,
 ):
     """A LeRobotDataset of `dataset_dir`, writing the synthetic set there first (one writer per
@@ -145,6 +158,7 @@ def synthetic_lerobot_dataset(
         version=version,
         codec=codec,
         seed=seed,
+        num_val=num_val,
     )
     return LeRobotDataset(root, **dataset_kw)
 
@@ -164,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--version", choices=("v2.1", "v3.0"), default="v2.1")
     p.add_argument("--codec", choices=("h264", "av1"), default="h264")
+    p.add_argument("--num_val", type=int, default=0, help="last episodes as the val split")
     a = p.parse_args(argv)
+    if not 0 <= a.num_val < a.num_episodes:
+        raise UserError("use 0 <= --num_val < --num_episodes")
     if a.num_episodes < 1 or a.num_frames < 2 or a.size < 16 or a.size % 2 or a.fps < 1:
         raise UserError(
             "use --num_episodes >= 1, --num_frames >= 2, an even --size >= 16 and --fps >= 1"

@@ -14,7 +14,6 @@ checkpoints/nvidia/Cosmos-Predict2-2B-Sample-Action-Conditioned`). Values: §6.1
 from __future__ import annotations
 
 from experiments import blocks
-from experiments.bridge import SYNTHETIC_BRIDGE
 from experiments.predict2_5 import predict2_5_checkpoint
 from experiments.tiny import tiny_gr1
 from framework.config import L, experiment
@@ -101,11 +100,15 @@ def predict2_bridge_action_480x640():
 
 # ---- tiny CPU members: the same small Predict2.5 model with and without actions -------------
 
+SYNTHETIC_LEROBOT = f"{blocks.DATASETS}/synthetic_lerobot_actions"
+
 
 def _tiny(action: bool):
-    """tiny_predict2_5_gr1's net and training on the synthetic Bridge arm clips (tiny_bridge's
-    set: 48 episodes, 5 frames 8 apart = a whole episode, 24x32, val split of 4), no instruction,
-    so only the first frame and (with `action`) the 4 actions tell where the arm goes."""
+    """tiny_predict2_5_gr1's net and training on the synthetic LeRobot pick-and-place episodes
+    (data_prep/synthetic_lerobot.py): 5-frame episodes (the whole task, as tiny_gr1's 5 frames 8
+    apart), the top camera at 24x24, actions = the gripper's (dy, dx, dopening) per frame,
+    min-max normalized; 48 training and 4 val episodes; no instruction, so only the first frame
+    and (with `action`) the actions tell where the gripper goes."""
     import framework.models.cosmos2_5.action  # noqa: F401
 
     cfg = tiny_gr1()
@@ -119,44 +122,48 @@ def _tiny(action: bool):
         crossattn_emb_channels=old.model_channels,
         crossattn_proj_in_channels=1024,  # the zero T5-sized embeddings of text="none"
     )
-    if action:  # the pixel tokenizer keeps every frame: one 7-dim action per latent frame
-        net = predict2_5_action_net(**kw, action_dim=7, temporal_compression_ratio=1)
+    if action:  # the pixel tokenizer keeps every frame: one 3-dim action per latent frame
+        net = predict2_5_action_net(**kw, action_dim=3, temporal_compression_ratio=1)
     else:
         net = L("framework.models.cosmos2_5.net.Predict25DiT")(**kw)
     family = "cosmos2_5_action" if action else "cosmos2_5"
-    model = blocks.world_model(net, cfg.model.tokenizer, family, state_t=5, text_encoder=None)
-    model.max_text_tokens, model.fps = 1, 0.5  # 4 fps clips, 8 frames apart
+    # Trained on zero text; generation embeds the empty prompt as zeros of this T5's shape.
+    encoder = f"{SYNTHETIC_LEROBOT}/text_encoder"
+    model = blocks.world_model(net, cfg.model.tokenizer, family, state_t=5, text_encoder=encoder)
+    model.max_text_tokens, model.fps = 1, 16.0
     model.objective.conditional_frames_probs = [0.0, 1.0]  # generation gives one frame
     model.objective.text_dropout = 0.0  # scored unguided
     cfg.model = model
-    cfg.data.dataset = L("data_prep.synthetic_bridge.synthetic_bridge_dataset")(
-        dataset_dir=SYNTHETIC_BRIDGE,
-        num_videos=48,
-        source_frames=33,
-        size=[64, 80],
+    cfg.data.dataset = L("data_prep.synthetic_lerobot.synthetic_lerobot_dataset")(
+        dataset_dir=SYNTHETIC_LEROBOT,
+        num_episodes=52,
+        source_frames=5,
+        size=64,
         num_val=4,
-        actions=True,  # both read the actions; only the action net's family takes them
+        split="train",
+        camera="top",
         num_frames=5,
-        frame_stride=8,
-        video_size=[24, 32],
+        video_size=[24, 24],
+        action_norm="min_max",
+        text="none",  # both read the actions; only the action net's family takes them
         max_text_tokens=1,
         keep_in_memory=True,
     )
     cfg.job.group = "tiny_action"
     # The 4 val episodes with their actions, 2 seeds each (`python -m framework.eval`).
     cfg.eval = blocks.eval_set(
-        "synthetic_bridge_action_val", num_items=4, seeds=(0, 1), guidance=0.0, num_steps=15
+        "synthetic_lerobot_action_val", num_items=4, seeds=(0, 1), guidance=0.0, num_steps=15
     )
     return cfg
 
 
 @experiment
-def tiny_bridge_action():
-    """CPU: tiny Predict2.5 action net on synthetic Bridge arm clips with their actions."""
+def tiny_lerobot_action():
+    """CPU: tiny Predict2.5 action net on synthetic LeRobot pick-and-place episodes."""
     return _tiny(action=True)
 
 
 @experiment
-def tiny_bridge_no_action():
-    """CPU: tiny_bridge_action's model without actions (the baseline of the PSNR gap)."""
+def tiny_lerobot_no_action():
+    """CPU: tiny_lerobot_action's model without actions (the baseline of the PSNR gap)."""
     return _tiny(action=False)

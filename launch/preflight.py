@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from framework.models.hub import download_hint
 
 # Dataset targets that write their folder (and its text encoder) when it is missing.
-SELF_MADE = ("synthetic_dataset", "synthetic_bridge_dataset")
+SELF_MADE = ("synthetic_dataset", "synthetic_bridge_dataset", "synthetic_lerobot_dataset")
 GR1_DEFAULT = "benchmark_train/gr1"
 BRIDGE_URL = (  # docs/data.md, from upstream's Predict1 instructions
     "https://lf-robot-opensource.bytetos.com/obj/lab-robot-public/opensource_IRASim_v1/"

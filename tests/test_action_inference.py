@@ -25,7 +25,7 @@ BRIDGE = dict(num_videos=3, source_frames=9, size=(32, 40), num_val=1, num_frame
 @pytest.fixture(scope="module")
 def lerobot(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lerobot") / "set"
-    return ensure_synthetic_lerobot(root, num_episodes=2, num_frames=9, size=16)
+    return ensure_synthetic_lerobot(root, num_episodes=3, num_frames=9, size=16, num_val=1)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,14 @@ def test_lerobot_episode_actions_are_the_training_samples(lerobot, mode, stride)
     want = ds[first]["actions"]
     assert got.shape[0] == 1 and got.shape[1] >= len(want)
     torch.testing.assert_close(got[0, : len(want)], want)
-    # Held-out items carry the same window's actions (what eval and sample hooks roll out).
+    # Held-out items (the val split: episode 2) carry their first window's actions, what eval
+    # and sample hooks roll out.
     item = ds.heldout_items(1, 1)[0]
-    torch.testing.assert_close(item.conditions["actions"][0], ds[0]["actions"])
+    assert item.name == "episode_000002"
+    val = next(i for i in range(len(ds)) if ds.window(i) == (2, 0))
+    torch.testing.assert_close(item.conditions["actions"][0], ds[val]["actions"])
+    train = LeRobotDataset(lerobot, num_frames=4, video_size=(16, 16), split="train")
+    assert {train.window(i)[0] for i in range(len(train))} == {0, 1}
     with pytest.raises(ConfigError, match="has no episode 7"):
         read_actions(f"{lerobot}:7", node)
 

@@ -243,10 +243,12 @@ def write_lerobot(
     names: dict[str, list[str]] | None = None,
     crf: int | None = None,
     gop: int = 2,
+    splits: dict[str, str] | None = None,
 ) -> Path:
     """Write `episodes` as a LeRobot `version` ("v2.1" or "v3.0") dataset at `root`, which must
     not exist or be empty; built in a hidden folder beside it and renamed into place. `names`:
-    per-dimension names of "action" / "observation.state" (default motor_i)."""
+    per-dimension names of "action" / "observation.state" (default motor_i). `splits`: info.json's
+    episode ranges ({"train": "0:40", "val": "40:44"}; default every episode in "train")."""
     if version not in ("v2.1", "v3.0") or codec not in CODECS:
         raise ValueError(f"version {version!r} / codec {codec!r}: use v2.1|v3.0 and {list(CODECS)}")
     root = Path(root)
@@ -272,7 +274,7 @@ def write_lerobot(
             "total_tasks": len(plan.tasks),
             "chunks_size": CHUNKS_SIZE,
             "fps": fps,
-            "splits": {"train": f"0:{len(episodes)}"},
+            "splits": splits or {"train": f"0:{len(episodes)}"},
             "data_path": V2_DATA if version == "v2.1" else V3_DATA,
             "video_path": V2_VIDEO if version == "v2.1" else V3_VIDEO,
             "features": _features(plan, fps, codec, names or {}),
