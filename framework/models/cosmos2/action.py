@@ -13,6 +13,8 @@ registers it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -52,8 +54,9 @@ class ActionConditionedDiT(MiniTrainDiT):
         crossattn_emb: Tensor,
         condition_video_input_mask_B_C_T_H_W: Tensor | None = None,
         padding_mask: Tensor | None = None,
-        actions: Tensor | None = None,
+        **conditions: Any,
     ) -> Tensor:
+        actions = conditions.pop("actions", None)
         if actions is None or actions.ndim != 3 or actions[0].numel() != self.action_dim:
             got = "none" if actions is None else tuple(actions.shape)
             raise ValueError(
@@ -68,9 +71,10 @@ class ActionConditionedDiT(MiniTrainDiT):
             condition_video_input_mask_B_C_T_H_W=condition_video_input_mask_B_C_T_H_W,
             padding_mask=padding_mask,
             actions=actions,
+            **conditions,
         )
 
-    def embed_time(self, timesteps: Tensor, dtype: torch.dtype, **conditions: Tensor):
+    def embed_time(self, timesteps: Tensor, dtype: torch.dtype, **conditions: Any):
         """The Predict2 timestep embedding with one action embedding [B, 1, D] / [B, 1, 3D]
         added to every frame's sinusoid (before the norm) and AdaLN-LoRA vector."""
         actions = conditions.pop("actions")

@@ -13,6 +13,8 @@ family `cosmos2_5_action` declares `conditions=("actions",)`: the world model bi
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -69,8 +71,9 @@ class ActionChunkConditionedDiT(Predict25DiT):
         crossattn_emb: Tensor,
         condition_video_input_mask_B_C_T_H_W: Tensor | None = None,
         padding_mask: Tensor | None = None,
-        actions: Tensor | None = None,
+        **conditions: Any,
     ) -> Tensor:
+        actions = conditions.pop("actions", None)
         frames = x_B_C_T_H_W.shape[2] // self.patch_temporal
         mask = condition_video_input_mask_B_C_T_H_W
         # Given latent frames take no action (upstream multiplies by 1 - mask, §6.2).
@@ -82,6 +85,7 @@ class ActionChunkConditionedDiT(Predict25DiT):
             condition_video_input_mask_B_C_T_H_W=mask,
             padding_mask=padding_mask,
             action_emb=self.embed_actions(actions, frames, free),
+            **conditions,
         )
 
     def embed_actions(self, actions: Tensor | None, frames: int, free: Tensor | None):
@@ -104,7 +108,7 @@ class ActionChunkConditionedDiT(Predict25DiT):
             out.append(emb if free is None else emb * free[..., None])
         return tuple(out)
 
-    def embed_time(self, timesteps: Tensor, dtype: torch.dtype, **conditions: Tensor):
+    def embed_time(self, timesteps: Tensor, dtype: torch.dtype, **conditions: Any):
         """Predict25DiT's fp32 timestep embedding with the action embeddings added: to the
         sinusoid before `t_embedding_norm`, and to the AdaLN-LoRA vector."""
         action_d, action_3d = conditions.pop("action_emb")
@@ -114,7 +118,7 @@ class ActionChunkConditionedDiT(Predict25DiT):
                 "them from the model's conditions."
             )
         sinusoid = self.t_embedder[0](timesteps * self.timestep_scale)  # fp32
-        mlp = self.t_embedder[1]
+        mlp: Any = self.t_embedder[1]
         adaln_lora = fp32_linear(mlp.linear_2, F.silu(fp32_linear(mlp.linear_1, sinusoid)))
         return self.t_embedding_norm(sinusoid + action_d), adaln_lora + action_3d
 

@@ -10,6 +10,7 @@ subclasses `MinimalDiT` (Predict2: `cosmos2.net.MiniTrainDiT`) and may override 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -191,7 +192,7 @@ class MinimalDiT(VideoDiT):
         """The cross-attention context the blocks see (Predict2: the T5 embeddings as given)."""
         return crossattn_emb.to(dtype)
 
-    def embed_time(self, timesteps: Tensor, dtype: torch.dtype, **conditions: Tensor):
+    def embed_time(self, timesteps: Tensor, dtype: torch.dtype, **conditions: Any):
         """(emb [B, T or 1, D], adaln_lora [B, T or 1, 3D]) from timesteps [B, T or 1].
         `conditions`: extra per-frame inputs a subclass folds into the modulation."""
         if conditions:
@@ -211,7 +212,7 @@ class MinimalDiT(VideoDiT):
         crossattn_emb: Tensor,
         condition_video_input_mask_B_C_T_H_W: Tensor | None = None,
         padding_mask: Tensor | None = None,
-        **conditions: Tensor,
+        **conditions: Any,
     ) -> Tensor:
         """Velocity [B, out_channels, T, H, W] in the dtype of x."""
         timesteps = self._check_shapes(x_B_C_T_H_W, timesteps_B_T)
