@@ -66,7 +66,10 @@ def evaluate(
         num_steps=num_steps,
         num_conditional_frames=num_conditional_frames,
     )
-    return score_model(model, items, spec, build_metrics(metrics or ["psnr", "ssim", "latent_l2"]))
+    scorers = build_metrics(metrics or ["psnr", "ssim", "latent_l2"])
+    for m in scorers:  # weights load (or their absence is said) before any video is generated
+        m.setup(model._device())
+    return score_model(model, items, spec, scorers)
 
 
 def format_table(result: dict) -> str:

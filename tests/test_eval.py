@@ -80,6 +80,18 @@ def test_evaluate_reports_finite_deterministic_metrics(job, model):
     assert ci["n"] == 2 and ci["lo"] < result["psnr"] < ci["hi"]
 
 
+def test_evaluate_sets_its_metrics_up_before_generating(job, model, monkeypatch, tmp_path):
+    """The hook's `evaluate` loads a metric's weights (or says they are missing) before any video
+    is generated, as the command does: LPIPS without its files fails naming them."""
+    monkeypatch.setenv("CHECKPOINTS", str(tmp_path / "none"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "none"))
+    calls = []
+    monkeypatch.setattr(model, "generate", lambda *a, **k: calls.append(1))
+    with pytest.raises(FileNotFoundError, match="LPIPS weights are missing"):
+        ev.evaluate(model, heldout(job, 1), num_steps=1, metrics=["psnr", "lpips"])
+    assert calls == []
+
+
 def test_evaluate_compares_only_generated_frames(job):
     """A model that repeats the conditioning frame: the metrics equal those computed by hand on
     frames 1.. of each clip, and the latent L2 on latent frames 1.."""
