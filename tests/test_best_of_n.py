@@ -6,6 +6,7 @@ ranks split the items, and under torchrun rank 0 writes one summary for all."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -134,12 +135,17 @@ def test_two_items_n2_videos_scores_winners_summary_report_and_resume(
     monkeypatch.undo()
 
     # Partial: one video and another video's score are gone -> only those two are redone.
+    old = hashlib.sha256((save / "b_seed1.mp4").read_bytes()).hexdigest()
     (save / "b_seed1.mp4").unlink()
     next(save.glob("a_seed0_score*.json")).unlink()
     assert bon.main(argv) == bon.ITEM_FAILED
     counts = json.loads((save / "summary.json").read_text())["counts"]
-    # b_seed1 comes back byte-identical (same seed), so its old score still applies.
-    assert (counts["generated"], counts["scored"], counts["reused_scores"]) == (1, 1, 3)
+    # b_seed1 comes back from the same seed. Scores are keyed by the file's sha256, so its old
+    # score applies when the encoder wrote the same bytes; the H.264 encode is not always
+    # byte-reproducible on this box (docs/performance.md), and then it is scored again.
+    same = hashlib.sha256((save / "b_seed1.mp4").read_bytes()).hexdigest() == old
+    want = (1, 1, 3) if same else (1, 2, 2)
+    assert (counts["generated"], counts["scored"], counts["reused_scores"]) == want
 
 
 class SeedCritic(C.Critic):
