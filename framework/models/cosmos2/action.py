@@ -22,7 +22,7 @@ from framework.config import L
 from framework.models.cosmos2.flops import flops_per_sample
 from framework.models.cosmos2.lora import DEFAULT_TARGETS
 from framework.models.cosmos2.net import IGNORED_CHECKPOINT_KEYS, MiniTrainDiT
-from framework.models.dit.action import action_embedders, load_action_net
+from framework.models.dit.action import action_embedders, load_action_net, reset_action_embedders
 from framework.models.family import ModelFamily, StateDict, register_family
 
 # Bridge (§6.6): 12 actions of 7 dims flattened.
@@ -42,10 +42,8 @@ class ActionConditionedDiT(MiniTrainDiT):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        super().init_weights()  # the shared init would give every Linear a trunc-normal init
-        for name in ("action_embedder_B_D", "action_embedder_B_3D"):
-            if hasattr(self, name):
-                getattr(self, name).reset_parameters()
+        super().init_weights()
+        reset_action_embedders(self)
 
     def forward(
         self,

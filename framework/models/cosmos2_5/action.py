@@ -24,7 +24,7 @@ from framework.models.cosmos2_5.family import LORA_TARGETS
 from framework.models.cosmos2_5.flops import flops_per_sample
 from framework.models.cosmos2_5.layers import fp32_linear
 from framework.models.cosmos2_5.net import IGNORED_CHECKPOINT_KEYS, Predict25DiT
-from framework.models.dit.action import action_embedders, load_action_net
+from framework.models.dit.action import action_embedders, load_action_net, reset_action_embedders
 from framework.models.family import ModelFamily, StateDict, register_family
 
 # Bridge (§6.2, §6.3): 7-dim actions, 4 per latent frame of the Wan VAE.
@@ -59,10 +59,8 @@ class ActionChunkConditionedDiT(Predict25DiT):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        super().init_weights()  # the shared init would give every Linear a trunc-normal init
-        for name in ("action_embedder_B_D", "action_embedder_B_3D"):
-            if hasattr(self, name):
-                getattr(self, name).reset_parameters()
+        super().init_weights()
+        reset_action_embedders(self)
 
     def forward(
         self,

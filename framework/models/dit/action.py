@@ -52,6 +52,15 @@ def action_embedders(in_features: int, model_channels: int, hidden: int | None =
     )
 
 
+def reset_action_embedders(net: nn.Module) -> None:
+    """torch's Linear init for the action embedders after the net's own init (which would give
+    them the trunk's trunc-normal init; upstream leaves them uninitialised, a bug not copied)."""
+    for name in ("action_embedder_B_D", "action_embedder_B_3D"):
+        embedder = getattr(net, name, None)
+        if embedder is not None:
+            embedder.reset_parameters()
+
+
 def load_action_net(
     net: nn.Module,
     state_dict: Mapping[str, Tensor],
