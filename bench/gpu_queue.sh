@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The queued GPU measurements of issues #29, #28, #24 and #27 in one device call, in priority
+# order, each started only when the call's remaining time can hold it (the device lends little
+# time and few machines, so one call does as much as fits; what did not run is said).
+# Usage: BUDGET=570 bash bench/gpu_queue.sh OUT [PART...]
+#   parts: saves (#29, new writer), distill (#28, compiled), p25 (#24, compiled),
+#          eval (#27, one iteration), before (#29, the code before the writer process, in .dev_h5)
+# Needs the .whl wheels from ../shared/tools/gpu-wheels (carry .whl, and .dev_h5 for `before`).
+set -u
+OUT=${1:-/tmp/out}
+shift || true
+PARTS=${*:-saves distill p25 eval before}
+BUDGET=${BUDGET:-570}
+START=$(date +%s)
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if ! python3 -c "import omegaconf, diffusers, av" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+W=/tmp/bench_saves
+
+# run NAME NEED MAX CMD...: CMD under a timeout of min(MAX, time left), skipped when less than
+# NEED seconds are left.
+run() {
+  local name=$1 need=$2 max=$3
+  shift 3
+  local left=$((BUDGET - ($(date +%s) - START)))
+  if [ "$left" -lt "$need" ]; then
+    echo "== $name: NOT RUN ($left s left, needs $need)"
+    return
+  fi
+  local t=$((left < max ? left : max))
+  local t0=$(date +%s)
+  timeout "$t" "$@" > "$OUT/$name.log" 2>&1
+  echo "== $name: exit $? after $(($(date +%s) - t0)) s (limit $t)"
+}
+
+for part in $PARTS; do
+  case $part in
+  saves)
+    BENCH_SAVES_WORK=$W BENCH_SAVES_FORMATS=dcp run saves 240 420 \
+      python3 -m bench.bench_model --parts saves --out "$OUT/saves.json"
+    grep -E "lost per save|rror" "$OUT/saves.log" 2>/dev/null | tail -4
+    cp $W/*_metrics.jsonl "$OUT/" 2>/dev/null ;;
+  distill)
+    run distill 200 330 python3 -m bench.bench_distill --compile --thresholds 0.05,0.1,0.2 \
+      --out "$OUT/distill_compile.json"
+    grep -E " s [0-9]|rror" "$OUT/distill.log" 2>/dev/null | tail -8 ;;
+  p25)
+    run p25 180 300 python3 -m bench.bench_predict2_5 --compile --out "$OUT/p25_compile.json"
+    grep -E " s [0-9]|rror" "$OUT/p25.log" 2>/dev/null | tail -8 ;;
+  eval)
+    run eval 150 300 python3 -m bench.eval_cost --iters 1 --out "$OUT/eval_cost.json"
+    grep -E "s/video|skipped|rror" "$OUT/eval.log" 2>/dev/null | tail -12 ;;
+  before)
+    [ -d .dev_h5 ] && [ -d $W/latents ] || { echo "== before: NOT RUN (no .dev_h5 or cache)"; continue; }
+    (cd .dev_h5 && run before 150 300 python3 -m launch.train groot_gr1_480 \
+      data.dataset.dataset_dir=$W/gr1 data.dataset.latent_cache_dir=$W/latents \
+      checkpoint.load_path= model.tokenizer.path=null parallel.shard_size=1 train.max_steps=18 \
+      logging.every=1 '~hooks.progress' checkpoint.save_iter=6 checkpoint.keep_last=1 \
+      checkpoint.format=dcp job.output_root=$W/before job.name=before)
+    cp "$(find $W/before -name metrics.jsonl | head -1)" "$OUT/before_dcp_metrics.jsonl" 2>/dev/null
+    rm -rf $W/before ;;
+  esac
+done
+[ -n "$(ls $OUT/*metrics.jsonl 2>/dev/null)" ] && python3 -m bench.step_times "$OUT" --saves 6,12 2>&1 | cut -c1-400
+echo "total $(($(date +%s) - START)) s"
