@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from data_prep.synthetic_lerobot import ensure_synthetic_lerobot
 from framework.config import ConfigError
 from framework.data.lerobot import LeRobotDataset
 from framework.inference import video2world as v2w
-from framework.inference.conditions import fit_actions, read_actions
+from framework.inference.conditions import read_actions
 
 BRIDGE = dict(num_videos=3, source_frames=9, size=(32, 40), num_val=1, num_frames=5)
 
@@ -72,18 +71,6 @@ def test_bridge_annotation_and_heldout_actions(bridge):
     )
     assert "t5_text_embeddings" not in online[0] and online[0]["caption"] == ""
     assert online.heldout_items(1, 1)[0].text == [""]  # the model embeds the empty caption
-
-
-def test_fit_actions_cuts_to_the_generated_clip_and_refuses_too_few():
-    tokenizer = SimpleNamespace(pixel_frames=lambda t: 4 * (t - 1) + 1)
-    family = SimpleNamespace(conditions=("actions",))
-    model = SimpleNamespace(tokenizer=tokenizer, state_t=4, family=family)
-    acts = torch.arange(20 * 7.0).reshape(1, 20, 7)
-    assert torch.equal(fit_actions(model, {"actions": acts})["actions"], acts[:, :12])
-    with pytest.raises(ConfigError, match="needs 12 actions, but 11 were given"):
-        fit_actions(model, {"actions": acts[:, :11]})
-    plain = SimpleNamespace(tokenizer=tokenizer, state_t=4, family=SimpleNamespace(conditions=()))
-    assert fit_actions(plain, {"actions": acts[:, :3]})["actions"].shape[1] == 3
 
 
 def test_batch_json_items_read_each_kind_of_actions(lerobot, bridge, tmp_path):

@@ -165,19 +165,6 @@ def candidate(save_dir: Path, item: v2w.Item, seed: int) -> Path:
 # ---- the two phases ----------------------------------------------------------------------------
 
 
-def settings_of(args: argparse.Namespace, cfg) -> v2w.Settings:
-    return v2w.Settings(
-        size=tuple(int(v) for v in cfg.data.dataset.video_size),
-        fps=16.0 if args.gr00t_variant else float(cfg.model.get("fps", 16.0)),
-        negative_prompt=args.negative_prompt,
-        prompt_prefix=args.prompt_prefix,
-        num_conditional_frames=args.num_conditional_frames,
-        guidance=loading.guidance_for(cfg, args.guidance),
-        num_steps=args.num_steps,
-        seed=args.seed,
-    )
-
-
 def generate_missing(
     args: argparse.Namespace, cfg, checkpoint: Path, items: list[v2w.Item], s: v2w.Settings
 ) -> tuple[dict[str, str], int]:
@@ -286,7 +273,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         trust_config=args.trust_config,
     )
     v2w.fill_sampler_defaults(args, cfg)
-    s = settings_of(args, cfg)
+    s = v2w.settings_of(args, cfg)
     args.guidance = s.guidance  # summary.json records the guidance used, not "default"
     loading.warn_unguidable(cfg, s.guidance)
     items, rejected = plan(args, cfg)

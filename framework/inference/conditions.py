@@ -10,8 +10,9 @@ action per frame transition. SOURCE is
 - `DATASET_DIR:EPISODE` for a LeRobot folder: that episode's actions from its first row,
   normalized with the dataset's stored statistics in the training config's mode
   (`data.dataset.action_norm`, `action_key`, `frame_stride`; defaults min_max, "action", 1).
-The clip the model generates needs `pixel_frames(state_t) - 1` actions: longer sources are cut to
-their first ones (`fit_actions`), shorter ones fail naming both numbers.
+The clip the model generates needs `pixel_frames(state_t) - 1` actions (one chunk); longer
+sources are rolled out chunk by chunk (framework/inference/rollout.py), shorter ones fail naming
+both numbers.
 """
 
 from __future__ import annotations
@@ -102,21 +103,3 @@ def _lerobot_actions(root: Path, episode: int, dataset: Mapping[str, Any]) -> Te
     rows = ds.meta.read_rows([episodes[episode]], [key])[episode][key]
     acts = ds.normalizer(key)(rows.reshape(len(rows), -1))[::stride]
     return _checked(np.asarray(acts, dtype=np.float32), f"of {root} episode {episode}")
-
-
-def fit_actions(model: Any, conditions: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """`conditions` with `actions` cut to the transitions of the clip `model` generates
-    (`tokenizer.pixel_frames(state_t) - 1`); fewer fail naming both numbers."""
-    out = dict(conditions)
-    actions = out.get("actions")
-    takes = "actions" in getattr(getattr(model, "family", None), "conditions", ())
-    if actions is None or not takes:
-        return out
-    need = model.tokenizer.pixel_frames(model.state_t) - 1
-    if actions.shape[1] < need:
-        raise ConfigError(
-            f"the model generates {need + 1} frames and needs {need} actions, but "
-            f"{actions.shape[1]} were given; pass a longer action sequence."
-        )
-    out["actions"] = actions[:, :need]
-    return out

@@ -65,11 +65,12 @@ def load_video_frames(
 
 
 def load_conditioning(
-    path: str | Path, size: tuple[int, int], num_conditional_frames: int
+    path: str | Path, size: tuple[int, int], num_conditional_frames: int, first: bool = False
 ) -> Tensor:
     """What `WorldModel.generate` conditions on: one frame for an image, the last
     `num_conditional_frames` frames for a video (the model pads to full length,
-    upstream/cosmos_predict2.md §7.1).
+    upstream/cosmos_predict2.md §7.1), or its first ones with `first` (an action rollout starts
+    where its actions start, frame 0, as upstream's action inference).
 
     A video with one conditional frame gives one frame, which the model pads with black instead
     of copies of it; only the first latent frame is conditioned and the tokenizer is causal, so
@@ -89,7 +90,7 @@ def load_conditioning(
             )
         return load_image(path, size)
     if suffix in VIDEO_SUFFIXES:
-        return load_video_frames(path, size, num_conditional_frames, last=True)
+        return load_video_frames(path, size, num_conditional_frames, last=not first)
     raise InputError(
         f"input {path} has an unknown type {suffix!r}; pass an image "
         f"({', '.join(IMAGE_SUFFIXES)}) or a video ({', '.join(VIDEO_SUFFIXES)})."

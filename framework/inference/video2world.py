@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from framework.config import ConfigError
 from framework.data.heldout import build_dataset, heldout_of
 from framework.diffusion.step_cache import enable_step_cache
-from framework.inference import loading, media, prompts
+from framework.inference import loading, media, prompts, rollout
 from framework.inference.batch import (  # noqa: F401  (callers import them from here)
     Item,
     _dataset,
@@ -38,7 +38,7 @@ from framework.inference.batch import (  # noqa: F401  (callers import them from
     output_problem,
     read_batch,
 )
-from framework.inference.conditions import fit_actions, read_actions
+from framework.inference.conditions import read_actions
 from framework.trainer.dist import env_ranks
 
 USER_ERROR, ITEM_FAILED = 2, 1
@@ -54,6 +54,8 @@ class Settings:
     guidance: float = 7.0
     num_steps: int = 35
     seed: int = 0
+    chunk_size: int | None = None  # actions per chunk of a rollout (default: the model's clip)
+    num_chunks: int | None = None  # chunks rolled out (default: every whole one)
 
 
 def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
@@ -127,13 +129,7 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
         "docs/performance.md has the speed and the PSNR against bf16)",
     )
     a("--save_path", default="output/generated_video.mp4")
-    a(
-        "--actions",
-        default=None,
-        help="robot actions to roll out for an action-conditioned model, one per frame "
-        "transition: .npy or .json [T, D], a Bridge annotation .json, or DATASET_DIR:EPISODE of "
-        "a LeRobot folder (normalized as the training data)",
-    )
+    rollout.add_options(p)
     a(
         "--batch_input_json",
         default=None,
@@ -171,6 +167,7 @@ def parse_args(
     args.num_gpus = getattr(args, "num_gpus", 1)
     if args.num_gpus < 1:
         raise ConfigError(f"--num_gpus {args.num_gpus}: use 1 or more.")
+    rollout.check_options(args)
     loading.check_guidance(args.guidance)
     overrides = []
     for tok in argv[cut + 1 :]:
@@ -215,6 +212,23 @@ def fill_sampler_defaults(args: argparse.Namespace, cfg) -> None:
         args.negative_prompt = prompts.DEFAULT_NEGATIVE_PROMPT if default is None else default
 
 
+def settings_of(args: argparse.Namespace, cfg) -> Settings:
+    """The generation settings of the command line and the model's config (after
+    `fill_sampler_defaults`); best-of-N uses the same."""
+    return Settings(
+        size=tuple(int(v) for v in cfg.data.dataset.video_size),
+        fps=16.0 if args.gr00t_variant else float(cfg.model.get("fps", 16.0)),
+        negative_prompt=args.negative_prompt,
+        prompt_prefix=args.prompt_prefix,
+        num_conditional_frames=args.num_conditional_frames,
+        guidance=loading.guidance_for(cfg, args.guidance),
+        num_steps=args.num_steps,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        num_chunks=args.num_chunks,
+    )
+
+
 def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str]]]:
     """The items to generate and the (item, reason) pairs rejected before any work."""
     if args.batch_input_json:
@@ -252,20 +266,27 @@ def generate_item(
     model, embed: prompts.PromptEmbedder, item: Item, s: Settings, write: bool = True
 ) -> Path:
     """Generate one video and write it with its prompt sidecar (`write=False`: the other ranks
-    of a context-parallel group, which generate the same video)."""
+    of a context-parallel group, which generate the same video). Actions roll out chunk by
+    chunk from the input's first frame (framework/inference/rollout.py)."""
+    actions = "actions" in item.conditions and rollout.takes_actions(model)
     if item.frames is not None:
         cond = item.frames[:, :, : s.num_conditional_frames]
     else:
-        cond = media.load_conditioning(item.input_path, s.size, s.num_conditional_frames)
-    video = model.generate(
+        cond = media.load_conditioning(
+            item.input_path, s.size, s.num_conditional_frames, first=actions
+        )
+    video = rollout.generate_rollout(
+        model,
         cond,
         embed(s.prompt_prefix + item.prompt),
         embed(s.negative_prompt),
+        item.conditions,
+        seed=s.seed,
         num_conditional_frames=s.num_conditional_frames,
+        chunk=s.chunk_size,
+        num_chunks=s.num_chunks,
         guidance=s.guidance,
         num_steps=s.num_steps,
-        seed=s.seed,
-        conditions=fit_actions(model, item.conditions),
     )
     if not write:
         return Path(item.output)
@@ -324,16 +345,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         trust_config=args.trust_config,
     )
     fill_sampler_defaults(args, cfg)
-    s = Settings(
-        size=tuple(int(v) for v in cfg.data.dataset.video_size),
-        fps=16.0 if args.gr00t_variant else float(cfg.model.get("fps", 16.0)),
-        negative_prompt=args.negative_prompt,
-        prompt_prefix=args.prompt_prefix,
-        num_conditional_frames=args.num_conditional_frames,
-        guidance=loading.guidance_for(cfg, args.guidance),
-        num_steps=args.num_steps,
-        seed=args.seed,
-    )
+    s = settings_of(args, cfg)
     loading.warn_unguidable(cfg, s.guidance)
     items, rejected = plan(args, cfg)
     rank, world = rank_and_world()
