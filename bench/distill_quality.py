@@ -2,10 +2,14 @@
 step cache, against ground truth and against the teacher's own videos.
 
     python -m bench.distill_quality [--student CKPT] [--teacher CKPT] [--seeds 4]
-        [--num_items 4] [--threshold 0.05] [--json out.json]
+        [--num_items 4] [--threshold 0.05] [--no_cache] [--json out.json]
+        [--student_experiment tiny_gr1_distill] [--teacher_experiment tiny_gr1]
 
 Defaults: the tiny jobs' latest checkpoints (`make train`, then
-`make train EXP=tiny_gr1_distill`). Each held-out clip is continued from its first frame with
+`make train EXP=tiny_gr1_distill`); for the Predict2.5 pair pass
+`--student_experiment tiny_predict2_5_gr1_distill --teacher_experiment tiny_predict2_5_gr1`
+(the experiments name the jobs whose latest checkpoints are used, and the config of a file
+outside a job folder). Each held-out clip is continued from its first frame with
 seeds 0..S-1 by:
 
   teacher_35        the teacher, its sampler's 35 steps (the reference)
@@ -107,10 +111,12 @@ def measure(
     num_items: int = 4,
     threshold: float = 0.05,
     cache: bool = True,
+    student_experiment: str = "tiny_gr1_distill",
+    teacher_experiment: str = "tiny_gr1",
 ) -> dict:
     torch.manual_seed(0)
-    s_cfg, s_path, s_model = load(student, "tiny_gr1_distill")
-    t_cfg, t_path, t_model = load(teacher, "tiny_gr1")
+    s_cfg, s_path, s_model = load(student, student_experiment)
+    t_cfg, t_path, t_model = load(teacher, teacher_experiment)
     items = heldout_of(build_dataset(t_cfg.data.dataset), num_items, t_model.expected_pixel_frames)
     # The teacher as the student was taught to imitate it: the distillation's guidance.
     guidance = float(s_cfg.model.objective.guidance)
@@ -181,8 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num_items", type=int, default=4)
     p.add_argument("--threshold", type=float, default=0.05)
     p.add_argument("--json", default=None)
+    p.add_argument("--no_cache", action="store_true", help="skip the step-cache run")
+    p.add_argument("--student_experiment", default="tiny_gr1_distill")
+    p.add_argument("--teacher_experiment", default="tiny_gr1")
     args = p.parse_args(argv)
-    result = measure(args.student, args.teacher, args.seeds, args.num_items, args.threshold)
+    result = measure(
+        args.student,
+        args.teacher,
+        args.seeds,
+        args.num_items,
+        args.threshold,
+        cache=not args.no_cache,
+        student_experiment=args.student_experiment,
+        teacher_experiment=args.teacher_experiment,
+    )
     print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

@@ -3,6 +3,7 @@
 `distill(model)` turns any Predict2-family model node into the distillation model: the same net
 as the student, the teacher and the critic (copies of it, initialised from the teacher file in
 `checkpoint.load_path`), the DMD2 objective and the student's few-step sampler.
+`distill_flow(model)` does the same for a flow-matching (Predict2.5-family) model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import blocks
 from experiments.groot import groot_gr1_480
+from experiments.predict2_5 import predict2_5_groot_gr1_480, tiny_predict2_5_gr1
 from experiments.tiny import tiny_gr1
 from framework.config import L, experiment
 
@@ -18,6 +20,8 @@ from framework.config import L, experiment
 TINY_TEACHER = (
     "${oc.env:OUTPUT_ROOT,checkpoints}/worldtune/tiny/tiny_gr1/checkpoints/model/iter_000001000.pt"  # noqa: E501
 )
+# The same for the tiny Predict2.5 job (`make train EXP=tiny_predict2_5_gr1`).
+TINY_TEACHER_2_5 = TINY_TEACHER.replace("/tiny_gr1/", "/tiny_predict2_5_gr1/")
 
 
 def distill(model: DictConfig, num_steps: int = 4, guidance: float = 3.0) -> DictConfig:
@@ -35,6 +39,25 @@ def distill(model: DictConfig, num_steps: int = 4, guidance: float = 3.0) -> Dic
     out.sampler = L("framework.diffusion.distill.FewStepSampler").full(num_steps=num_steps)
     out.teacher = None  # null: the student's architecture (model.net)
     out.fake_score = None
+    return out
+
+
+def distill_flow(model: DictConfig, num_steps: int = 4, guidance: float = 3.0) -> DictConfig:
+    """The distillation model around a Predict2.5 (flow-matching) model node: DMD2 in the flow's
+    coordinates (framework/diffusion/distill_flow.py) with upstream's 2B values, the teacher's
+    given-frame weights carried over, and the text projection frozen in student and critic
+    (upstream `disable_proj_grad`)."""
+    out = OmegaConf.create(OmegaConf.to_container(model))
+    out._target_ = "framework.models.distill.DistillWorldModel"
+    teacher = model.objective
+    out.objective = L("framework.diffusion.distill_flow.FlowDMD2Objective").full(
+        guidance=guidance,
+        conditional_frames_probs=list(teacher.get("conditional_frames_probs", [0.5, 0.25, 0.25])),
+    )
+    out.sampler = L("framework.diffusion.distill_flow.FlowFewStepSampler").full(num_steps=num_steps)
+    out.teacher = None  # null: the student's architecture (model.net)
+    out.fake_score = None
+    out.frozen = ["crossattn_proj.*"]
     return out
 
 
@@ -86,5 +109,48 @@ def groot_gr1_480_distill():
         warm_up=100, cycle=400_000, f_start=1e-6, f_max=0.99, f_min=0.4
     )
     cfg.train.max_steps = 30_000
+    cfg.checkpoint.save_iter = 500
+    return cfg
+
+
+@experiment
+def tiny_predict2_5_gr1_distill():
+    """4-step DMD2 student of the tiny Predict2.5 job (teacher: its step-1000 checkpoint)."""
+    cfg = tiny_predict2_5_gr1()
+    # Trained without caption dropout (as tiny_gr1): no unconditional prediction to guide with.
+    cfg.model = distill_flow(cfg.model, num_steps=4, guidance=0.0)
+    # The teacher trained with given frames at the noisy frames' time (2.5's
+    # conditional_frame_timestep -1); upstream's 2B distillation feeds them sigma 1e-4 instead,
+    # a time this small teacher never saw next to noisy frames.
+    cfg.model.objective.replace_gt_timesteps = False
+    cfg.optim = distill_optim(lr=2e-5, critic_lr_scale=1.0, weight_decay=0.0)
+    cfg.sched = blocks.lambda_linear(warm_up=0, cycle=10**6, f_start=1.0, f_max=1.0, f_min=1.0)
+    cfg.train.max_steps = 200
+    cfg.checkpoint.load_path = TINY_TEACHER_2_5
+    cfg.checkpoint.save_iter = 100
+    cfg.hooks.eval.num_steps = 4
+    cfg.hooks.sample.num_steps = 4
+    cfg.eval.name = f"{cfg.eval.name}_4steps"
+    cfg.eval.num_steps = 4
+    cfg.hooks.sample.every = 200
+    return cfg
+
+
+@experiment(job_name="2b_groot_gr1_480_distill")
+def predict2_5_groot_gr1_480_distill():
+    """Predict2.5 2B GR1 model -> 4-step student with guidance 3 distilled in (upstream's
+    `dmd2_trigflow_distill_cosmos_predict2_2B_bidirectional_TnI2V` values, spec §3.2); teacher =
+    checkpoint.load_path (set it to your post-trained model file)."""
+    cfg = predict2_5_groot_gr1_480()
+    cfg.model = distill_flow(cfg.model, num_steps=4, guidance=3.0)
+    cfg.optim = distill_optim(lr=1e-6, critic_lr_scale=0.2)
+    cfg.sched = blocks.lambda_linear(
+        warm_up=100, cycle=400_000, f_start=1e-6, f_max=0.99, f_min=0.4
+    )
+    cfg.train.max_steps = 30_000
+    cfg.train.grad_clip = 1.0  # upstream clip_norm 1.0 (grad_clip=True)
+    # The trainer's EMA would average the critic too and step on critic steps; upstream's
+    # distillation experiments keep none.
+    cfg.train.ema.enabled = False
     cfg.checkpoint.save_iter = 500
     return cfg

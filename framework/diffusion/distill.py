@@ -115,8 +115,26 @@ def dmd_gradient(g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
     return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+class StepPhases:
+    """Which net a step trains and how long its student rollout is, from the step counter
+    alone (both DMD2 objectives; they define `student_update_freq`)."""
+
+    student_update_freq: int
+
+    def is_student_step(self, step: int) -> bool:
+        return step % max(int(self.student_update_freq), 1) == 0
+
+    def rollout_length(self, step: int, num_steps: int) -> int:
+        """Student steps in this step's rollout, 1..num_steps, cycled from the step counter
+        (rCM's rule; Predict2.5 draws it and broadcasts rank 0's): every rank of an FSDP group
+        must run the same number of net calls."""
+        freq = max(int(self.student_update_freq), 1)
+        k = step // freq if self.is_student_step(step) else step
+        return k % num_steps + 1
+
+
 @dataclass
-class DMD2Objective:
+class DMD2Objective(StepPhases):
     """DMD2 losses for the student and the critic (spec §3.3-3.4, §4). Step `step` trains the
     student when step % student_update_freq == 0, else the critic (1:4 upstream); the trainer's
     one optimizer holds both nets and a step only moves the net that received gradients.
@@ -148,9 +166,6 @@ class DMD2Objective:
             self.sigma_conditional,
         )  # fmt: skip
 
-    def is_student_step(self, step: int) -> bool:
-        return step % max(int(self.student_update_freq), 1) == 0
-
     def num_conditional_frames(self, b: int, t: int, device, fixed: int | None) -> Tensor:
         if t == 1:
             return torch.zeros(b, dtype=torch.long, device=device)
@@ -158,14 +173,6 @@ class DMD2Objective:
             return torch.full((b,), int(fixed), dtype=torch.long, device=device)
         lo, hi = self.min_num_conditional_frames, self.max_num_conditional_frames
         return sample_num_conditional_frames(b, lo, hi, device=device)
-
-    def rollout_length(self, step: int, num_steps: int) -> int:
-        """Student steps in this step's rollout, 1..num_steps, cycled from the step counter
-        (rCM's rule; Predict2.5 draws it and broadcasts rank 0's): every rank of an FSDP group
-        must run the same number of net calls."""
-        freq = max(int(self.student_update_freq), 1)
-        k = step // freq if self.is_student_step(step) else step
-        return k % num_steps + 1
 
     def sample_tau(self, b: int, device) -> Tensor:
         """Critic/DMD noise levels [B,1]: shifted uniform RF time (spec §3.2), clamped to the

@@ -16,6 +16,7 @@ so a student costs the memory of one net.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -35,7 +36,9 @@ _CRITIC_MARK = "_worldtune_distill_critic"  # set on the critic's parameters for
 class DistillWorldModel(WorldModel):
     """`net` is the student. `teacher` / `fake_score`: net config nodes, None = a copy of the
     student's architecture (both NVIDIA recipes use one architecture for all three, spec §0.1).
-    The teacher's weights initialise the student and the critic (`load_weights`)."""
+    The teacher's weights initialise the student and the critic (`load_weights`). The objective
+    and sampler say the coordinates: framework/diffusion/distill.py for an EDM-coordinate
+    (Predict2) teacher, distill_flow.py for a flow-matching (Predict2.5) one."""
 
     def __init__(
         self,
@@ -45,6 +48,7 @@ class DistillWorldModel(WorldModel):
         sampler: Any,
         teacher: nn.Module | None = None,
         fake_score: nn.Module | None = None,
+        frozen: Sequence[str] = (),
         **kw: Any,
     ) -> None:
         if kw.get("lora"):
@@ -54,6 +58,14 @@ class DistillWorldModel(WorldModel):
         self.teacher.requires_grad_(False).eval()
         self.fake_score = fake_score if fake_score is not None else copy.deepcopy(self.teacher)
         self.fake_score.requires_grad_(True)
+        # Parameters of the student and the critic that stay as the teacher's (fnmatch patterns
+        # of their names): Predict2.5 freezes the text projection `crossattn_proj` in both
+        # (upstream `disable_proj_grad`, on by default).
+        self.frozen = tuple(frozen)
+        for part in (self.net, self.fake_score):
+            for name, p in part.named_parameters():
+                if any(fnmatch.fnmatchcase(name, pat) for pat in self.frozen):
+                    p.requires_grad_(False)
 
     # ---- training protocol ---------------------------------------------------------------
 
