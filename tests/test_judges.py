@@ -73,7 +73,12 @@ def test_judge_metrics_score_zero_or_one(judge, monkeypatch):
     monkeypatch.setattr(J.QwenJudge, "ask", lambda self, inputs: " 1")
     assert metrics[0].item(v) == {"dreamgen_if": 1.0}
     monkeypatch.setattr(J.QwenJudge, "ask", lambda self, inputs: "No")
+    v.cache.clear()  # PA-I keeps its answer in the video's cache (for dreamgen_pa_mean)
     assert metrics[1].item(v) == {"dreamgen_pa": 0.0}
+    monkeypatch.setattr(J.QwenJudge, "ask", lambda self, inputs: "1")
+    assert metrics[1].item(v) == {"dreamgen_pa": 0.0}  # the same video is not asked again
+    v.cache.clear()
+    assert metrics[1].item(v) == {"dreamgen_pa": 1.0}
 
 
 def test_missing_judge_weights_name_the_download(tmp_path, monkeypatch):

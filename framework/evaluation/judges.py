@@ -13,9 +13,9 @@ items from the runner).
   (2 fps, an even count >= 4, the 128000*28*28*0.9 total pixel budget).
 
 The model, its positions and the frame arithmetic are the critic's (framework/models/qwen_vl.py,
-framework/inference/critic_frames.py); the prompts are verbatim. VideoPhy's PA-II judge
-(VideoCon-Physics, an mPLUG-Owl stack) is not included, so `dreamgen_pa` is PA-I alone, not
-DreamGen's mean of PA-I and PA-II.
+framework/inference/critic_frames.py); the prompts are verbatim. `dreamgen_pa` is PA-I alone;
+VideoPhy's PA-II judge and DreamGen's mean of the two are in framework/evaluation/videophy.py
+(`dreamgen_pa2`, `dreamgen_pa_mean`).
 """
 
 from __future__ import annotations
@@ -199,5 +199,7 @@ class PhysicsAlignment(_JudgeMetric):
     better = {"dreamgen_pa": "higher"}
 
     def item(self, v: Videos) -> dict[str, float]:
-        reply = self.judge.ask(self.judge.inputs(PA_PROMPT, video=(self.frames(v), v.fps)))
-        return {self.key: float(parse_reply(reply))}
+        if self.key not in v.cache:  # shared with dreamgen_pa_mean on the same video
+            reply = self.judge.ask(self.judge.inputs(PA_PROMPT, video=(self.frames(v), v.fps)))
+            v.cache[self.key] = float(parse_reply(reply))
+        return {self.key: v.cache[self.key]}

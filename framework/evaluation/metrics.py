@@ -11,9 +11,11 @@ checkpoint and give one number. Built in, by name (`cfg.eval.metrics`):
   model gets for predicting no motion;
 - latent_l2: mean squared difference of the tokenizer's latents of the generated latent frames
   (IRASim's latent L2, spec robot_eval.md §3.1);
-- lpips, fvd, dreamgen_if, dreamgen_pa: framework/evaluation/{lpips,fvd,judges}.py, each with its
-  weights' source; they load from the Hugging Face / torch hub cache or $CHECKPOINTS and name
-  the download when missing (lpips: AlexNet trunk + lin heads, docs/eval.md).
+- lpips, fvd, dreamgen_if, dreamgen_pa (PA-I): framework/evaluation/{lpips,fvd,judges}.py;
+  dreamgen_pa2 (VideoCon-Physics), dreamgen_pa_mean(_thr) (DreamGen's mean of PA-I and PA-II):
+  framework/evaluation/videophy.py; each with its weights' source; they load from the Hugging
+  Face / torch hub cache or $CHECKPOINTS and name the download when missing (lpips: AlexNet
+  trunk + lin heads, docs/eval.md).
 
 Another metric joins by import path: `cfg.eval.metrics=[psnr, my_lab.metrics:Sharpness]`.
 """
@@ -126,6 +128,9 @@ METRICS: dict[str, Callable[[], type[Metric]]] = {
     "fvd": _lazy("framework.evaluation.fvd", "FVD"),
     "dreamgen_if": _lazy("framework.evaluation.judges", "InstructionFollowing"),
     "dreamgen_pa": _lazy("framework.evaluation.judges", "PhysicsAlignment"),
+    "dreamgen_pa2": _lazy("framework.evaluation.videophy", "PhysicsAlignmentII"),
+    "dreamgen_pa_mean": _lazy("framework.evaluation.videophy", "DreamGenPhysics"),
+    "dreamgen_pa_mean_thr": _lazy("framework.evaluation.videophy", "DreamGenPhysicsThresholded"),
 }
 
 
