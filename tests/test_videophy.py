@@ -46,13 +46,24 @@ def tiny_tokenizer() -> bytes:
     return out.getvalue()
 
 
+# Fields transformers 4.28.1's to_dict writes into every sub-config (generation ones included);
+# the real config.json (9.16 kB) carries them.
+OLD_FIELDS = {"architectures": ["LLaMAForCausalLM"], "torch_dtype": "bfloat16", "do_sample": False,
+              "transformers_version": "4.28.1", "num_beams": 1, "max_length": 20, "top_k": 50,
+              "id2label": {"0": "LABEL_0", "1": "LABEL_1"}, "pad_token_id": 0, "use_cache": True,
+              "tie_word_embeddings": False, "return_dict": True, "prefix": None}  # fmt: skip
+
+
 def tiny_config(vocab: int) -> dict:
     """config.json in the checkpoint's layout (model_type mplug-owl, three sub-configs)."""
     text = {"model_type": "llama", "vocab_size": vocab, "hidden_size": 48,
             "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "rms_norm_eps": 1e-6, "max_position_embeddings": 512}  # fmt: skip
-    return {"model_type": "mplug-owl", "vision_config": VISION, "num_query_tokens": 64,
-            "visual_abstractor_config": ABSTRACTOR, "text_config": text}  # fmt: skip
+            "rms_norm_eps": 1e-6, "max_position_embeddings": 512, **OLD_FIELDS}  # fmt: skip
+    vision = {**VISION, "model_type": "mplug_owl_vision_model", "use_flash_attn": False,
+              "hidden_act": "quick_gelu", "projection_dim": 768, **OLD_FIELDS}  # fmt: skip
+    abstractor = {**ABSTRACTOR, **OLD_FIELDS}
+    return {"model_type": "mplug-owl", "vision_config": vision, "num_query_tokens": 64,
+            "visual_abstractor_config": abstractor, "text_config": text}  # fmt: skip
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> None:
