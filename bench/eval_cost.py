@@ -11,7 +11,10 @@ an eval (issue #27 item 5). One "video" = one generated clip scored against its 
   distance itself is per set, microseconds);
 - dreamgen_if, dreamgen_pa: the 7B judge (Qwen2.5-VL-7B-Instruct's architecture, random
   weights, bf16, SDPA) on the judge's inputs (IF: 49 frames at 0.3 scale as images; PA: the
-  video at 2 fps), prefill + 4 new tokens, as framework/evaluation/judges.py asks.
+  video at 2 fps), prefill + 4 new tokens, as framework/evaluation/judges.py asks;
+- dreamgen_pa2: VideoCon-Physics (framework/models/mplug_owl.py: ViT-L/14 with temporal modules,
+  the visual abstractor and LLaMA-7B, random weights, bf16) on 32 frames at 224x224 and the
+  VideoPhy prompt, one forward (the score is one softmax of its last position).
 
 Random weights: the costs are those of the shapes; no scores are meaningful. --smoke runs tiny
 shapes and a tiny judge on the CPU.
@@ -104,6 +107,49 @@ def judge_inputs(model, video: np.ndarray, fps: float, kind: str, device) -> dic
     return {k: v.to(device, model.dtype) if "pixel" in k else v.to(device) for k, v in out.items()}
 
 
+def pa2_cost(smoke: bool, frames: np.ndarray, device: torch.device, timed) -> None:
+    from transformers import LlamaConfig
+
+    from framework.evaluation import videophy as V
+    from framework.models import mplug_owl as MO
+
+    text = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32)
+    text |= dict(num_attention_heads=32, vocab_size=32000, rms_norm_eps=1e-6)
+    if smoke:
+        text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2)
+        text |= dict(num_attention_heads=4, vocab_size=1000)
+    vision, abstractor = MO.VisionConfig(), MO.AbstractorConfig()
+    if smoke:
+        vision = MO.VisionConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+        )
+        abstractor = MO.AbstractorConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            encoder_hidden_size=64,
+        )
+    cfg = MO.MplugOwlConfig(vision=vision, abstractor=abstractor, text=LlamaConfig(**text))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = MO.build(cfg, device).to(dtype).eval()
+    g = torch.Generator().manual_seed(0)
+    ids = V.prompt_ids(
+        V.PROMPT_PHYSICS,
+        lambda s: torch.randint(3, 1000, (max(1, len(s) // 4),), generator=g).tolist(),
+        1,
+    )
+    ids_t = torch.tensor([ids], device=device)
+
+    def score() -> None:
+        with torch.inference_mode():
+            px = V.pixels(frames).to(device, dtype)
+            logits = model(px, ids_t)[0]
+            V.entailment(logits[V.answer_index(ids, None)], 3, 4)
+
+    timed("dreamgen_pa2 (judge)", score)
+
+
 def wan_vae(device: torch.device):
     try:
         from diffusers import AutoencoderKLWan
@@ -171,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                     **inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False
                 ),
             )
+    model = None  # free the Qwen judge before the LLaMA one
+    pa2_cost(args.smoke, frames, device, timed)
     sync(device)
     report = {"shape": [t, h, w], "seconds_per_video": costs, "env": env_info(device)}
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
