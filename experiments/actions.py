@@ -53,7 +53,11 @@ def predict2_5_bridge_action_256x320():
         path=predict2_5_checkpoint("tokenizer.pth")
     )
     model = blocks.world_model(predict2_5_action_net(), vae, "cosmos2_5_action", state_t=4)
-    model.text_encoder = f"{blocks.CHECKPOINTS}/nvidia/Cosmos-Reason1-7B"
+    model.text_encoder = L("framework.models.text.reason1.Reason1TextEncoder")(
+        path_or_hub_id=f"{blocks.CHECKPOINTS}/nvidia/Cosmos-Reason1-7B", max_length=512
+    )
+    # Upstream embeds the empty caption with Reason1 in training and at generation (§2.4, §6.5).
+    model.empty_prompt = "encode"
     model.fps = 4.0
     model.objective.conditional_frames_probs = [0.0, 1.0]  # exactly one given latent frame
     data = L("framework.data.bridge_actions.BridgeActionDataset")(

@@ -241,6 +241,7 @@ def world_model(
         lora=None,
         fps=FPS_FROM_CLIPS,
         max_text_tokens=512,
+        empty_prompt="zeros",  # "" -> the no-text zeros; "encode": the encoder's embedding of ""
     )
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from framework.models.text.base import encode_texts
+
 DEFAULT_NEGATIVE_PROMPT = (
     "The video shows ugly, distorted and deformed content: blurry or out-of-focus frames, heavy "
     "noise, grain, compression and blocking artefacts, flickering, jitter and sudden jumps between "
@@ -47,25 +49,31 @@ Encoder = Callable[[Sequence[str]], Tensor]
 
 class PromptEmbedder:
     """Embeds prompts once each ([1, L, D] float32 on the CPU) with any text encoder object that
-    has `encode(prompts) -> (emb, lengths)` or is a callable returning emb. The empty string gives
-    zeros of the encoder's shape (see the module docstring)."""
+    has `encode(prompts) -> (emb, lengths)` or is a callable returning emb. An empty prompt
+    follows the model's `empty_prompt` (framework/models/text/base.py), as its training did;
+    an empty negative prompt is always the all-zero embedding (see the module docstring)."""
 
-    def __init__(self, encoder) -> None:
+    def __init__(self, encoder, empty_prompt: str = "zeros") -> None:
         self.encoder = encoder
+        self.empty_prompt = empty_prompt
         self.cache: dict[str, Tensor] = {}
+        self.zeros: Tensor | None = None
 
     def _run(self, prompts: list[str]) -> Tensor:
-        enc = self.encoder
-        out = enc.encode(prompts) if hasattr(enc, "encode") else enc(prompts)
-        return (out[0] if isinstance(out, tuple) else out).float().cpu()
+        return encode_texts(self.encoder, prompts, self.empty_prompt)[0].float().cpu()
 
     def __call__(self, prompt: str) -> Tensor:
         if prompt not in self.cache:
-            if prompt == "":
-                self.cache[prompt] = torch.zeros_like(self._run(["-"]))
-            else:
-                self.cache[prompt] = self._run([prompt])
+            self.cache[prompt] = self._run([prompt])
         return self.cache[prompt]
+
+    def negative(self, prompt: str) -> Tensor:
+        """The negative prompt's embedding: "" gives zeros, what caption dropout trained."""
+        if prompt:
+            return self(prompt)
+        if self.zeros is None:
+            self.zeros = torch.zeros_like(self._run(["-"]))
+        return self.zeros
 
     def embed_many(self, prompts: Sequence[str], batch_size: int = 8) -> None:
         """Fill the cache in batches (one forward per batch instead of per prompt), the empty
@@ -79,3 +87,4 @@ class PromptEmbedder:
                 self.cache[prompt] = emb[j : j + 1].clone()
         if "" in prompts:
             self("")
+            self.negative("")

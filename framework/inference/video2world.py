@@ -54,6 +54,7 @@ class Settings:
     guidance: float = 7.0
     num_steps: int = 35
     seed: int = 0
+    empty_prompt: str = "zeros"  # the model's `empty_prompt`: what "" embeds to
     chunk_size: int | None = None  # actions per chunk of a rollout (default: the model's clip)
     num_chunks: int | None = None  # chunks rolled out (default: every whole one)
 
@@ -224,6 +225,7 @@ def settings_of(args: argparse.Namespace, cfg) -> Settings:
         guidance=loading.guidance_for(cfg, args.guidance),
         num_steps=args.num_steps,
         seed=args.seed,
+        empty_prompt=str(cfg.model.get("empty_prompt") or "zeros"),
         chunk_size=args.chunk_size,
         num_chunks=args.num_chunks,
     )
@@ -279,7 +281,7 @@ def generate_item(
         model,
         cond,
         embed(s.prompt_prefix + item.prompt),
-        embed(s.negative_prompt),
+        embed.negative(s.negative_prompt),
         item.conditions,
         seed=s.seed,
         num_conditional_frames=s.num_conditional_frames,
@@ -326,7 +328,7 @@ def embed_prompts(text_encoder, items: list[Item], s: Settings, device) -> promp
             "the model has no text encoder, so prompts cannot be embedded; set "
             "model.text_encoder (a T5 folder or a text-encoder node)."
         )
-    embed = prompts.PromptEmbedder(encoder)
+    embed = prompts.PromptEmbedder(encoder, s.empty_prompt)
     embed.embed_many([s.prompt_prefix + it.prompt for it in items] + [s.negative_prompt])
     embed.encoder = None
     del encoder

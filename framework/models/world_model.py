@@ -17,6 +17,7 @@ import fnmatch
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from os import PathLike
 from typing import Any
 
 import torch
@@ -28,7 +29,13 @@ from framework.data.text_length import check_embeddings
 from framework.diffusion.conditioning import Condition, guided_x0
 from framework.models.dit.state_dict import split_top
 from framework.models.family import ModelFamily, family_of, get_family
-from framework.models.text.base import TextEncoder, build_text_encoder, fit_length
+from framework.models.text.base import (
+    TextEncoder,
+    build_text_encoder,
+    check_empty_prompt,
+    encode_texts,
+    fit_length,
+)
 from framework.models.tokenizers import to_uint8, to_unit_range
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,7 @@ class WorldModel(nn.Module):
         fps: float = 16.0,
         max_text_tokens: int = 512,
         family: str | None = None,
+        empty_prompt: str = "zeros",
     ) -> None:
         super().__init__()
         self.family: ModelFamily = get_family(family) if family else self._family_of(net)
@@ -76,6 +84,9 @@ class WorldModel(nn.Module):
         # Cross-attention context length: zero-padded slots still take softmax mass, so a net is
         # run with the length it was trained with.
         self.max_text_tokens = int(max_text_tokens)
+        # What an empty caption or prompt becomes, in training and generation alike
+        # (framework/models/text/base.py: "zeros" or "encode").
+        self.empty_prompt = check_empty_prompt(empty_prompt)
         self._latent_identity_ok = False
         self.lora = dict(lora) if lora else None
         if self.lora:
@@ -437,7 +448,8 @@ class WorldModel(nn.Module):
         """The configured text encoder, built on first use (training with precomputed
         embeddings never builds it)."""
         enc = self.text_encoder
-        if enc is not None and not hasattr(enc, "encode"):
+        # A T5 folder given as a string has a `str.encode` too: build it as well.
+        if enc is not None and (isinstance(enc, (str, PathLike)) or not hasattr(enc, "encode")):
             enc = build_text_encoder(enc, device=self._device())
             object.__setattr__(self, "text_encoder", enc)
         return enc
@@ -454,9 +466,8 @@ class WorldModel(nn.Module):
                 "Prompts were given as strings but the model has no text_encoder; "
                 "pass precomputed embeddings or configure model.text_encoder."
             )
-        out = enc.encode(list(text)) if hasattr(enc, "encode") else enc(list(text))
-        emb = out[0] if isinstance(out, tuple) else out
-        lengths = out[1] if isinstance(out, tuple) else None  # encoders report true lengths
+        # Encoders report true lengths; an empty prompt follows `empty_prompt`.
+        emb, lengths = encode_texts(enc, list(text), getattr(self, "empty_prompt", "zeros"))
         check_embeddings(emb, self.max_text_tokens, "the prompts", lengths)
         return fit_length(emb.float().to(self._device()), self.max_text_tokens)
 

@@ -54,3 +54,43 @@ def fit_length(emb: Tensor, length: int) -> Tensor:
     if emb.shape[1] >= length:
         return emb[:, :length]
     return torch.nn.functional.pad(emb, (0, 0, 0, length - emb.shape[1]))
+
+
+# What an empty prompt becomes (`model.empty_prompt`), in training and at generation alike:
+# "zeros" the all-zero embedding, the "no text" a caption-dropped sample and a dataset with
+# `text="none"` give (Predict2's action recipe feeds zeros in both: cosmos-predict2
+# `pipelines/video2world_action.py`, `_get_data_batch_input`); "encode" the encoder's embedding
+# of "", what upstream's Predict2.5 action recipe trains on (Bridge's `ai_caption=""` embedded
+# online) and generates with (its action inference embeds prompt="" online;
+# docs/upstream/cosmos_predict2_5.md §2.4, §6.5).
+EMPTY_PROMPT_MODES = ("zeros", "encode")
+
+
+def check_empty_prompt(mode: str) -> str:
+    if mode not in EMPTY_PROMPT_MODES:
+        raise ValueError(
+            f"model.empty_prompt={mode!r} is unknown; use 'zeros' (the all-zero no-text "
+            "embedding) or 'encode' (the text encoder's embedding of the empty prompt)."
+        )
+    return mode
+
+
+def encode_texts(
+    encoder: Any, texts: Sequence[str], empty_prompt: str = "zeros"
+) -> tuple[Tensor, Tensor | None]:
+    """(embeddings [B, L, D], lengths [B] or None) of `texts` through `encoder` (an object with
+    `encode(prompts)` or a callable returning embeddings). With `empty_prompt="zeros"` each
+    empty text gives an all-zero row of the same shape (length 0); with "encode" it is encoded
+    like any other text. Training and generation both embed through here, so an empty prompt is
+    the same thing in both."""
+    zeros = check_empty_prompt(empty_prompt) == "zeros"
+    given = ["-" if zeros and not t else t for t in texts]  # "-": any text, for the shape
+    out = encoder.encode(given) if hasattr(encoder, "encode") else encoder(given)
+    emb, lengths = out if isinstance(out, tuple) else (out, None)
+    empty = [zeros and not t for t in texts]
+    if any(empty):
+        mask = torch.tensor(empty, device=emb.device)
+        emb = emb.masked_fill(mask[:, None, None], 0)
+        if lengths is not None:
+            lengths = lengths.masked_fill(mask.to(lengths.device), 0)
+    return emb, lengths
