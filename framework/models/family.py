@@ -82,6 +82,10 @@ class ModelFamily:
     - lora_targets: comma-separated Linear-name suffixes LoRA adapts by default (the one home of
       the family's list); apply_lora / load_base_into_lora / merge_lora default to the shared
       LoRA module on them.
+    - lora_trainable: fnmatch patterns of net parameters that train fully beside the adapters
+      under LoRA (peft's `modules_to_save`): an action net's action embedders, which the base
+      file lacks. They keep their official names, are saved with the adapters and merged as
+      they are.
     - to_diffusers(state_dict) / from_diffusers(state_dict): key renames both ways;
       diffusers_config(net) -> kwargs of the diffusers model class named `diffusers_class`.
     - objective() / sampler(): the default config nodes of the objective and the sampler.
@@ -102,6 +106,7 @@ class ModelFamily:
     ignored_keys: tuple[str, ...] = ()
     extra_checkpoint_keys: tuple[str, ...] = ()
     lora_targets: str = ""
+    lora_trainable: tuple[str, ...] = ()
     apply_lora: ApplyLora | None = None
     load_base_into_lora: LoadBaseIntoLora | None = None
     merge_lora: MergeLora | None = None
@@ -141,6 +146,7 @@ class ModelFamily:
             dit_lora.apply_lora(net, rank, alpha, targets)
         else:
             raise ValueError(f"model family {self.name!r} has no LoRA support; remove model.lora.")
+        dit_lora.keep_trainable(net, self.lora_trainable)
 
     def load_lora_base(self, net: nn.Module, state_dict: StateDict) -> None:
         if self.load_base_into_lora is not None:

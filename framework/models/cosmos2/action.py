@@ -22,7 +22,13 @@ from framework.config import L
 from framework.models.cosmos2.flops import flops_per_sample
 from framework.models.cosmos2.lora import DEFAULT_TARGETS
 from framework.models.cosmos2.net import IGNORED_CHECKPOINT_KEYS, MiniTrainDiT
-from framework.models.dit.action import action_embedders, load_action_net, reset_action_embedders
+from framework.models.dit.action import (
+    ACTION_KEYS,
+    action_embedders,
+    load_action_lora_base,
+    load_action_net,
+    reset_action_embedders,
+)
 from framework.models.family import ModelFamily, StateDict, register_family
 
 # Bridge (§6.6): 12 actions of 7 dims flattened.
@@ -95,6 +101,11 @@ def load_official(net: nn.Module, state_dict: StateDict, *, assign: bool = False
     load_action_net(net, state_dict, assign=assign, ignore=IGNORED_CHECKPOINT_KEYS)
 
 
+def load_lora_base(net: nn.Module, state_dict: StateDict) -> None:
+    """The LoRA base: the family's file or the plain Video2World one (no action embedders)."""
+    load_action_lora_base(net, state_dict, ignore=IGNORED_CHECKPOINT_KEYS)
+
+
 PREDICT2_ACTION = register_family(
     ModelFamily(
         name="cosmos2_action",
@@ -102,6 +113,9 @@ PREDICT2_ACTION = register_family(
         flops_per_sample=flops_per_sample,
         load_official=load_official,
         ignored_keys=IGNORED_CHECKPOINT_KEYS,
+        # LoRA trains the action embedders fully (the base has none or the family's own).
+        lora_trainable=ACTION_KEYS,
+        load_base_into_lora=load_lora_base,
         extra_checkpoint_keys=("logvar.*",),
         lora_targets=DEFAULT_TARGETS,
         objective=lambda: L("framework.diffusion.rectified_flow.RectifiedFlowObjective").full(),

@@ -24,7 +24,13 @@ from framework.models.cosmos2_5.family import LORA_TARGETS
 from framework.models.cosmos2_5.flops import flops_per_sample
 from framework.models.cosmos2_5.layers import fp32_linear
 from framework.models.cosmos2_5.net import IGNORED_CHECKPOINT_KEYS, Predict25DiT
-from framework.models.dit.action import action_embedders, load_action_net, reset_action_embedders
+from framework.models.dit.action import (
+    ACTION_KEYS,
+    action_embedders,
+    load_action_lora_base,
+    load_action_net,
+    reset_action_embedders,
+)
 from framework.models.family import ModelFamily, StateDict, register_family
 
 # Bridge (§6.2, §6.3): 7-dim actions, 4 per latent frame of the Wan VAE.
@@ -127,6 +133,11 @@ def load_official(net: nn.Module, state_dict: StateDict, *, assign: bool = False
     load_action_net(net, state_dict, assign=assign, ignore=IGNORED_CHECKPOINT_KEYS)
 
 
+def load_lora_base(net: nn.Module, state_dict: StateDict) -> None:
+    """The LoRA base: the family's file or the plain Video2World one (no action embedders)."""
+    load_action_lora_base(net, state_dict, ignore=IGNORED_CHECKPOINT_KEYS)
+
+
 PREDICT2_5_ACTION = register_family(
     ModelFamily(
         name="cosmos2_5_action",
@@ -134,6 +145,9 @@ PREDICT2_5_ACTION = register_family(
         flops_per_sample=flops_per_sample,
         load_official=load_official,
         ignored_keys=IGNORED_CHECKPOINT_KEYS,
+        # LoRA trains the action embedders fully (the base has none or the family's own).
+        lora_trainable=ACTION_KEYS,
+        load_base_into_lora=load_lora_base,
         lora_targets=LORA_TARGETS,
         objective=lambda: L("framework.diffusion.flow_matching.FlowMatchingObjective").full(),
         sampler=lambda: L("framework.diffusion.unipc.UniPCSampler").full(),

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from torch import Tensor, nn
 
+from framework.models.dit import lora as dit_lora
 from framework.models.dit.state_dict import check_state_dict, matches, net_state_dict
 
 log = logging.getLogger(__name__)
@@ -88,4 +89,21 @@ def load_action_net(
     log.warning(
         "the checkpoint has no action embedders (a plain Video2World file): "
         "action_embedder_B_D/_B_3D keep their initial values, as the action recipes start"
+    )
+
+
+def load_action_lora_base(
+    net: nn.Module, state_dict: Mapping[str, Tensor], *, ignore: Iterable[str] = ()
+) -> None:
+    """`load_action_net` for a LoRA-wrapped action net: the base weights go under
+    `base_layer`; a plain Video2World base without action embedders leaves them at their
+    initial values (they train with the adapters: the family's `lora_trainable`)."""
+    sd = net_state_dict(state_dict, ignore=ignore)
+    if any(matches(k, ACTION_KEYS) for k in sd):
+        dit_lora.load_base_into_lora(net, sd)
+        return
+    dit_lora.load_base_into_lora(net, sd, may_miss=lambda key: matches(key, ACTION_KEYS))
+    log.warning(
+        "the LoRA base has no action embedders (a plain Video2World file): "
+        "action_embedder_B_D/_B_3D keep their initial values and train with the adapters"
     )

@@ -9,8 +9,9 @@ official keys that the official inference scripts load.
 
 from __future__ import annotations
 
+import fnmatch
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +58,32 @@ def apply_lora(net: nn.Module, rank: int, alpha: float, targets: str) -> nn.Modu
     return net
 
 
+def keep_trainable(net: nn.Module, patterns: Iterable[str]) -> list[str]:
+    """Make the parameters whose names match `patterns` (fnmatch) train beside the adapters, in
+    fp32: the modules LoRA cannot adapt because the base has no trained values for them (an
+    action net's new action embedders). peft's `modules_to_save` does this with a renamed copy
+    of each module; here the parameters keep their official names, so they are saved with the
+    adapters and pass through the merge unchanged. Returns the names; a pattern that matches
+    nothing fails."""
+    patterns = list(patterns)
+    names = []
+    for pattern in patterns:
+        hits = [n for n, _ in net.named_parameters() if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise ValueError(
+                f"LoRA keep-trainable pattern {pattern!r} matches no parameter of "
+                f"{type(net).__name__}; fix the family's lora_trainable."
+            )
+        names += hits
+    params = dict(net.named_parameters())
+    for name in names:
+        param = params[name]
+        param.requires_grad_(True)
+        if param.dtype != torch.float32 and param.device.type != "meta":
+            param.data = param.data.float()  # as the LoRA params: upstream trains them in fp32
+    return names
+
+
 def is_lora_key(key: str) -> bool:
     return ".lora_A." in key or ".lora_B." in key
 
@@ -91,14 +118,18 @@ def merge_lora_state_dict(
     return out
 
 
-def load_base_into_lora(net: nn.Module, official: Mapping[str, Tensor]) -> None:
+def load_base_into_lora(
+    net: nn.Module,
+    official: Mapping[str, Tensor],
+    may_miss: Callable[[str], bool] = lambda key: False,
+) -> None:
     """Load an official net state dict (prefix stripped, ignored keys dropped) into a
     LoRA-wrapped net; LoRA weights keep their values. Keys are checked strictly against the
-    net's base weights."""
+    net's base weights; `may_miss(key)`: other keys the file may lack (they keep their values)."""
     lora_paths = {k[: k.index(_BASE)] for k in net.state_dict() if _BASE in k}
     mapped = {}
     for key, value in official.items():
         path, _, leaf = key.rpartition(".")
         mapped[f"{path}{_BASE}{leaf}" if path in lora_paths else key] = value
-    check_state_dict(net, mapped, may_miss=is_lora_key)
+    check_state_dict(net, mapped, may_miss=lambda key: is_lora_key(key) or may_miss(key))
     net.load_state_dict(mapped, strict=False)
