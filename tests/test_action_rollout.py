@@ -235,3 +235,22 @@ def test_an_action_item_starts_from_the_first_frame_of_its_video(tmp_path):
     v2w.generate_item(Spy(), embed, item, s)
     last, first = (g[0, 0, 0].float().mean() for g in given)
     assert last < 30 and first > 200
+
+
+def test_best_of_n_takes_the_rollout_options():
+    """Best-of-N parses video2world's action options and hands them to every candidate's
+    generate_item through the shared settings."""
+    from types import SimpleNamespace
+
+    from framework.inference import best_of_n
+
+    args, _ = best_of_n.parse_args(
+        ["--actions", "a.npy", "--chunk_size", "8", "--num_chunks", "2", "--num_steps", "1"]
+    )
+    cfg = SimpleNamespace(
+        model={"fps": 4.0, "empty_prompt": "encode"},
+        data=SimpleNamespace(dataset=SimpleNamespace(video_size=[24, 24])),
+    )
+    args.negative_prompt = ""
+    s = v2w.settings_of(args, cfg)
+    assert (s.chunk_size, s.num_chunks, s.empty_prompt) == (8, 2, "encode")
