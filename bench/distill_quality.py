@@ -4,6 +4,7 @@ step cache, against ground truth and against the teacher's own videos.
     python -m bench.distill_quality [--student CKPT] [--teacher CKPT] [--seeds 4]
         [--num_items 4] [--threshold 0.05] [--no_cache] [--json out.json]
         [--student_experiment tiny_gr1_distill] [--teacher_experiment tiny_gr1]
+        [--student_override KEY=VALUE ...]
 
 Defaults: the tiny jobs' latest checkpoints (`make train`, then
 `make train EXP=tiny_gr1_distill`); for the Predict2.5 pair pass
@@ -44,10 +45,10 @@ from framework.inference.metrics import latent_l2, video_metrics
 KEYS = ("psnr", "ssim", "latent_l2")
 
 
-def load(checkpoint: str | Path | None, experiment: str):
+def load(checkpoint: str | Path | None, experiment: str, overrides: list[str] = ()):
     # A file outside a job folder (an official or copied one) is read with `experiment`'s config.
     in_job = checkpoint and loading.job_dir_of_checkpoint(checkpoint) is not None
-    cfg, path = loading.resolve(None if in_job else experiment, [], checkpoint)
+    cfg, path = loading.resolve(None if in_job else experiment, list(overrides), checkpoint)
     return cfg, path, loading.build_model(cfg, path, device="cpu")
 
 
@@ -113,9 +114,10 @@ def measure(
     cache: bool = True,
     student_experiment: str = "tiny_gr1_distill",
     teacher_experiment: str = "tiny_gr1",
+    student_overrides: list[str] = (),
 ) -> dict:
     torch.manual_seed(0)
-    s_cfg, s_path, s_model = load(student, student_experiment)
+    s_cfg, s_path, s_model = load(student, student_experiment, student_overrides)
     t_cfg, t_path, t_model = load(teacher, teacher_experiment)
     items = heldout_of(build_dataset(t_cfg.data.dataset), num_items, t_model.expected_pixel_frames)
     # The teacher as the student was taught to imitate it: the distillation's guidance.
@@ -190,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_cache", action="store_true", help="skip the step-cache run")
     p.add_argument("--student_experiment", default="tiny_gr1_distill")
     p.add_argument("--teacher_experiment", default="tiny_gr1")
+    p.add_argument(
+        "--student_override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the student's config (its rows and undistilled_K), e.g. "
+        "model.objective.replace_gt_timesteps=true; repeatable",
+    )
     args = p.parse_args(argv)
     result = measure(
         args.student,
@@ -200,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         cache=not args.no_cache,
         student_experiment=args.student_experiment,
         teacher_experiment=args.teacher_experiment,
+        student_overrides=args.student_override,
     )
     print(table(result))
     if args.json:

@@ -58,14 +58,17 @@ class DistillWorldModel(WorldModel):
         self.teacher.requires_grad_(False).eval()
         self.fake_score = fake_score if fake_score is not None else copy.deepcopy(self.teacher)
         self.fake_score.requires_grad_(True)
-        # Parameters of the student and the critic that stay as the teacher's (fnmatch patterns
-        # of their names): Predict2.5 freezes the text projection `crossattn_proj` in both
-        # (upstream `disable_proj_grad`, on by default).
+        # Modules of the student and the critic that stay as the teacher's (fnmatch patterns of
+        # module names): Predict2.5 freezes the text projection `crossattn_proj` in both
+        # (upstream `disable_proj_grad`, on by default). Their output is detached, so no gradient
+        # reaches their weights (nor anything before them: meant for input projections). Their
+        # parameters keep requires_grad, because the trainer writes no frozen parameter into
+        # checkpoints (a LoRA base comes from load_path) and a student file must be complete.
         self.frozen = tuple(frozen)
         for part in (self.net, self.fake_score):
-            for name, p in part.named_parameters():
-                if any(fnmatch.fnmatchcase(name, pat) for pat in self.frozen):
-                    p.requires_grad_(False)
+            for name, module in part.named_modules():
+                if name and any(fnmatch.fnmatchcase(name, pat) for pat in self.frozen):
+                    module.register_forward_hook(_detached)
 
     # ---- training protocol ---------------------------------------------------------------
 
@@ -176,6 +179,10 @@ class DistillWorldModel(WorldModel):
                 f"the student is initialised from the teacher's weights, so model.net, "
                 f"model.teacher and model.fake_score need one architecture ({err})"
             ) from None
+
+
+def _detached(module: nn.Module, args: Any, output: Tensor) -> Tensor:
+    return output.detach()
 
 
 def _part(state_dict: Mapping[str, Tensor], head: str) -> dict[str, Tensor]:
