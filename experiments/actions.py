@@ -171,3 +171,18 @@ def tiny_lerobot_action():
 def tiny_lerobot_no_action():
     """CPU: tiny_lerobot_action's model without actions (the baseline of the PSNR gap)."""
     return _tiny(action=False)
+
+
+@experiment
+def tiny_lerobot_action_folder():
+    """CPU: tiny_lerobot_action's model on a LeRobot folder you name (v2.x or v3.0):
+    data.dataset.dataset_dir, data.dataset.camera, and model.net.action_dim = its action width."""
+    cfg = _tiny(action=True)
+    data = blocks.lerobot_dataset(
+        f"{blocks.DATASETS}/lerobot", num_frames=5, video_size=(24, 24), action_norm="min_max"
+    )
+    data.max_text_tokens, data.keep_in_memory = 1, True
+    cfg.data.dataset = data
+    cfg.model.text_encoder = None  # trained on zero text; held-out items carry zeros too
+    del cfg["eval"]  # no frozen set: the eval hook scores the folder's own held-out episodes
+    return cfg

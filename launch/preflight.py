@@ -47,18 +47,32 @@ def _model_paths(node, prefix: str = "model"):
                 yield from _model_paths(v, f"{prefix}.{k}")
 
 
+def _bridge_fetch(root: str, t5: bool) -> str:
+    """Download and lay out the IRASim archive; the instruction recipe also embeds the texts, the
+    action recipes read no instruction (`--skip_t5`)."""
+    layout = (
+        f"`python -m data_prep.bridge --archive {root}/bridge_train_data.tar.gz "
+        f"--dataset_path {root}{'' if t5 else ' --skip_t5'}`"
+    )
+    return f"make it with `wget -P {root} {BRIDGE_URL}` and {layout} (docs/data.md)"
+
+
 def _dataset_problems(ds: dict, exp: str) -> list[Missing]:
     target = str(ds.get("_target_", ""))
     root = ds.get("dataset_dir")
     if not root or target.rsplit(".", 1)[-1] in SELF_MADE:
         return []
     key, root_p = "data.dataset.dataset_dir", Path(root)
-    if target.endswith("BridgeDataset"):
-        fetch = (
-            f"make it with `wget -P {root} {BRIDGE_URL}` and `python -m data_prep.bridge "
-            f"--archive {root}/bridge_train_data.tar.gz --dataset_path {root}` (docs/data.md)"
-        )
+    if target.endswith(("BridgeDataset", "BridgeActionDataset")):
+        t5 = target.endswith("BridgeDataset") or ds.get("text") == "t5"
+        fetch = _bridge_fetch(root, t5)
         need = [root_p / "annotation" / "train", root_p / "videos" / "train"]
+    elif target.endswith("LeRobotDataset"):
+        fetch = (
+            f"put a LeRobot v2.x or v3.0 dataset there (meta/info.json, data/, videos/; "
+            f"docs/data.md, 'LeRobot'), then check it with python -m data_prep.validate {root}"
+        )
+        need = [root_p / "meta" / "info.json"]
     else:  # the GR1 layout
         if root.rstrip("/").endswith(GR1_DEFAULT):
             fetch = f"make it with `python -m data_prep.gr1 --download --dataset_path {root}`"
@@ -72,7 +86,10 @@ def _dataset_problems(ds: dict, exp: str) -> list[Missing]:
         return [Missing(key, root, fetch)]
     out = []
     for folder in need:
-        if not folder.is_dir() or not any(folder.iterdir()):
+        if folder.suffix == ".json":
+            if not folder.is_file():
+                out.append(Missing(key, f"{folder} (absent)", fetch))
+        elif not folder.is_dir() or not any(folder.iterdir()):
             if folder.name == "t5_xxl":
                 fix = f"write the caption embeddings with `python -m data_prep.t5_embed {root}`"
             else:
@@ -99,7 +116,9 @@ def missing_files(cfg: DictConfig, experiment: str) -> list[Missing]:
     self_made = str(ds.get("_target_", "")).rsplit(".", 1)[-1] in SELF_MADE
     text = tree["model"].get("text_encoder")
     if isinstance(text, str) and text and not self_made and not Path(text).exists():
-        found.append(Missing("model.text_encoder", text, download_hint(text), required=False))
+        # Data without stored embeddings (text="online") has the encoder embed every caption.
+        online = ds.get("text") == "online"
+        found.append(Missing("model.text_encoder", text, download_hint(text), required=online))
     found += _dataset_problems(ds, experiment)
     return found
 
