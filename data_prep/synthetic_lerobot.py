@@ -27,7 +27,9 @@ import numpy as np
 from data_prep.common import UserError, cli
 
 MARKER = "synthetic.json"
-RENDER_VERSION = 1  # bump when the episodes or the layout change: older folders are refused
+# Bump when the episodes or the layout change: older folders are refused. 2: modality.json marks
+# the actions relative (per-frame deltas), so a frame stride sums them.
+RENDER_VERSION = 2
 DEFAULTS = {
     "num_episodes": 24,
     "num_frames": 33,
@@ -75,6 +77,7 @@ def generate(path: str | Path, **params) -> Path:
         "synthetic_gripper",
         names=names,
         splits=splits,
+        absolute_actions=False,  # state t+1 - state t
     )
     tasks_in_order = list(dict.fromkeys(e.task for e in episodes))  # task_index order
     texts = [caption(c, t) for c, t, _ in tasks()]

@@ -217,16 +217,15 @@ def test_min_max_normalization_and_stored_statistics(tmp_path):
     )
 
 
-def test_gr00t_demo_shaped_v20(tmp_path):
-    """The GR00T demo's quirks (spec §4.2): no codebase_version, float64 list<double> vectors,
-    timestamps from 1/fps, no frame_index, `video_info`, the instruction in
-    annotation.human.action.task_description, a "valid" task."""
-    root = tmp_path / "gr00t"
-    n, fps = 10, 20
+def gr00t_folder(root: Path, n: int = 10, fps: int = 20, video_frames: int | None = None):
+    """A GR00T-demo-shaped v2.0 folder (spec §4.2): no codebase_version, float64 list<double>
+    vectors, timestamps from 1/fps (row r is video frame r + 1), no frame_index, `video_info`,
+    the instruction in annotation.human.action.task_description, a "valid" task. Returns the
+    actions [n, 2] (= the state)."""
     (root / "videos/chunk-000/observation.images.ego_view").mkdir(parents=True)
     write_video(
         root / "videos/chunk-000/observation.images.ego_view/episode_000000.mp4",
-        grey(0, n + 1),
+        grey(0, video_frames or n + 1),
         fps=fps,
     )
     actions = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
@@ -255,7 +254,7 @@ def test_gr00t_demo_shaped_v20(tmp_path):
             "observation.images.ego_view": {
                 "dtype": "video",
                 "shape": [32, 40, 3],
-                "video_info": {"video.fps": 20.0},
+                "video_info": {"video.fps": float(fps)},
             },
             "observation.state": {"dtype": "float64", "shape": [2]},
             "action": {"dtype": "float64", "shape": [2]},
@@ -270,6 +269,13 @@ def test_gr00t_demo_shaped_v20(tmp_path):
     (root / "meta/tasks.jsonl").write_text(
         '{"task_index": 0, "task": "valid"}\n{"task_index": 1, "task": "pick the pear"}\n'
     )
+    return actions
+
+
+def test_gr00t_demo_shaped_v20(tmp_path):
+    """The GR00T demo's quirks read as GR00T reads them (gr00t_folder)."""
+    root = tmp_path / "gr00t"
+    actions = gr00t_folder(root)
     ds = LeRobotDataset(
         root, camera="ego_view", num_frames=4, video_size=(16, 20), action_norm="none"
     )

@@ -62,3 +62,21 @@ def test_reads_back_with_actions_text_and_both_cameras(root):
     assert info["features"]["action"]["names"] == ["dy", "dx", "dopening"]
     with pytest.raises(FileExistsError, match="not .*num_frames"):
         ensure_synthetic_lerobot(root, num_episodes=3, num_frames=11, size=32, version="v3.0")
+
+
+def test_strided_actions_are_the_state_change_between_clip_frames(root):
+    """The set's actions are per-frame deltas (modality.json says relative): with a frame stride
+    the reader sums a transition's rows, so each action is exactly the gripper's move from one
+    clip frame to the next, what the video shows; subsampling them would not be."""
+    kw = dict(num_episodes=3, source_frames=9, size=32, version="v3.0", num_frames=4)
+    kw |= dict(video_size=(32, 32), frame_stride=2, action_norm="none")
+    ds = synthetic_lerobot_dataset(root, **kw, state_key="observation.state")
+    assert len(ds) == 3 * 3
+    for i in range(len(ds)):
+        s = ds[i]
+        moves = np.diff(s["state"].numpy(), axis=0)
+        np.testing.assert_allclose(s["actions"].numpy(), moves, atol=1e-6)
+    sub = synthetic_lerobot_dataset(
+        root, **kw, state_key="observation.state", action_kind="absolute"
+    )
+    assert not np.allclose(sub[1]["actions"].numpy(), np.diff(sub[1]["state"].numpy(), axis=0))

@@ -4,8 +4,9 @@ one camera's frames, the episode's task text and the per-transition actions.
 Metadata and parquet rows: framework/data/lerobot_meta.py (pyarrow, no `lerobot` package). Frames:
 the camera's mp4 through PyAV (framework/data/video.py; AV1 needs FFmpeg's libdav1d, which PyAV's
 wheels bundle). A row's frame is the video frame at `from_timestamp + timestamp` (v3 episodes share
-an mp4; LeRobot and GR00T fetch frames by the parquet timestamps), so a GR00T file whose
-timestamps start at 1/fps reads one frame later, as GR00T does.
+an mp4; LeRobot and GR00T fetch frames by the parquet timestamps), i.e. frame
+round((from_timestamp + timestamp) * fps); a GR00T file whose timestamps start at 1/fps reads one
+frame later, as GR00T does, in training windows and held-out items alike.
 
 Samples are every window of `num_frames` frames (`frame_stride` apart) at every start of every
 episode, in (episode, start) order: the Bridge datasets' index (framework/data/bridge.py): uniform
@@ -30,6 +31,7 @@ from framework.data.video import VideoError, probe_video
 
 logger = logging.getLogger(__name__)
 TEXT_MODES = ("none", "t5")
+ACTION_KINDS = ("auto", "absolute", "delta")
 
 
 def task_embedding_path(root: str | Path, task_index: int) -> Path:
@@ -52,16 +54,22 @@ class LeRobotDataset(ClipDataset):
     Actions, the upstream convention (one action per frame transition): clip frames f_0..f_{T-1}
     are parquet rows r_k = r_0 + k * frame_stride, and actions[k] is the `action_key` row r_k, the
     command issued at frame f_k that leads to f_{k+1} (LeRobot's and GR00T's per-frame action),
-    for k = 0..T-2. With frame_stride > 1 the rows in between are skipped, not summed. The last
-    frame's own action is not part of the sample. The Cosmos action nets consume exactly T-1
-    actions for T frames (13 frames, 12 actions; Predict2.5 §6.2).
+    for k = 0..T-2. The last frame's own action is not part of the sample. The Cosmos action nets
+    consume exactly T-1 actions for T frames (13 frames, 12 actions; Predict2.5 §6.2).
+    With frame_stride s > 1 a transition spans the rows r_k .. r_k + s - 1: an absolute
+    dimension (a target pose or joint position, GR00T's default) takes row r_k, a relative one
+    (a per-frame delta) the sum of those s rows, the motion from f_k to f_{k+1}. `action_kind`:
+    "auto" reads which dimensions are relative from meta/modality.json (`"absolute": false`,
+    lerobot_format.md §4.1; without the file every dimension is absolute), "absolute" or "delta"
+    set all of them.
 
     Normalization, per dimension (`action_norm`, framework/data/action_norm.py): "min_max" into
     [-1, 1] (default: GR00T's mode for every embodiment), "q01_q99", "mean_std" or "none"; `state`
     uses the same mode. Statistics are meta/stats.json's entry for the key (what LeRobot and GR00T
     ship); when it lacks the entry (or the mode's fields) they are computed once over every row of
-    the dataset and written into meta/stats.json, as GR00T does. `action_normalization` describes
-    the mode and numbers, for inference.
+    the dataset and written into meta/stats.json, as GR00T does. They describe single rows: summed
+    deltas (frame_stride > 1) are normalized with them after summing, so they may leave [-1, 1].
+    `action_normalization` describes the mode and numbers, for inference.
     """
 
     unit = "episodes"
@@ -76,6 +84,7 @@ class LeRobotDataset(ClipDataset):
         action_key: str | None = "action",
         state_key: str | None = None,
         action_norm: str = "min_max",
+        action_kind: str = "auto",
         split: str | None = None,
         text: str = "none",
         fps: float | None = None,
@@ -90,6 +99,8 @@ class LeRobotDataset(ClipDataset):
     ) -> None:
         if text not in TEXT_MODES:
             raise ValueError(f"text {text!r} is unknown; use one of {TEXT_MODES}")
+        if action_kind not in ACTION_KINDS:
+            raise ValueError(f"action_kind {action_kind!r} is unknown; use one of {ACTION_KINDS}")
         super().__init__(
             dataset_dir,
             num_frames,
@@ -109,6 +120,10 @@ class LeRobotDataset(ClipDataset):
         self.action_key, self.state_key, self.split, self.text = action_key, state_key, split, text
         self.action_dim = self.meta.vector_dim(action_key) if action_key else 0
         self.state_dim = self.meta.vector_dim(state_key) if state_key else 0
+        if not action_key or action_kind == "auto":
+            self._delta = self.meta.delta_dims(action_key) if action_key else np.zeros(0, bool)
+        else:
+            self._delta = np.full(self.action_dim, action_kind == "delta")
         self.norm_mode = action_norm
         ActionNorm(action_norm, {k: [0.0] for k in NEEDS.get(action_norm, ())})  # mode check
         self.fps = float(fps) if fps else self.meta.fps
@@ -177,15 +192,41 @@ class LeRobotDataset(ClipDataset):
         return samples, skipped
 
     def _read_rows(self, episodes, columns: list[str]) -> dict[int, dict[str, np.ndarray]]:
+        """Rows per episode: the state normalized, the actions raw [N, D] (a stride's deltas
+        are summed before normalizing; `transitions`)."""
         rows = self.meta.read_rows(episodes, columns)
-        for r in rows.values():  # DreamGen writes the task as a one-element list
-            r[self.task_column] = r[self.task_column].reshape(len(r[self.task_column]), -1)[:, 0]
-        for key in (self.action_key, self.state_key):
-            if key:
-                norm = self.normalizer(key)
-                for r in rows.values():
-                    r[key] = norm(r[key].reshape(len(r[key]), -1))
+        for r in rows.values():
+            if self.task_column in r:  # DreamGen writes the task as a one-element list
+                r[self.task_column] = r[self.task_column].reshape(len(r[self.task_column]), -1)[
+                    :, 0
+                ]
+            if self.action_key in r:
+                r[self.action_key] = r[self.action_key].reshape(len(r[self.action_key]), -1)
+            if self.state_key in r:
+                norm = self.normalizer(self.state_key)
+                r[self.state_key] = norm(r[self.state_key].reshape(len(r[self.state_key]), -1))
         return rows
+
+    def transitions(self, raw: np.ndarray, row: int, count: int) -> np.ndarray:
+        """float32 [count, D]: the normalized actions of `count` clip transitions from `row` of
+        an episode's raw action rows (class docstring: absolute dimensions take the first row
+        of each transition, relative ones the sum of its frame_stride rows)."""
+        s = self.frame_stride
+        picked = np.asarray(raw[row : row + count * s : s], dtype=np.float64)
+        if len(picked) < count:
+            raise ValueError(f"{len(picked)} actions from row {row}, fewer than {count}")
+        if s > 1 and self._delta.any():
+            block = np.asarray(raw[row : row + count * s], dtype=np.float64)
+            if len(block) < count * s:
+                raise ValueError(f"{len(block)} action rows from row {row}, fewer than {count * s}")
+            summed = block.reshape(count, s, -1).sum(1)
+            picked[:, self._delta] = summed[:, self._delta]
+        return self.normalizer(self.action_key)(picked)
+
+    def frame_of(self, from_s: float, timestamp: float) -> int:
+        """The video frame of a row: LeRobot decodes the frame at from_timestamp + timestamp
+        (lerobot_format.md §3.4); frames sit at i / fps."""
+        return round((float(from_s) + float(timestamp)) * self.meta.fps)
 
     def _problem(self, ep, check: str) -> tuple[str, dict]:
         rows = self._rows.get(ep.index)
@@ -198,8 +239,7 @@ class LeRobotDataset(ClipDataset):
         video, from_s = ep.videos[self.camera]
         if not video.is_file():
             return "missing video", {}
-        first = round(from_s * self.meta.fps)
-        last = first + round(float(rows["timestamp"][length - 1]) * self.meta.fps)
+        last = self.frame_of(from_s, rows["timestamp"][length - 1])
         if check != "exists":
             try:
                 have = probe_video(video).num_frames
@@ -209,7 +249,7 @@ class LeRobotDataset(ClipDataset):
                 length -= last - have + 1  # frames the video lacks
                 if length < self.span:
                     return f"video shorter than its rows ({have} frames)", {}
-        info = {"first_frame": first, "frames": length, "windows": length - self.span + 1}
+        info = {"from_s": from_s, "frames": length, "windows": length - self.span + 1}
         return "", info
 
     def _counts_as_bad(self, reason: str) -> bool:
@@ -238,7 +278,7 @@ class LeRobotDataset(ClipDataset):
     def _load(self, index: int) -> dict[str, Any]:
         episode, row = self.window(index)
         entry, rows = self.samples[self._unit(index)], self._rows[episode]
-        start = entry["first_frame"] + round(float(rows["timestamp"][row]) * self.meta.fps)
+        start = self.frame_of(entry["from_s"], rows["timestamp"][row])
         video, _ = self._clip(entry["video"], lambda n: start)
         task = int(rows[self.task_column][row])
         sample = {
@@ -248,7 +288,7 @@ class LeRobotDataset(ClipDataset):
         }
         stride, t = self.frame_stride, self.num_frames
         if self.action_key:
-            acts = rows[self.action_key][row : row + (t - 1) * stride : stride]
+            acts = self.transitions(rows[self.action_key], row, t - 1)
             sample["actions"] = torch.from_numpy(np.ascontiguousarray(acts))
         if self.state_key:
             state = rows[self.state_key][row : row + self.span : stride]
@@ -271,8 +311,18 @@ class LeRobotDataset(ClipDataset):
 
         def load(ep) -> HeldOutItem:
             video, from_s = ep.videos[self.camera]
-            frames = self._episode_frames(video, from_s, num_frames)
-            conditions = self._heldout_actions(ep) if self.action_key else {}
+            rows = self._read_rows(
+                [ep], ["timestamp", *([self.action_key] * bool(self.action_key))]
+            )
+            if ep.index not in rows or not len(rows[ep.index]["timestamp"]):
+                raise ValueError(f"episode {ep.index} has no readable rows")
+            # Row 0's frame, as training windows find theirs (GR00T's files start at 1/fps).
+            first = self.frame_of(from_s, rows[ep.index]["timestamp"][0])
+            frames = self._episode_frames(video, first, num_frames)
+            conditions = {}
+            if self.action_key:
+                acts = self.episode_actions(ep.index, self.num_frames - 1, rows[ep.index])
+                conditions = {"actions": torch.from_numpy(acts)[None]}
             task = ep.tasks[0] if ep.tasks else ""
             index = {t: i for i, t in self.meta.tasks.items()}.get(task, -1)
             emb = self._text(index) if index >= 0 else np.zeros((0, self.text_dim), np.float32)
@@ -289,21 +339,33 @@ class LeRobotDataset(ClipDataset):
 
         return load_items(episodes, num_items, load, f"{self.dataset_dir} ({held or 'all'})")
 
-    def _heldout_actions(self, ep) -> dict[str, torch.Tensor]:
-        """{"actions": [1, num_frames - 1, D]}: the normalized actions of the episode's first
-        training-length window (what an action-conditioned model generates from its first
-        frame), strided as in training."""
-        rows = self._read_rows([ep], [self.task_column, self.action_key])[ep.index]
-        acts = rows[self.action_key][
-            : (self.num_frames - 1) * self.frame_stride : self.frame_stride
-        ]
-        if len(acts) < self.num_frames - 1:
-            raise ValueError(f"episode {ep.index} has {len(acts)} actions, fewer than a window's")
-        return {"actions": torch.from_numpy(np.ascontiguousarray(acts, np.float32))[None]}
+    def episode_actions(
+        self, episode: int, count: int | None = None, rows: dict | None = None
+    ) -> np.ndarray:
+        """float32 [count, D]: the normalized actions of episode `episode` from its first row,
+        one per transition at this dataset's frame_stride, as a training window starting there
+        gets them (held-out items; generation from a LeRobot episode). `count` defaults to
+        every whole transition the episode holds; ValueError when it holds fewer."""
+        if rows is None:
+            ep = next((e for e in self.meta.episodes if e.index == episode), None)
+            if ep is None:
+                raise ValueError(f"{self.dataset_dir} has no episode {episode}")
+            rows = self._read_rows([ep], [self.action_key]).get(episode)
+            if rows is None:
+                raise ValueError(f"episode {episode}'s rows are missing or unreadable")
+        raw = rows[self.action_key]
+        whole = (len(raw) - 1) // self.frame_stride  # transitions between frames it has
+        count = whole if count is None else count
+        if count > whole or count < 1:
+            raise ValueError(
+                f"episode {episode} has {len(raw)} rows: {whole} transitions at frame_stride "
+                f"{self.frame_stride}, fewer than the {count} needed"
+            )
+        return np.ascontiguousarray(self.transitions(raw, 0, count), dtype=np.float32)
 
-    def _episode_frames(self, video: Path, from_s: float, num_frames: int) -> torch.Tensor:
+    def _episode_frames(self, video: Path, first: int, num_frames: int) -> torch.Tensor:
         from framework.data.video import ClipReader
 
         with ClipReader(video, self.video_size, self.resize_mode, self.decode_threads) as r:
-            frames = r.read(round(from_s * self.meta.fps), num_frames, self.frame_stride)
+            frames = r.read(first, num_frames, self.frame_stride)
         return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].contiguous()

@@ -247,8 +247,25 @@ class LeRobotMeta:
                 out[ep.index] = {c: v[rows] for c, v in data.items()}
         return out
 
-    # ---- statistics ---------------------------------------------------------------------------
+    # ---- statistics and GR00T's modality table ------------------------------------------------
     def stats(self) -> dict[str, dict]:
         """meta/stats.json ({} when absent)."""
         path = self.root / "meta" / "stats.json"
         return _read_json(path) if path.is_file() else {}
+
+    def modality(self) -> dict[str, dict]:
+        """GR00T's meta/modality.json ({} when absent; lerobot_format.md §4.1)."""
+        path = self.root / "meta" / "modality.json"
+        return _read_json(path) if path.is_file() else {}
+
+    def delta_dims(self, key: str) -> np.ndarray:
+        """Per dimension of vector feature `key`, whether modality.json marks it relative
+        (`"absolute": false` on an `action.<name>` / `state.<name>` slice whose `original_key`,
+        default "action" / "observation.state", is `key`). GR00T's default is absolute, and so
+        is every dimension of a dataset without modality.json."""
+        dims = np.zeros(self.vector_dim(key), dtype=bool)
+        for group, default in (("action", "action"), ("state", "observation.state")):
+            for entry in (self.modality().get(group) or {}).values():
+                if entry.get("original_key", default) == key and entry.get("absolute") is False:
+                    dims[int(entry["start"]) : int(entry["end"])] = True
+        return dims

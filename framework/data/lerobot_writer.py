@@ -220,13 +220,16 @@ def _features(plan: _Plan, fps: float, codec: str, names: dict[str, list[str] | 
     return features
 
 
-def _modality(plan: _Plan) -> dict:
-    """GR00T's meta/modality.json for one state and one action vector (lerobot_format.md §4.1)."""
+def _modality(plan: _Plan, absolute_actions: bool = True) -> dict:
+    """GR00T's meta/modality.json for one state and one action vector (lerobot_format.md §4.1);
+    relative (per-frame delta) actions are marked `"absolute": false`, GR00T's flag."""
     cols = plan.columns[0]
     out: dict[str, Any] = {}
     for group, key in (("state", "observation.state"), ("action", "action")):
         if key in cols:
             out[group] = {group: {"start": 0, "end": int(cols[key].shape[1])}}
+    if "action" in out and not absolute_actions:
+        out["action"]["action"]["absolute"] = False
     out["video"] = {cam: {"original_key": CAMERA_PREFIX + cam} for cam in plan.cameras}
     out["annotation"] = {GR00T_TASK_COLUMN.removeprefix("annotation."): {}}
     return out
@@ -244,11 +247,14 @@ def write_lerobot(
     crf: int | None = None,
     gop: int = 2,
     splits: dict[str, str] | None = None,
+    absolute_actions: bool = True,
 ) -> Path:
     """Write `episodes` as a LeRobot `version` ("v2.1" or "v3.0") dataset at `root`, which must
     not exist or be empty; built in a hidden folder beside it and renamed into place. `names`:
     per-dimension names of "action" / "observation.state" (default motor_i). `splits`: info.json's
-    episode ranges ({"train": "0:40", "val": "40:44"}; default every episode in "train")."""
+    episode ranges ({"train": "0:40", "val": "40:44"}; default every episode in "train").
+    `absolute_actions=False`: the actions are per-frame deltas (modality.json says so; a reader
+    with a frame stride sums them)."""
     if version not in ("v2.1", "v3.0") or codec not in CODECS:
         raise ValueError(f"version {version!r} / codec {codec!r}: use v2.1|v3.0 and {list(CODECS)}")
     root = Path(root)
@@ -286,7 +292,7 @@ def write_lerobot(
             info["data_files_size_in_mb"], info["video_files_size_in_mb"] = 100, 200
         _json(staging / "meta" / "info.json", info)
         _json(staging / "meta" / "stats.json", plan.global_stats())
-        _json(staging / "meta" / "modality.json", _modality(plan))
+        _json(staging / "meta" / "modality.json", _modality(plan, absolute_actions))
         if root.exists():
             root.rmdir()
         root.parent.mkdir(parents=True, exist_ok=True)

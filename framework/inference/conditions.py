@@ -9,7 +9,8 @@ action per frame transition. SOURCE is
   its actions from frame 0 as the action recipes compute them (x20, upstream's inference too);
 - `DATASET_DIR:EPISODE` for a LeRobot folder: that episode's actions from its first row,
   normalized with the dataset's stored statistics in the training config's mode
-  (`data.dataset.action_norm`, `action_key`, `frame_stride`; defaults min_max, "action", 1).
+  (`data.dataset.action_norm`, `action_key`, `frame_stride`, `action_kind`; defaults min_max,
+  "action", 1, auto).
 The clip the model generates needs `pixel_frames(state_t) - 1` actions (one chunk); longer
 sources are rolled out chunk by chunk (framework/inference/rollout.py), shorter ones fail naming
 both numbers.
@@ -93,13 +94,16 @@ def _lerobot_actions(root: Path, episode: int, dataset: Mapping[str, Any]) -> Te
     key = dataset.get("action_key") or "action"
     mode = dataset.get("action_norm") or "min_max"
     stride = int(dataset.get("frame_stride") or 1)
-    ds = LeRobotDataset(root, action_key=key, action_norm=mode)
+    kind = dataset.get("action_kind") or "auto"
+    ds = LeRobotDataset(
+        root, action_key=key, action_norm=mode, frame_stride=stride, action_kind=kind
+    )
     episodes = {ep.index: ep for ep in ds.meta.episodes}
     if episode not in episodes:
         raise ConfigError(
             f"{root} has no episode {episode} (it has {len(episodes)}, from "
             f"{min(episodes, default=0)}); pass DATASET_DIR:EPISODE with one of them."
         )
-    rows = ds.meta.read_rows([episodes[episode]], [key])[episode][key]
-    acts = ds.normalizer(key)(rows.reshape(len(rows), -1))[::stride]
+    # As training windows get them: relative dimensions summed over a stride's rows.
+    acts = ds.episode_actions(episode)
     return _checked(np.asarray(acts, dtype=np.float32), f"of {root} episode {episode}")
