@@ -47,6 +47,16 @@ def _model_paths(node, prefix: str = "model"):
                 yield from _model_paths(v, f"{prefix}.{k}")
 
 
+def _text_encoder_path(text) -> str | None:
+    """The folder a text encoder reads: a path string, or a node's `path_or_hub_id` when it is
+    a path (a bare hub id "org/name" is looked up in the default folder on first use)."""
+    if isinstance(text, dict):
+        text = text.get("path_or_hub_id")
+        if isinstance(text, str) and not Path(text).is_absolute() and text.count("/") < 2:
+            return None
+    return text if isinstance(text, str) and text else None
+
+
 def _bridge_fetch(root: str, t5: bool) -> str:
     """Download and lay out the IRASim archive; the instruction recipe also embeds the texts, the
     action recipes read no instruction (`--skip_t5`)."""
@@ -114,10 +124,11 @@ def missing_files(cfg: DictConfig, experiment: str) -> list[Missing]:
             found.append(Missing(key, path, download_hint(path)))
     ds = tree["data"].get("dataset") or {}
     self_made = str(ds.get("_target_", "")).rsplit(".", 1)[-1] in SELF_MADE
-    text = tree["model"].get("text_encoder")
-    if isinstance(text, str) and text and not self_made and not Path(text).exists():
-        # Data without stored embeddings (text="online") has the encoder embed every caption.
-        online = ds.get("text") == "online"
+    text = _text_encoder_path(tree["model"].get("text_encoder"))
+    if text and not self_made and not Path(text).exists():
+        # Training runs the encoder when the data stores no embeddings (text="online") or the
+        # model encodes the empty prompt (Predict2.5's action recipe: Reason1 on "").
+        online = ds.get("text") == "online" or tree["model"].get("empty_prompt") == "encode"
         found.append(Missing("model.text_encoder", text, download_hint(text), required=online))
     found += _dataset_problems(ds, experiment)
     return found
