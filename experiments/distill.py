@@ -122,7 +122,7 @@ def tiny_predict2_5_gr1_distill():
     # The teacher trained with given frames at the noisy frames' time (2.5's
     # conditional_frame_timestep -1); upstream's 2B distillation feeds them sigma 1e-4 instead,
     # a time this small teacher never saw next to noisy frames: its weights under the student's
-    # sampler score 18.7 dB against the truth with that, 26.9 dB without (docs/distillation.md).
+    # sampler score 18.6 dB against the truth with that, 26.8 dB without (docs/performance.md).
     # Upstream's shift 5 stays (1.35, the Predict2 tiny student's value, scores 26.5 dB).
     cfg.model.objective.replace_gt_timesteps = False
     cfg.optim = distill_optim(lr=2e-5, critic_lr_scale=1.0, weight_decay=0.0)
