@@ -9,6 +9,19 @@ Weights: Predict2.5 starts from the 2B pre-trained file (`hf download nvidia/Cos
 Predict2 from its released action-conditioned file (`hf download
 nvidia/Cosmos-Predict2-2B-Sample-Action-Conditioned --local-dir
 checkpoints/nvidia/Cosmos-Predict2-2B-Sample-Action-Conditioned`). Values: §6.1-§6.6.
+
+Generation defaults (the sampler node's, framework/inference/settings.py): 35 steps and guidance
+0, as upstream generates from these models. Predict2.5: the documented benchmark command of
+cosmos-transfer2.5's `_src/predict2/action/inference/inference.py` (L20-26 at 2ff49d0) passes
+`--guidance 0` (its argparse default, L67, is 7), and its teacher path calls
+`generate_samples_from_batch` without `num_steps` (35, `text2world_model_rectified_flow.py`
+L501). Predict2: `documentations/post-training_video2world_action.md` (L85-95 at 661da47) runs
+`examples/video2world_action.py --guidance 0`, whose pipeline samples `num_sampling_step` 35
+with `negative_prompt` "" (`pipelines/video2world_action.py` L229-232). Neither passes a negative
+prompt (2.5: `inference_pipeline.py` L289-295, `use_neg_prompt=False`), and in 2.5 the
+unconditional branch then gets the same empty text, actions and frames as the conditional one
+(`_src/predict2/conditioner.py` L531-555; the action conditioner's `edit_for_inference`
+L126-139), so guidance changes nothing there: guidance 0 gives that video in half the net calls.
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ def predict2_5_bridge_action_256x320():
     """Predict2.5 2B action-conditioned on Bridge: 13 frames at 256x320, 12 actions 4 per latent
     frame, no instruction (Reason1 embeds the empty caption); 8 per GPU, FSDP 8."""
     import framework.models.cosmos2_5.action  # noqa: F401  (registers the family)
+    from framework.models.cosmos2_5.family import NEGATIVE_PROMPT
 
     vae = L("framework.models.tokenizers.WanVAETokenizer")(
         path=predict2_5_checkpoint("tokenizer.pth")
@@ -58,6 +72,9 @@ def predict2_5_bridge_action_256x320():
     )
     # Upstream embeds the empty caption with Reason1 in training and at generation (§2.4, §6.5).
     model.empty_prompt = "encode"
+    # Generation as upstream's action inference: 35 steps, guidance 0; the negative prompt is
+    # its CLI's (upstream's 2.5 one), used only with --guidance > 0.
+    model.sampler.update(guidance=0.0, negative_prompt=NEGATIVE_PROMPT)
     model.fps = 4.0
     model.objective.conditional_frames_probs = [0.0, 1.0]  # exactly one given latent frame
     data = L("framework.data.bridge_actions.BridgeActionDataset")(
@@ -91,6 +108,9 @@ def predict2_bridge_action_480x640():
     )
     model.fps = 4.0
     model.objective.min_num_conditional_frames = model.objective.max_num_conditional_frames = 1
+    # Generation as upstream's: 35 steps, guidance 0, no negative prompt ("": zeros, as its
+    # positive; the pipeline's default), `ACTION_GENERATION` in the module docstring.
+    model.sampler.update(guidance=0.0, negative_prompt="")
     data = blocks.bridge_action_dataset(num_frames=13, video_size=(480, 640))
     data.text = "none"  # zero T5 embeddings: upstream gives this net no instruction
     cfg = blocks.base(
@@ -137,6 +157,7 @@ def _tiny(action: bool):
     model.max_text_tokens, model.fps = 1, 16.0
     model.objective.conditional_frames_probs = [0.0, 1.0]  # generation gives one frame
     model.objective.text_dropout = 0.0  # scored unguided
+    model.sampler.guidance = 0.0  # as the Bridge action recipes (and no caption dropout)
     cfg.model = model
     cfg.data.dataset = L("data_prep.synthetic_lerobot.synthetic_lerobot_dataset")(
         dataset_dir=SYNTHETIC_LEROBOT,

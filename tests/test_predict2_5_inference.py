@@ -13,7 +13,7 @@ from experiments import blocks
 from experiments.predict2_5 import predict2_5_model, predict2_5_net
 from framework.config import L, get, load_all
 from framework.inference import best_of_n as bon
-from framework.inference import loading, media, prompts
+from framework.inference import media, prompts
 from framework.inference import video2world as v2w
 from framework.models.cosmos2_5.family import NEGATIVE_PROMPT
 from tests.test_best_of_n import SeedCritic  # noqa: F401  (named by --critic below)
@@ -66,7 +66,7 @@ def test_defaults_come_from_the_family():
         args, _ = v2w.parse_args([])
         v2w.fill_sampler_defaults(args, cfg)
         assert (args.negative_prompt, args.num_steps) == (negative, 35), name
-        assert loading.guidance_for(cfg, args.guidance) == 7.0
+        assert args.guidance == 7.0
     args, _ = v2w.parse_args(["--negative_prompt", "", "--num_steps", "4"])
     v2w.fill_sampler_defaults(args, get("predict2_5_groot_gr1_480"))
     assert (args.negative_prompt, args.num_steps) == ("", 4)

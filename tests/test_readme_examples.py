@@ -11,7 +11,7 @@ import pytest
 
 from framework.config import apply_overrides, get, load_all
 from framework.config.registry import entries
-from framework.inference.loading import guidance_for
+from framework.inference.settings import guidance_for
 from framework.trainer.validate import validate
 from launch import train
 

@@ -4,7 +4,10 @@
 (RES "2ab"): Karras sigmas, an Euler first step, then a 2nd-order multistep exponential integrator
 in lambda = -log(sigma) (DPM-Solver++(2M)-like), a last denoise at sigma_min.
 `EulerEDMSampler` is Predict1's inference pipeline (docs/upstream/cosmos_predict1.md §3.8): Karras
-sigmas down to 0.0002, first-order Euler, a last step to sigma 0."""
+sigmas down to 0.0002, first-order Euler, a last step to sigma 0.
+
+Every sampler node also carries the generation commands' defaults (`GenerationDefaults`), so a
+recipe sets them where it sets its sampler."""
 
 from __future__ import annotations
 
@@ -89,8 +92,22 @@ def sample(
     return x0_fn(x.float(), sigmas[-1]).float()
 
 
+@dataclass(kw_only=True)  # keyword-only: a sampler's own fields keep their positions
+class GenerationDefaults:
+    """The defaults that video2world, its batch JSON and best-of-N take from the model's sampler
+    node for the options not given on the command line (framework/inference/settings.py); the
+    sampler itself reads neither. `guidance`: None leaves the commands' rule (7, upstream's,
+    or 0 for a model trained without caption dropout); a recipe whose upstream generates
+    differently sets it (the action recipes: 0). `negative_prompt`: None leaves the commands'
+    own list (framework/inference/prompts.py); "" is the all-zero no-text embedding. The steps
+    are the sampler's own `num_steps`."""
+
+    guidance: float | None = None
+    negative_prompt: str | None = None
+
+
 @dataclass
-class MultistepSampler:
+class MultistepSampler(GenerationDefaults):
     """`sample` as a config node; `num_steps` may be overridden per call. `cache_threshold`:
     the First-Block-Cache threshold that generation uses with `--step_cache`
     (framework/diffusion/step_cache.py); the sampler itself does not read it."""
@@ -168,7 +185,7 @@ def euler_edm_sample(
 
 
 @dataclass
-class EulerEDMSampler:
+class EulerEDMSampler(GenerationDefaults):
     """Cosmos-Predict1's inference sampler (docs/upstream/cosmos_predict1.md §3.8): diffusers'
     `EDMEulerScheduler(sigma_max=80, sigma_min=0.0002, sigma_data=0.5)`, Karras rho 7, 35 steps,
     first-order Euler, final sigma 0. `num_steps` may be overridden per call.

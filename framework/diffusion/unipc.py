@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from framework.diffusion.samplers import initial_noise
+from framework.diffusion.samplers import GenerationDefaults, initial_noise
 
 # x0_fn(x [B,...] float32, s: float) -> x0 estimate, same shape.
 X0Fn = Callable[[Tensor, float], Tensor]
@@ -136,13 +136,12 @@ def unipc_sample(
 
 
 @dataclass
-class UniPCSampler:
+class UniPCSampler(GenerationDefaults):
     """Predict2.5's sampler as a config node (docs/upstream/cosmos_predict2_5.md §4): 35 steps on
     the shift-5 grid (the pre-trained 2B and its fine-tunes) or, with `karras`, on the grid of
     the post-trained 2B. Initial noise is numpy RandomState(seed) normal, unscaled. `num_steps`
-    may be overridden per call. `negative_prompt` is not used here: like `num_steps` it is a
-    default of the generation commands, kept on this node so that it comes from the model's
-    config (the family sets upstream's, §1.6); None leaves the commands' own."""
+    may be overridden per call. `guidance` and `negative_prompt` are defaults of the generation
+    commands (`GenerationDefaults`); the family sets upstream's negative prompt (§1.6)."""
 
     num_steps: int = 35
     shift: float = 5.0
@@ -151,7 +150,6 @@ class UniPCSampler:
     karras_sigma_min: float = 0.01
     rho: float = 7.0
     order: int = 2
-    negative_prompt: str | None = None
 
     def sigmas(self, num_steps: int | None = None) -> list[float]:
         return flow_sigmas(

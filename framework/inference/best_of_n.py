@@ -34,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from framework.config import ConfigError
 from framework.inference import critic as critics
-from framework.inference import html_report, loading, media
+from framework.inference import html_report, loading, media, settings
 from framework.inference import video2world as v2w
 from framework.inference.judge import Judge
 from framework.io import atomic_write, atomic_write_text
@@ -166,7 +166,7 @@ def candidate(save_dir: Path, item: v2w.Item, seed: int) -> Path:
 
 
 def generate_missing(
-    args: argparse.Namespace, cfg, checkpoint: Path, items: list[v2w.Item], s: v2w.Settings
+    args: argparse.Namespace, cfg, checkpoint: Path, items: list[v2w.Item], s: settings.Settings
 ) -> tuple[dict[str, str], int]:
     """Generate every candidate video that is not on disk yet; returns ({item output: reason}
     for items whose generation failed, number of videos written). The text encoder and the DiT
@@ -272,9 +272,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         modules=args.module,
         trust_config=args.trust_config,
     )
-    v2w.fill_sampler_defaults(args, cfg)
-    s = v2w.settings_of(args, cfg)
-    args.guidance = s.guidance  # summary.json records the guidance used, not "default"
+    settings.fill_sampler_defaults(args, cfg)  # summary.json records the values used
+    s = settings.settings_of(args, cfg)
     loading.warn_unguidable(cfg, s.guidance)
     items, rejected = plan(args, cfg)
     rank, world = v2w.rank_and_world()

@@ -111,18 +111,6 @@ def resolve(
     )
 
 
-def guidance_for(cfg: DictConfig, asked: float | None) -> float:
-    """The guidance a command uses: what was asked, else 7 (upstream's default), or 0 for a model
-    trained without caption dropout, which guidance would break (see `warn_unguidable`)."""
-    if asked is not None:
-        return float(asked)
-    sampler = cfg.model.get("sampler") or {}
-    if "guidance" in sampler:  # a distilled student's sampler: guidance is built in (0)
-        return float(sampler.guidance)
-    objective = cfg.model.get("objective") or {}
-    return 0.0 if float(objective.get("text_dropout", 0.2)) == 0 else 7.0
-
-
 def check_guidance(guidance: float | None) -> None:
     """A guidance weight must be a number: NaN or Inf turn every pixel into NaN (None: the
     command's default)."""

@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,24 +38,14 @@ from framework.inference.batch import (  # noqa: F401  (callers import them from
     read_batch,
 )
 from framework.inference.conditions import read_actions
+from framework.inference.settings import (  # noqa: F401  (callers import them from here)
+    Settings,
+    fill_sampler_defaults,
+    settings_of,
+)
 from framework.trainer.dist import env_ranks
 
 USER_ERROR, ITEM_FAILED = 2, 1
-
-
-@dataclass
-class Settings:
-    size: tuple[int, int]
-    fps: float
-    negative_prompt: str
-    prompt_prefix: str = ""
-    num_conditional_frames: int = 1
-    guidance: float = 7.0
-    num_steps: int = 35
-    seed: int = 0
-    empty_prompt: str = "zeros"  # the model's `empty_prompt`: what "" embeds to
-    chunk_size: int | None = None  # actions per chunk of a rollout (default: the model's clip)
-    num_chunks: int | None = None  # chunks rolled out (default: every whole one)
 
 
 def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
@@ -83,8 +72,8 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
         "--negative_prompt",
         default=None,
         help='negative prompt for guidance; "" means the all-zero (no text) embedding (default: '
-        "the model's sampler node's `negative_prompt`, upstream's for Predict2.5, else "
-        "worldtune's own list of artefacts)",
+        "the model's sampler node's `negative_prompt`, upstream's for Predict2.5, \"\" for "
+        "Predict2's action recipe, else worldtune's own list of artefacts)",
     )
     a(
         "--num_conditional_frames",
@@ -97,9 +86,10 @@ def build_parser(context_parallel: bool = False) -> argparse.ArgumentParser:
         "--guidance",
         type=float,
         default=None,
-        help="classifier-free guidance (default 7, upstream's; 0 for a model trained without "
-        "caption dropout, model.objective.text_dropout=0, such as tiny_gr1, and for a distilled "
-        "student, which has guidance built in: its sampler node's `guidance`)",
+        help="classifier-free guidance (default: the model's sampler node's `guidance`, 0 for "
+        "the action recipes as upstream and for a distilled student; else 7, upstream's, or 0 "
+        "for a model trained without caption dropout, model.objective.text_dropout=0, such as "
+        "tiny_gr1)",
     )
     a("--seed", type=int, default=0)
     a(
@@ -198,37 +188,6 @@ def gr00t_preset(args: argparse.Namespace) -> None:
     load_all(args.module)
     if resolve_name(args.experiment) == prompts.GR00T_EXPERIMENT:
         args.checkpoint = prompts.gr00t_checkpoint(args.gr00t_variant)
-
-
-def fill_sampler_defaults(args: argparse.Namespace, cfg) -> None:
-    """The generation defaults a model's config carries on its sampler node, for the options not
-    given: --num_steps (35 upstream; the count a distilled student was trained for) and
-    --negative_prompt (the family's: upstream's for Predict2.5; without one
-    `prompts.DEFAULT_NEGATIVE_PROMPT`). Guidance: `loading.guidance_for`."""
-    sampler = cfg.model.get("sampler") or {}
-    if args.num_steps is None:
-        args.num_steps = int(sampler.get("num_steps", 35))
-    if args.negative_prompt is None:
-        default = sampler.get("negative_prompt")
-        args.negative_prompt = prompts.DEFAULT_NEGATIVE_PROMPT if default is None else default
-
-
-def settings_of(args: argparse.Namespace, cfg) -> Settings:
-    """The generation settings of the command line and the model's config (after
-    `fill_sampler_defaults`); best-of-N uses the same."""
-    return Settings(
-        size=tuple(int(v) for v in cfg.data.dataset.video_size),
-        fps=16.0 if args.gr00t_variant else float(cfg.model.get("fps", 16.0)),
-        negative_prompt=args.negative_prompt,
-        prompt_prefix=args.prompt_prefix,
-        num_conditional_frames=args.num_conditional_frames,
-        guidance=loading.guidance_for(cfg, args.guidance),
-        num_steps=args.num_steps,
-        seed=args.seed,
-        empty_prompt=str(cfg.model.get("empty_prompt") or "zeros"),
-        chunk_size=args.chunk_size,
-        num_chunks=args.num_chunks,
-    )
 
 
 def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str]]]:
