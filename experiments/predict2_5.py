@@ -65,6 +65,10 @@ def predict2_5_groot_gr1_480():
     model.text_encoder = L("framework.models.text.reason1.Reason1TextEncoder")(
         path_or_hub_id=f"{blocks.CHECKPOINTS}/nvidia/Cosmos-Reason1-7B", max_length=512
     )
+    # An empty caption or prompt is Reason1's embedding of "", as upstream: it encodes every
+    # caption online, "" included, in training and generation alike; only caption dropout
+    # gives zeros (docs/training.md, "Empty captions").
+    model.empty_prompt = "encode"
     gr1 = blocks.gr1_dataset(num_frames=93, video_size=(432, 768), text_embeddings=False)
     data = blocks.loader(gr1, num_workers=4)
     cfg = blocks.base(model, data, "cosmos_predict_v2p5", "video2world")

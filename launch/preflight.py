@@ -126,9 +126,11 @@ def missing_files(cfg: DictConfig, experiment: str) -> list[Missing]:
     self_made = str(ds.get("_target_", "")).rsplit(".", 1)[-1] in SELF_MADE
     text = _text_encoder_path(tree["model"].get("text_encoder"))
     if text and not self_made and not Path(text).exists():
-        # Training runs the encoder when the data stores no embeddings (text="online") or the
-        # model encodes the empty prompt (Predict2.5's action recipe: Reason1 on "").
-        online = ds.get("text") == "online" or tree["model"].get("empty_prompt") == "encode"
+        # Training runs the encoder when the data gives captions without embeddings (text=
+        # "online", text_embeddings=False), empty ones included; precomputed embeddings
+        # (a `_precomputed` recipe's, even with model.empty_prompt=encode) need it only to
+        # generate.
+        online = ds.get("text") == "online" or ds.get("text_embeddings") is False
         found.append(Missing("model.text_encoder", text, download_hint(text), required=online))
     found += _dataset_problems(ds, experiment)
     return found

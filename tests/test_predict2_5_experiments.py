@@ -66,6 +66,36 @@ def test_groot_recipe_values():
     assert lora.sched.warm_up_steps == [2000]
 
 
+def test_groot_recipes_encode_the_empty_caption():
+    """Upstream 2.5 embeds "" with Reason1 like any caption, in training and generation
+    (docs/training.md, "Empty captions"); the tiny member trains on the synthetic captions."""
+    for name in (
+        "predict2_5_groot_gr1_480",
+        "predict2_5_groot_gr1_480_precomputed",
+        "predict2_5_groot_gr1_480_lora",
+        "predict2_5_groot_gr1_480_distill",
+    ):
+        assert get(name).model.empty_prompt == "encode", name
+    assert get("tiny_predict2_5_gr1").model.empty_prompt == "zeros"
+
+
+def test_check_needs_reason1_for_training_only_with_online_captions(tmp_path, monkeypatch, capsys):
+    """--check: the online GR1 recipe runs Reason1 every step; the precomputed one reads its
+    features from disk and needs Reason1 only to generate (encode or not)."""
+    from launch import train
+
+    monkeypatch.setenv("CHECKPOINTS", str(tmp_path / "ckpts"))
+    monkeypatch.setenv("DATASETS", str(tmp_path / "data"))
+    for name, online in (
+        ("predict2_5_groot_gr1_480", True),
+        ("predict2_5_groot_gr1_480_precomputed", False),
+    ):
+        assert train.main([name, "--check"]) == train.USER_ERROR
+        err = capsys.readouterr().err.splitlines()
+        text = next(x for x in err if x.strip().startswith("model.text_encoder"))
+        assert ("only generation needs it" in text) != online, (name, text)
+
+
 def test_released_parameter_count_on_meta():
     cfg = get("predict2_5_groot_gr1_480")
     with torch.device("meta"):
