@@ -1,6 +1,6 @@
 """Long action-conditioned rollouts, chunk by chunk, as upstream's action inference
-(cosmos-predict2.5 `_src/predict2/action/inference/inference.py:330-364`,
-docs/upstream/cosmos_predict2_5.md §6.5).
+(cosmos-transfer2.5 `cosmos_transfer2/_src/predict2/action/inference/inference.py` L340-364 at
+2ff49d0, the Predict2.5 action code it vendors; docs/upstream/cosmos_predict2_5.md §6.5).
 
 A model generates one clip of `pixel_frames(state_t)` frames from one given frame and the
 `pixel_frames(state_t) - 1` actions between them: that many actions are one chunk (12 for the
