@@ -3,6 +3,7 @@ First-Block-Cache against the 35-step CFG sampler, 2B at 480p, VAE decode includ
 
     python -m bench.bench_distill --compile --out distill.json      # one GPU
     python -m bench.bench_distill --smoke                           # CPU, tiny shapes
+    python -m bench.bench_distill --family predict2_5 --compile     # the Predict2.5 2B pair
 
 Random weights (no checkpoint can be downloaded here): speed does not depend on them. The
 adaLN gates, which a fresh net has at zero (every block the identity), get small random values so
@@ -14,6 +15,8 @@ Rows (seconds: median of --iters timed calls after a warm-up that also compiles)
             Wan VAE (random) encoding the given frame and decoding the video; saves the video
   student   the same net as a distilled student: FewStepSampler 4 steps, guidance 0 (one call
             per step); plus its VAE decode alone
+With `--family predict2_5` the net is the Predict2.5 2B (Reason1-sized text through its
+projection), the teacher's sampler UniPC and the student's FlowFewStepSampler.
   cache T   the teacher with First-Block-Cache at threshold T: seconds, speed-up over the
             teacher row, PSNR of its video against the teacher's, share of net calls computed
 """
@@ -37,15 +40,30 @@ import torch  # noqa: E402
 from bench.common import Shapes, env_info, peak_gib, reset_peak, sync, time_calls  # noqa: E402
 
 
-def build(shapes: Shapes, device: torch.device, compile: bool):
+def predict2_5_shapes(shapes: Shapes, smoke: bool) -> Shapes:
+    """The same sizes for the Predict2.5 net: its 2B config (smoke: shrunk as Shapes.smoke) and
+    Reason1-sized text (smoke: 64 features)."""
+    from dataclasses import replace
+
+    from framework.models.cosmos2_5.net import net_config
+
+    net = net_config("2B")
+    if smoke:
+        small = ("model_channels", "num_blocks", "num_heads", "crossattn_emb_channels")
+        net.update({k: shapes.net[k] for k in small}, crossattn_proj_in_channels=64)
+    return replace(shapes, net=net, text_dim=net["crossattn_proj_in_channels"])
+
+
+def build(shapes: Shapes, device: torch.device, compile: bool, family: str = "cosmos2"):
     """(tokenizer, net) placed for generation as framework/inference/loading.py does."""
     from framework.models.cosmos2.net import MiniTrainDiT
+    from framework.models.cosmos2_5.net import Predict25DiT
     from framework.models.tokenizers import WanVAETokenizer
 
     torch.manual_seed(5)
     with torch.device(device):
         tok = WanVAETokenizer(path=None, config=dict(shapes.vae))
-        net = MiniTrainDiT(**shapes.net)
+        net = (Predict25DiT if family == "predict2_5" else MiniTrainDiT)(**shapes.net)
     tok.place(device)
     with torch.no_grad():
         for name, p in net.named_parameters():
@@ -56,16 +74,26 @@ def build(shapes: Shapes, device: torch.device, compile: bool):
     return tok, net
 
 
-def models(tok, net, shapes: Shapes, compile: bool):
-    """The teacher (35-step multistep sampler) and the student (4-step) around one net."""
+def models(tok, net, shapes: Shapes, compile: bool, family: str = "cosmos2"):
+    """The teacher (35-step multistep or UniPC sampler) and the student (4-step) around one
+    net."""
     from framework.diffusion.distill import DMD2Objective, FewStepSampler
+    from framework.diffusion.distill_flow import FlowDMD2Objective, FlowFewStepSampler
+    from framework.diffusion.flow_matching import FlowMatchingObjective
     from framework.diffusion.rectified_flow import RectifiedFlowObjective
     from framework.diffusion.samplers import MultistepSampler
+    from framework.diffusion.unipc import UniPCSampler
     from framework.models.world_model import WorldModel
 
     t = shapes.latent[2]
-    teacher = WorldModel(net, tok, RectifiedFlowObjective(), MultistepSampler(), state_t=t)
-    student = WorldModel(net, tok, DMD2Objective(), FewStepSampler(num_steps=4), state_t=t)
+    if family == "predict2_5":
+        import framework.models.cosmos2_5  # noqa: F401  (registers the family)
+
+        parts = (FlowMatchingObjective(), UniPCSampler(), FlowDMD2Objective(), FlowFewStepSampler())
+    else:
+        parts = (RectifiedFlowObjective(), MultistepSampler(), DMD2Objective(), FewStepSampler())
+    teacher = WorldModel(net, tok, *parts[:2], state_t=t)
+    student = WorldModel(net, tok, *parts[2:], state_t=t)
     for m in (teacher, student):
         m.max_text_tokens = shapes.text_len
     if compile:
@@ -87,12 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU")
     p.add_argument("--thresholds", default="0.05,0.1,0.2")
     p.add_argument("--iters", type=int, default=3, help="timed student generations")
+    p.add_argument("--family", choices=("cosmos2", "predict2_5"), default="cosmos2")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     torch.set_float32_matmul_precision("high")
     shapes = Shapes.smoke() if args.smoke else Shapes.full(35)
-    tok, net = build(shapes, device, args.compile)
-    teacher, student = models(tok, net, shapes, args.compile)
+    if args.family == "predict2_5":
+        shapes = predict2_5_shapes(shapes, args.smoke)
+    tok, net = build(shapes, device, args.compile, args.family)
+    teacher, student = models(tok, net, shapes, args.compile, args.family)
     g = torch.Generator(device="cpu").manual_seed(4)
     image = torch.randint(0, 256, (1, 3, 1, *shapes.pixel_hw), dtype=torch.uint8, generator=g)
     image = image.to(device)

@@ -248,3 +248,17 @@ def test_tiny_predict2_5_distill_trains_and_its_student_file_generates(tmp_path,
     out = tmp_path / "student.mp4"
     assert video2world.main(["--checkpoint", str(ckpt), "--save_path", str(out)]) == 0
     assert out.is_file() and out.stat().st_size > 0
+
+
+def test_gpu_bench_smoke_runs_the_predict2_5_pair(tmp_path):
+    """bench/bench_distill.py --family predict2_5 (the 2B speed rows) on tiny CPU shapes."""
+    import json
+
+    from bench import bench_distill
+
+    out = tmp_path / "bench.json"
+    argv = ["--smoke", "--family", "predict2_5", "--iters", "1", "--thresholds", ""]
+    assert bench_distill.main([*argv, "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"teacher 35 steps CFG", "student 4 steps, guidance 0"}
+    assert rows["student 4 steps, guidance 0"]["s"] > 0
