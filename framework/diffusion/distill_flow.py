@@ -138,11 +138,13 @@ class FlowDMD2Objective(StepPhases):
     sigma_conditional: float = 1e-4
     min_tau: float = 1e-5
 
-    def __post_init__(self) -> None:
+    @property
+    def _flow(self) -> FlowMatchingObjective:
+        """The teacher's net call (frame_replace, mask channel) with continuous time and the
+        given frames' time of this objective."""
         s_cond = self.sigma_conditional / (1.0 + self.sigma_conditional)
         cond_t = s_cond * NUM_TRAIN_TIMESTEPS if self.replace_gt_timesteps else -1.0
-        # The teacher's net call (frame_replace, mask channel) with continuous time.
-        self._flow = FlowMatchingObjective(
+        return FlowMatchingObjective(
             conditional_frame_timestep=cond_t, inference_timestep_floor=False
         )
 
