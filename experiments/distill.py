@@ -54,7 +54,9 @@ def distill_flow(model: DictConfig, num_steps: int = 4, guidance: float = 3.0) -
         guidance=guidance,
         conditional_frames_probs=list(teacher.get("conditional_frames_probs", [0.5, 0.25, 0.25])),
     )
-    out.sampler = L("framework.diffusion.distill_flow.FlowFewStepSampler").full(num_steps=num_steps)
+    out.sampler = L("framework.diffusion.distill_flow.FlowFewStepSampler").full(
+        num_steps=num_steps, negative_prompt=model.sampler.get("negative_prompt")
+    )
     out.teacher = None  # null: the student's architecture (model.net)
     out.fake_score = None
     out.frozen = ["crossattn_proj"]

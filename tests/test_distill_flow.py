@@ -178,6 +178,9 @@ def test_experiments_carry_upstreams_values():
     assert (obj.guidance, obj.student_update_freq, obj.timestep_shift) == (3.0, 5, 5.0)
     assert (obj.replace_gt_timesteps, obj.sigma_conditional) == (True, 1e-4)
     assert (sampler.num_steps, sampler.shift, sampler.guidance) == (4, 5.0, 0.0)
+    # Guidance asked of the student uses the teacher's (upstream's 2.5) negative prompt.
+    teacher_sampler = get("predict2_5_groot_gr1_480").model.sampler
+    assert sampler.negative_prompt == teacher_sampler.negative_prompt is not None
     assert (cfg.optim.lr, cfg.optim.lr * cfg.optim.critic_lr_scale) == (1e-6, pytest.approx(2e-7))
     assert list(cfg.optim.betas) == [0.9, 0.999] and cfg.optim.weight_decay == 0.01
     assert cfg.train.grad_clip == 1.0 and list(cfg.model.frozen) == ["crossattn_proj"]

@@ -31,7 +31,7 @@ from framework.diffusion.flow_matching import (
     FlowMatchingObjective,
     sample_num_frames,
 )
-from framework.diffusion.samplers import X0Fn, initial_noise
+from framework.diffusion.samplers import GenerationDefaults, X0Fn, initial_noise
 
 
 def trigflow_time(s: Tensor | float) -> Tensor | float:
@@ -81,16 +81,17 @@ def flow_few_step_sample(x0_fn: X0Fn, levels: Sequence[float], eps: Tensor) -> T
 
 
 @dataclass
-class FlowFewStepSampler:
+class FlowFewStepSampler(GenerationDefaults):
     """A distilled Predict2.5 student's sampler as a config node: `num_steps` levels on the
     shift grid of `flow_student_levels`, one unguided net call each (guidance is distilled in;
-    `guidance` is the generation commands' default). A call may ask for fewer steps (the first
-    n levels, as training rolls out 1..num_steps), never more. Initial noise: numpy
-    RandomState(seed), as the teacher's samplers here, so a seed means the same noise for both."""
+    `guidance` is the generation commands' default, `negative_prompt` the teacher's, used only
+    when guidance is asked for). A call may ask for fewer steps (the first n levels, as training
+    rolls out 1..num_steps), never more. Initial noise: numpy RandomState(seed), as the
+    teacher's samplers here, so a seed means the same noise for both."""
 
     num_steps: int = 4
     shift: float = 5.0
-    guidance: float = 0.0
+    guidance: float | None = 0.0
 
     def sigmas(self, num_steps: int | None = None) -> list[float]:
         n = num_steps or self.num_steps
