@@ -153,8 +153,8 @@ def predict2_5_groot_gr1_480_distill():
     )
     cfg.train.max_steps = 30_000
     cfg.train.grad_clip = 1.0  # upstream clip_norm 1.0 (grad_clip=True)
-    # The trainer's EMA would average the critic too and step on critic steps; upstream's
-    # distillation experiments keep none.
+    # The trainer's EMA would average the critic too and step on critic steps; upstream's EMA
+    # of the student alone (updated on student steps) is not built here.
     cfg.train.ema.enabled = False
     cfg.checkpoint.save_iter = 500
     return cfg
