@@ -45,9 +45,10 @@ def predict2_5_shapes(shapes: Shapes, smoke: bool) -> Shapes:
     Reason1-sized text (smoke: 64 features)."""
     from dataclasses import replace
 
-    from framework.models.cosmos2_5.net import net_config
+    from framework.models.cosmos2_5.net import REASON1_CHANNELS, net_config
 
-    net = net_config("2B")
+    # The official sizes list the widths only; the text input is Reason1's unless shrunk.
+    net = {**net_config("2B"), "crossattn_proj_in_channels": REASON1_CHANNELS}
     if smoke:
         small = ("model_channels", "num_blocks", "num_heads", "crossattn_emb_channels")
         net.update({k: shapes.net[k] for k in small}, crossattn_proj_in_channels=64)

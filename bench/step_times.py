@@ -53,6 +53,10 @@ def save_cost(path: Path, skip: int = 3, save_steps: list[int] | None = None) ->
         "lost_per_save": (held + excess) / len(saves),
         "peak_before_save": max(before, default=0.0) or None,
         "peak": max((r.get("peak_mem_gib") or 0.0) for r in rows) or None,
+        # Per save: a save that waits for the previous one's write (saves closer together than
+        # the disk writes one) shows here, apart from one that does not.
+        "held_each": [round(r["save_held"], 3) for r in rows if r.get("save_held")],
+        "waited_each": [round(r.get("save_waited", 0.0), 3) for r in rows if r.get("save_held")],
         "slowest_after_save": max(
             (r["step_time"] for r in timed if r["step"] > saves[0]), default=0.0
         ),

@@ -163,3 +163,19 @@ def test_verdict_lines_compare_last_with_first():
         "psnr: tuned beats base (8 -> 20, higher is better); intervals do not overlap",
         "latent_l2: tuned beats base (5 -> 4.5, lower is better); intervals overlap",
     ]
+
+
+def test_pixel_metrics_run_on_the_eval_device(monkeypatch):
+    # SSIM of a GR1-shaped video costs 49 s on a CPU and 0.05 s on an H100: the eval's device
+    # (given to setup) is where PSNR and SSIM compute, not where the decoded frames sit.
+    from framework.evaluation import metrics as EM
+
+    seen = []
+    monkeypatch.setattr(EM.M, "ssim", lambda p, t: seen.append((p.device, t.device)) or 0.5)
+    monkeypatch.setattr(EM.M, "psnr", lambda p, t: seen.append((p.device, t.device)) or 20.0)
+    x = torch.zeros(1, 3, 2, 4, 4, dtype=torch.uint8)
+    v = EM.Videos("a", "p", 16.0, x, x, x, x, x)
+    for metric in (EM.SSIM(), EM.PSNR()):
+        metric.setup(torch.device("meta"))
+        assert set(metric.item(v).values()) <= {0.5, 20.0}
+    assert seen and all(d == (torch.device("meta"),) * 2 for d in seen)

@@ -108,6 +108,9 @@ class AsyncDCPWriter:
         self.staged.set()
         self.error: str | None = None
         self.stage_seconds = self.write_seconds = 0.0
+        # Seconds the last `submit` waited for the save before it to be written: the staging
+        # file is one, so a save that comes before the previous one left the disk waits.
+        self.waited_seconds = self._blocked = 0.0
 
     @property
     def failed(self) -> bool:
@@ -152,6 +155,17 @@ class AsyncDCPWriter:
         (rank 0) runs after the write with the manifest records of the files the writers wrote;
         `describe(err)` turns a failure into the one-line message."""
         self.wait()
+        self.waited_seconds, self._blocked = self._blocked, 0.0
+        if self.waited_seconds > 0.5 and self.env.is_main:
+            gb = self.slab.size / 1e9 if self.slab is not None else 0.0
+            log.warning(
+                "this checkpoint save waited %.1f s for the previous one to reach the disk "
+                "(%.1f GB written in %.1f s): saves come faster than the disk takes them; "
+                "raise checkpoint.save_iter so saves are further apart than that.",
+                self.waited_seconds,
+                gb,
+                self.write_seconds,
+            )
         self._start()
         state = _structure(state)
         slab = self._slab(S.layout_of(state))
@@ -220,8 +234,13 @@ class AsyncDCPWriter:
     def wait(self) -> None:
         """Block until the save in flight is written (or failed; see `error`)."""
         if self.thread is not None:
+            # A write in flight (not the staging file's allocation that `prepare` started).
+            start = time.perf_counter()
+            busy = self.thread.is_alive() and self.thread.name == "checkpoint-writer"
             self.thread.join()
             self.thread = None
+            if busy:  # counted into the next save's `waited_seconds`
+                self._blocked += time.perf_counter() - start
 
     def close(self) -> None:
         """Wait for the save in flight, then stop the writer process and free the staging file

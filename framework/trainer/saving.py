@@ -61,6 +61,9 @@ def save_step(trainer: Trainer) -> None:
     )
     trainer.last_saved_step = trainer.step
     trainer._save_held += time.perf_counter() - start
+    writer = getattr(trainer.checkpointer, "writer", None)
+    if writer is not None:
+        trainer._save_waited += writer.waited_seconds
 
 
 def check_ema_finite(trainer: Trainer) -> None:

@@ -140,6 +140,7 @@ class Trainer:
         self.stop_requested = False
         self._prepared = False
         self._save_held = 0.0  # seconds the loop spent in save calls since the last step
+        self._save_waited = 0.0  # of which waiting for the previous save's write (dcp)
         self.counters = {"nonfinite_steps": 0, "nonfinite_in_a_row": 0, "nonfinite_grads": 0}
         self._signal: int | None = None
         self.pending_signal: int | None = None
@@ -256,7 +257,7 @@ class Trainer:
                 "flops": flops * self.env.dp_world,
                 **{k: float(v) for k, v in model_metrics.items()},
                 # What saves held the loop outside the steps (bench.step_times counts it).
-                **({"save_held": self._pop_save_held()} if self._save_held else {}),
+                **self._pop_save_held(),
             },
         )
 
@@ -318,9 +319,14 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.step)
 
-    def _pop_save_held(self) -> float:
-        held, self._save_held = self._save_held, 0.0
-        return held
+    def _pop_save_held(self) -> dict[str, float]:
+        """The metrics of the saves since the last step: `save_held` (the loop in save calls)
+        and `save_waited` (of it, waiting for the previous save's write)."""
+        out = {"save_held": self._save_held} if self._save_held else {}
+        if self._save_waited:
+            out["save_waited"] = self._save_waited
+        self._save_held = self._save_waited = 0.0
+        return out
 
     # ---- pieces of a step ---------------------------------------------------------------------
 
