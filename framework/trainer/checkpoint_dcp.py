@@ -111,6 +111,7 @@ class AsyncDCPWriter:
         # Seconds the last `submit` waited for the save before it to be written: the staging
         # file is one, so a save that comes before the previous one left the disk waits.
         self.waited_seconds = self._blocked = 0.0
+        self.said_waited = False
 
     @property
     def failed(self) -> bool:
@@ -156,7 +157,8 @@ class AsyncDCPWriter:
         `describe(err)` turns a failure into the one-line message."""
         self.wait()
         self.waited_seconds, self._blocked = self._blocked, 0.0
-        if self.waited_seconds > 0.5 and self.env.is_main:
+        if self.waited_seconds > 0.5 and self.env.is_main and not self.said_waited:
+            self.said_waited = True  # once per run; every save's wait is in metrics.jsonl
             gb = self.slab.size / 1e9 if self.slab is not None else 0.0
             log.warning(
                 "this checkpoint save waited %.1f s for the previous one to reach the disk "
