@@ -148,3 +148,45 @@ def test_best_of_n_action_job_records_and_uses_guidance_0(action_job, tmp_path, 
     assert (summary["guidance"], summary["num_steps"]) == (0.0, 2)
     assert summary["negative_prompt"] == NEGATIVE_PROMPT
     assert sizes == [1] * 4  # 2 candidates x 2 steps, unguided
+
+
+def test_eval_set_and_training_hooks_generate_as_the_model_does(monkeypatch):
+    # The eval set (no `eval` node) and the eval/sample hooks (guidance not given) of the Bridge
+    # action recipe generate unguided, as its video2world does; a Predict2 GR1 job keeps 7, a
+    # value given keeps winning.
+    from types import SimpleNamespace
+
+    from framework.evaluation.evalset import spec_of
+    from framework.hooks import evaluation as EH
+    from framework.hooks import samples as SH
+
+    load_all()
+    action, gr1 = predict2_5_bridge_action_256x320(), get("groot_gr1_480")
+    assert "eval" not in action
+    assert (spec_of(action).guidance, spec_of(action).num_steps) == (0.0, 35)
+    assert spec_of(action, guidance=3.0).guidance == 3.0
+    assert spec_of(gr1).guidance == 7.0
+
+    asked = []
+    monkeypatch.setattr(EH, "evaluate", lambda model, items, **kw: asked.append(kw) or {})
+    monkeypatch.setattr(EH, "runs_here", lambda trainer: True)
+    monkeypatch.setattr(EH, "with_progress", lambda trainer, items, tag: items)
+    for cfg, given, want in ((action, None, 0.0), (gr1, None, 7.0), (action, 2.0, 2.0)):
+        hook = EH.EvalHook(guidance=given)
+        monkeypatch.setattr(hook, "items", lambda trainer: [])
+        trainer = SimpleNamespace(cfg=cfg, model=None, ema=None, is_main=False, step=0)
+        hook._run(trainer, "before")
+        assert asked[-1]["guidance"] == want
+
+    calls = []
+    model = SimpleNamespace(fps=16.0, generate=lambda *a, **kw: calls.append(kw) or None)
+    item = SimpleNamespace(video=np.zeros((1, 3, 1, 2, 2)), text="t", fps=16.0, conditions={})
+    sample = SH.SampleVideos(every=1, num_items=1)
+    monkeypatch.setattr(sample, "_load", lambda trainer: [item])
+    monkeypatch.setattr(SH, "save_video", lambda *a, **kw: None)
+    monkeypatch.setattr(SH, "write_sidecar", lambda *a, **kw: None)
+    trainer = SimpleNamespace(cfg=action, model=model, ema=None, is_main=False, job_dir="/tmp")
+    monkeypatch.setattr(SH, "runs_here", lambda trainer: True)
+    monkeypatch.setattr(SH, "with_progress", lambda trainer, items, tag: items)
+    sample.sample(trainer, 1)
+    assert [c["guidance"] for c in calls] == [0.0]

@@ -65,6 +65,12 @@ def spec_of(cfg: DictConfig, **overrides: Any) -> EvalSpec:
     values = {k: v for k, v in (values or {}).items() if k in fields and v is not None}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.setdefault("name", f"{cfg.job.group}_heldout")
+    # Not set by the eval node or the command: generate as the model's own commands do (its
+    # sampler node: an action recipe's guidance 0, a student's 4 steps; else the old rule).
+    from framework.inference.settings import guidance_for, sampler_node
+
+    values.setdefault("guidance", guidance_for(cfg, None))
+    values.setdefault("num_steps", int(sampler_node(cfg).get("num_steps", 35)))
     spec = EvalSpec(**values)
     spec.seeds = [int(s) for s in spec.seeds]
     spec.metrics = list(spec.metrics)

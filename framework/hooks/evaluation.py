@@ -14,6 +14,7 @@ from typing import Any
 
 from framework.eval import METRICS, evaluate, format_table, write_json
 from framework.hooks.samples import ema_context, heldout_items, runs_here, with_progress
+from framework.inference.settings import guidance_for
 from framework.trainer.hook import Hook
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,19 @@ class EvalHook(Hook):
         after: bool = True,
         num_items: int = 2,
         num_steps: int = 35,
-        guidance: float = 7.0,
+        guidance: float | None = None,
         seed: int = 0,
         num_conditional_frames: int = 1,
         dataset_dir: str | None = None,
         every: int = 0,
     ) -> None:
+        # guidance None: the model's own (its sampler node's, else the rule video2world uses).
         self.before, self.after, self.every = before, after, int(every)
         self.num_items = int(num_items)
         self.kw = dict(
             num_steps=int(num_steps),
             seed=int(seed),
-            guidance=float(guidance),
+            guidance=guidance if guidance is None else float(guidance),
             num_conditional_frames=int(num_conditional_frames),
         )
         self.dataset_dir = dataset_dir
@@ -53,7 +55,8 @@ class EvalHook(Hook):
         items = self.items(trainer)
         with ema_context(trainer):
             shown = with_progress(trainer, items, f"evaluation {tag} training")
-            result = evaluate(trainer.model, shown, **self.kw)
+            kw = {**self.kw, "guidance": guidance_for(trainer.cfg, self.kw["guidance"])}
+            result = evaluate(trainer.model, shown, **kw)
         if trainer.is_main:
             result["step"] = int(trainer.step)
             name = f"eval_{tag}.json" if tag != "step" else f"eval/step_{trainer.step:09d}.json"

@@ -17,6 +17,7 @@ from typing import Any
 
 from framework.data.heldout import HeldOutItem, build_dataset, heldout_of
 from framework.inference.media import save_video, write_sidecar
+from framework.inference.settings import guidance_for
 from framework.trainer.hook import Hook
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,15 @@ class SampleVideos(Hook):
         every: int = 500,
         num_items: int = 2,
         num_steps: int = 35,
-        guidance: float = 7.0,
+        guidance: float | None = None,  # None: the model's own, as video2world's
         dataset_dir: str | None = None,
         num_conditional_frames: int = 1,
         seed: int = 0,
         at_end: bool = True,
     ) -> None:
         self.every, self.num_items, self.num_steps = int(every), int(num_items), int(num_steps)
-        self.guidance, self.seed, self.at_end = float(guidance), int(seed), at_end
+        self.guidance = guidance if guidance is None else float(guidance)
+        self.seed, self.at_end = int(seed), at_end
         self.dataset_dir, self.num_conditional_frames = dataset_dir, int(num_conditional_frames)
         self.items: list[HeldOutItem] | None = None
         self.last_step = -1
@@ -125,7 +127,7 @@ class SampleVideos(Hook):
                     item.text,
                     None,
                     num_conditional_frames=n,
-                    guidance=self.guidance,
+                    guidance=guidance_for(trainer.cfg, self.guidance),
                     num_steps=self.num_steps,
                     seed=self.seed,
                     fps=item.fps,
