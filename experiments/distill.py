@@ -71,6 +71,25 @@ def distill_optim(lr: float, critic_lr_scale: float = 0.2, weight_decay: float =
     )  # fmt: skip
 
 
+def tiny_student_run(cfg: DictConfig, teacher: str) -> DictConfig:
+    """The run settings both tiny 4-step students share: 200 steps from `teacher` at a flat
+    rate, the hooks and `python -m framework.eval` at the student's own 4 steps."""
+    # Upstream distills at ~1/40 of the post-training rate (1e-6 vs 2^-14.5); 2e-3 / 100 here.
+    # At 6e-5 and 2e-4 the student drifted away from the teacher (performance.md).
+    cfg.optim = distill_optim(lr=2e-5, critic_lr_scale=1.0, weight_decay=0.0)
+    cfg.sched = blocks.lambda_linear(warm_up=0, cycle=10**6, f_start=1.0, f_max=1.0, f_min=1.0)
+    cfg.train.max_steps = 200
+    cfg.checkpoint.load_path = teacher
+    cfg.checkpoint.save_iter = 100
+    cfg.hooks.eval.num_steps = 4
+    cfg.hooks.sample.num_steps = 4
+    # `python -m framework.eval` on the student: its own steps, so its own frozen eval set name.
+    cfg.eval.name = f"{cfg.eval.name}_4steps"
+    cfg.eval.num_steps = 4
+    cfg.hooks.sample.every = 200
+    return cfg
+
+
 @experiment
 def tiny_gr1_distill():
     """4-step DMD2 student of the CPU default job (teacher: its step-1000 checkpoint)."""
@@ -84,20 +103,7 @@ def tiny_gr1_distill():
     # videos with it, 31.4 dB with shift 5; docs/performance.md).
     cfg.model.sampler.shift = 1.35
     cfg.model.objective.timestep_shift = 1.35
-    # Upstream distills at ~1/40 of the post-training rate (1e-6 vs 2^-14.5); 2e-3 / 100 here.
-    # At 6e-5 and 2e-4 the student drifted away from the teacher (performance.md).
-    cfg.optim = distill_optim(lr=2e-5, critic_lr_scale=1.0, weight_decay=0.0)
-    cfg.sched = blocks.lambda_linear(warm_up=0, cycle=10**6, f_start=1.0, f_max=1.0, f_min=1.0)
-    cfg.train.max_steps = 200
-    cfg.checkpoint.load_path = TINY_TEACHER
-    cfg.checkpoint.save_iter = 100
-    cfg.hooks.eval.num_steps = 4
-    cfg.hooks.sample.num_steps = 4
-    # `python -m framework.eval` on the student: its own steps, so its own frozen eval set name.
-    cfg.eval.name = f"{cfg.eval.name}_4steps"
-    cfg.eval.num_steps = 4
-    cfg.hooks.sample.every = 200
-    return cfg
+    return tiny_student_run(cfg, TINY_TEACHER)
 
 
 @experiment(job_name="2b_groot_gr1_480_distill")
@@ -127,17 +133,7 @@ def tiny_predict2_5_gr1_distill():
     # sampler score 18.6 dB against the truth with that, 26.8 dB without (docs/performance.md).
     # Upstream's shift 5 stays (1.35, the Predict2 tiny student's value, scores 26.5 dB).
     cfg.model.objective.replace_gt_timesteps = False
-    cfg.optim = distill_optim(lr=2e-5, critic_lr_scale=1.0, weight_decay=0.0)
-    cfg.sched = blocks.lambda_linear(warm_up=0, cycle=10**6, f_start=1.0, f_max=1.0, f_min=1.0)
-    cfg.train.max_steps = 200
-    cfg.checkpoint.load_path = TINY_TEACHER_2_5
-    cfg.checkpoint.save_iter = 100
-    cfg.hooks.eval.num_steps = 4
-    cfg.hooks.sample.num_steps = 4
-    cfg.eval.name = f"{cfg.eval.name}_4steps"
-    cfg.eval.num_steps = 4
-    cfg.hooks.sample.every = 200
-    return cfg
+    return tiny_student_run(cfg, TINY_TEACHER_2_5)
 
 
 @experiment(job_name="2b_groot_gr1_480_distill")

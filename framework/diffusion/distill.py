@@ -73,6 +73,18 @@ def few_step_sample(
     return x0.float()
 
 
+def first_levels(levels: list[float], num_steps: int | None) -> list[float]:
+    """The first `num_steps` of a student's levels (all of them for None): both samplers allow
+    fewer steps than distilled for (training rolls out 1..n), never more."""
+    n = num_steps or len(levels)
+    if n > len(levels):
+        raise ValueError(
+            f"the student was distilled for {len(levels)} steps, not {n}; pass "
+            f"--num_steps {len(levels)} or fewer."
+        )
+    return levels[:n]
+
+
 @dataclass
 class FewStepSampler:
     """The distilled student's sampler as a config node. `num_steps` is what the student was
@@ -86,13 +98,7 @@ class FewStepSampler:
     guidance: float = 0.0
 
     def sigmas(self, num_steps: int | None = None) -> list[float]:
-        n = num_steps or self.num_steps
-        if n > self.num_steps:
-            raise ValueError(
-                f"the student was distilled for {self.num_steps} steps, not {n}; pass "
-                f"--num_steps {self.num_steps} or fewer."
-            )
-        return student_sigmas(self.num_steps, self.shift, self.sigma_max)[:n]
+        return first_levels(student_sigmas(self.num_steps, self.shift, self.sigma_max), num_steps)
 
     def __call__(
         self,
@@ -115,11 +121,18 @@ def dmd_gradient(g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
     return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-class StepPhases:
-    """Which net a step trains and how long its student rollout is, from the step counter
-    alone (both DMD2 objectives; they define `student_update_freq`)."""
+class DMD2Base:
+    """What the two DMD2 objectives share: the step phases, the student rollout, the guided
+    teacher and the loss of either phase. They run the same recipe in different coordinates
+    (this file's EDM sigma for Predict2 students, distill_flow.py's RF time s for Predict2.5),
+    so a subclass supplies only what depends on them: `x0` (the net call), `sample_tau`,
+    `initial_state` and `renoise` (the noisy state at a level), `draw_conditional_frames`, and the
+    two loss reductions `dmd_loss` and `critic_error` (each keeps its recipe's own numerics)."""
 
+    guidance: float
     student_update_freq: int
+    loss_scale_dmd: float
+    loss_scale_critic: float
 
     def is_student_step(self, step: int) -> bool:
         return step % max(int(self.student_update_freq), 1) == 0
@@ -132,9 +145,74 @@ class StepPhases:
         k = step // freq if self.is_student_step(step) else step
         return k % num_steps + 1
 
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {}  # the critic and the teacher are the distillation model's own modules
+
+    def num_conditional_frames(self, b: int, t: int, device, fixed: int | None) -> Tensor:
+        if t == 1:
+            return torch.zeros(b, dtype=torch.long, device=device)
+        if fixed is not None:
+            return torch.full((b,), int(fixed), dtype=torch.long, device=device)
+        return self.draw_conditional_frames(b, t, device)
+
+    def rollout(
+        self, student, cond: Condition, levels: Sequence[float], n: int, grad: bool
+    ) -> Tensor:
+        """The student's n-step sample from fresh noise (as the sampler node's: the initial
+        noise reused at every step, spec §3.3); with `grad` the gradient flows through the last
+        student call only."""
+        b, dev = cond.gt.shape[0], cond.gt.device
+        eps = torch.randn(cond.gt.shape, device=dev)
+        x = self.initial_state(eps, float(levels[0]))
+        for i in range(n):
+            level = torch.full((b, 1), float(levels[i]), device=dev)
+            last = i == n - 1
+            with torch.set_grad_enabled(grad and last):
+                x0 = self.x0(student, x, level, cond)
+            if not last:
+                x = self.renoise(x0.detach(), eps, float(levels[i + 1]))
+        return x0
+
+    def teacher_x0(self, teacher, x: Tensor, level: Tensor, cond: Condition) -> Tensor:
+        if self.guidance == 0:
+            return self.x0(teacher, x, level, cond)
+        both = self.x0(
+            teacher, torch.cat([x, x]), torch.cat([level, level]),
+            cond.doubled(torch.zeros_like(cond.text)),
+        )  # fmt: skip
+        return guided_x0(*both.chunk(2), self.guidance)
+
+    def loss(
+        self, student, teacher, critic, cond: Condition, step: int, levels: Sequence[float]
+    ) -> tuple[Tensor, dict[str, float]]:
+        """(loss, metrics) of step `step`: the student's DMD loss or the critic's loss."""
+        n = self.rollout_length(step, len(levels))
+        b, dev = cond.gt.shape[0], cond.gt.device
+        tau = self.sample_tau(b, dev)
+        eps = torch.randn(cond.gt.shape, device=dev)
+        view = (b, 1, 1, 1, 1)
+        tau_f = tau.float()  # the nets' precision (the flow draw is float64)
+        if self.is_student_step(step):
+            g = self.rollout(student, cond, levels, n, grad=True)
+            x_tau = self.renoise(g.detach(), eps, tau_f.view(view))
+            with torch.no_grad():
+                x0_fake = self.x0(critic, x_tau, tau_f, cond)
+                x0_teacher = self.teacher_x0(teacher, x_tau, tau_f, cond)
+            loss = self.dmd_loss(g, x0_fake, x0_teacher) * self.loss_scale_dmd
+            metrics = {"dmd_loss": float(loss.detach()), "student_step": 1.0}
+        else:
+            with torch.no_grad():
+                g = self.rollout(student, cond, levels, n, grad=False)
+            x_tau = self.renoise(g, eps, tau_f.view(view))
+            x0_fake = self.x0(critic, x_tau, tau_f, cond)
+            loss = self.critic_error(g, x0_fake, tau).mean() * self.loss_scale_critic
+            metrics = {"critic_loss": float(loss.detach()), "student_step": 0.0}
+        metrics.update(rollout_steps=float(n), tau_mean=float(tau.mean()))
+        return loss, metrics
+
 
 @dataclass
-class DMD2Objective(StepPhases):
+class DMD2Objective(DMD2Base):
     """DMD2 losses for the student and the critic (spec §3.3-3.4, §4). Step `step` trains the
     student when step % student_update_freq == 0, else the critic (1:4 upstream); the trainer's
     one optimizer holds both nets and a step only moves the net that received gradients.
@@ -156,9 +234,6 @@ class DMD2Objective(StepPhases):
     min_num_conditional_frames: int = 1
     max_num_conditional_frames: int = 2
 
-    def extra_modules(self) -> dict[str, nn.Module]:
-        return {}  # the critic and the teacher are the distillation model's own modules
-
     def x0(self, net, x_sigma: Tensor, sigma: Tensor, cond: Condition) -> Tensor:
         """x0 prediction of any of the three nets (generation calls it with the student)."""
         return denoise(
@@ -166,11 +241,7 @@ class DMD2Objective(StepPhases):
             self.sigma_conditional,
         )  # fmt: skip
 
-    def num_conditional_frames(self, b: int, t: int, device, fixed: int | None) -> Tensor:
-        if t == 1:
-            return torch.zeros(b, dtype=torch.long, device=device)
-        if fixed is not None:
-            return torch.full((b,), int(fixed), dtype=torch.long, device=device)
+    def draw_conditional_frames(self, b: int, t: int, device) -> Tensor:
         lo, hi = self.min_num_conditional_frames, self.max_num_conditional_frames
         return sample_num_conditional_frames(b, lo, hi, device=device)
 
@@ -180,59 +251,18 @@ class DMD2Objective(StepPhases):
         s = shifted_rf_time(torch.rand(b, 1, device=device), self.timestep_shift)
         return sigma_of_rf(s.clamp(max=1 - 1e-6)).clamp(self.sigma_min, self.sigma_max)
 
-    def rollout(
-        self, student, cond: Condition, sigmas: Sequence[float], n: int, grad: bool
-    ) -> Tensor:
-        """The student's n-step sample from fresh noise (as `few_step_sample`); with `grad` the
-        gradient flows through the last student call only (spec §3.3)."""
-        b, dev = cond.gt.shape[0], cond.gt.device
-        eps = torch.randn(cond.gt.shape, device=dev)
-        x = eps * sigmas[0]
-        for i in range(n):
-            sigma = torch.full((b, 1), float(sigmas[i]), device=dev)
-            last = i == n - 1
-            with torch.set_grad_enabled(grad and last):
-                x0 = self.x0(student, x, sigma, cond)
-            if not last:
-                x = x0.detach() + sigmas[i + 1] * eps
-        return x0
+    def initial_state(self, eps: Tensor, sigma: float) -> Tensor:
+        return eps * sigma
 
-    def teacher_x0(self, teacher, x: Tensor, sigma: Tensor, cond: Condition) -> Tensor:
-        if self.guidance == 0:
-            return self.x0(teacher, x, sigma, cond)
-        both = self.x0(
-            teacher, torch.cat([x, x]), torch.cat([sigma, sigma]),
-            cond.doubled(torch.zeros_like(cond.text)),
-        )  # fmt: skip
-        return guided_x0(*both.chunk(2), self.guidance)
+    def renoise(self, x0: Tensor, eps: Tensor, sigma: float | Tensor) -> Tensor:
+        return x0 + sigma * eps
 
-    def loss(
-        self, student, teacher, critic, cond: Condition, step: int, sigmas: Sequence[float]
-    ) -> tuple[Tensor, dict[str, float]]:
-        """(loss, metrics) of step `step`: the student's DMD loss or the critic's loss."""
-        n = self.rollout_length(step, len(sigmas))
-        b, dev = cond.gt.shape[0], cond.gt.device
-        tau = self.sample_tau(b, dev)
-        eps = torch.randn(cond.gt.shape, device=dev)
-        view = (b, 1, 1, 1, 1)
-        if self.is_student_step(step):
-            g = self.rollout(student, cond, sigmas, n, grad=True)
-            x_tau = g.detach() + tau.view(view) * eps
-            with torch.no_grad():
-                x0_fake = self.x0(critic, x_tau, tau, cond)
-                x0_teacher = self.teacher_x0(teacher, x_tau, tau, cond)
-                grad = dmd_gradient(g.detach(), x0_fake, x0_teacher)
-            # d/dG of mean (G - sg(G - grad))^2 is 2 grad / numel (spec §3.3, mean reduction).
-            loss = ((g - (g.detach() - grad)) ** 2).mean() * self.loss_scale_dmd
-            metrics = {"dmd_loss": float(loss.detach()), "student_step": 1.0}
-        else:
-            with torch.no_grad():
-                g = self.rollout(student, cond, sigmas, n, grad=False)
-            x_tau = g + tau.view(view) * eps
-            x0_fake = self.x0(critic, x_tau, tau, cond)
-            # x0 error weighted to a velocity error, as the teacher's own loss (rectified_flow).
-            err = loss_weight(tau).view(view) * (g - x0_fake) ** 2
-            loss = err.mean() * self.loss_scale_critic
-            metrics = {"critic_loss": float(loss.detach()), "student_step": 0.0}
-        metrics.update(rollout_steps=float(n), tau_mean=float(tau.mean()))
-        return loss, metrics
+    def dmd_loss(self, g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
+        with torch.no_grad():
+            grad = dmd_gradient(g.detach(), x0_fake, x0_teacher)
+        # d/dG of mean (G - sg(G - grad))^2 is 2 grad / numel (spec §3.3, mean reduction).
+        return ((g - (g.detach() - grad)) ** 2).mean()
+
+    def critic_error(self, g: Tensor, x0_fake: Tensor, sigma: Tensor) -> Tensor:
+        # x0 error weighted to a velocity error, as the teacher's own loss (rectified_flow).
+        return loss_weight(sigma).view(g.shape[0], 1, 1, 1, 1) * (g - x0_fake) ** 2

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from framework.diffusion.conditioning import Condition, guided_x0
-from framework.diffusion.distill import StepPhases, dmd_gradient, shifted_rf_time
+from framework.diffusion.conditioning import Condition
+from framework.diffusion.distill import DMD2Base, dmd_gradient, first_levels, shifted_rf_time
 from framework.diffusion.flow_matching import (
     NUM_TRAIN_TIMESTEPS,
     FlowMatchingObjective,
@@ -94,13 +94,7 @@ class FlowFewStepSampler(GenerationDefaults):
     guidance: float | None = 0.0
 
     def sigmas(self, num_steps: int | None = None) -> list[float]:
-        n = num_steps or self.num_steps
-        if n > self.num_steps:
-            raise ValueError(
-                f"the student was distilled for {self.num_steps} steps, not {n}; pass "
-                f"--num_steps {self.num_steps} or fewer."
-            )
-        return flow_student_levels(self.num_steps, self.shift)[:n]
+        return first_levels(flow_student_levels(self.num_steps, self.shift), num_steps)
 
     def __call__(
         self,
@@ -117,7 +111,7 @@ class FlowFewStepSampler(GenerationDefaults):
 
 
 @dataclass
-class FlowDMD2Objective(StepPhases):
+class FlowDMD2Objective(DMD2Base):
     """DMD2 student and critic losses around a flow-matching teacher (spec §3.3-3.4).
 
     guidance: the teacher's CFG in the Cosmos form cond + g (cond - uncond), distilled in
@@ -149,9 +143,6 @@ class FlowDMD2Objective(StepPhases):
             conditional_frame_timestep=cond_t, inference_timestep_floor=False
         )
 
-    def extra_modules(self) -> dict[str, nn.Module]:
-        return {}  # the critic and the teacher are the distillation model's own modules
-
     def x0(self, net, x_s: Tensor, s: Tensor, cond: Condition) -> Tensor:
         """x0 = x_s - s v of any of the three nets at RF time s [B,1]; given frames are the clean
         latent (generation calls this with the student)."""
@@ -161,11 +152,7 @@ class FlowDMD2Objective(StepPhases):
         mask = cond.mask
         return cond.gt.float() * mask + x0 * (1.0 - mask)
 
-    def num_conditional_frames(self, b: int, t: int, device, fixed: int | None) -> Tensor:
-        if t == 1:
-            return torch.zeros(b, dtype=torch.long, device=device)
-        if fixed is not None:
-            return torch.full((b,), int(fixed), dtype=torch.long, device=device)
+    def draw_conditional_frames(self, b: int, t: int, device) -> Tensor:
         n = sample_num_frames(b, self.conditional_frames_probs, device=device)
         return n.clamp(max=t)
 
@@ -174,65 +161,27 @@ class FlowDMD2Objective(StepPhases):
         u = torch.rand(b, 1, device=device, dtype=torch.float64)
         return shifted_rf_time(u, self.timestep_shift).clamp(self.min_tau, 1.0)
 
-    def rollout(
-        self, student, cond: Condition, levels: Sequence[float], n: int, grad: bool
-    ) -> Tensor:
-        """The student's n-step sample from fresh noise, as `flow_few_step_sample` (upstream
-        `backward_simulation`); with `grad` the gradient flows through the last call only."""
-        b, dev = cond.gt.shape[0], cond.gt.device
-        eps = torch.randn(cond.gt.shape, device=dev)
-        t0 = trigflow_time(float(levels[0]))
-        x = eps / (math.cos(t0) + math.sin(t0))
-        for i in range(n):
-            s = torch.full((b, 1), float(levels[i]), device=dev)
-            last = i == n - 1
-            with torch.set_grad_enabled(grad and last):
-                x0 = self.x0(student, x, s, cond)
-            if not last:
-                x = renoise(x0.detach(), eps, float(levels[i + 1]))
-        return x0
+    def initial_state(self, eps: Tensor, s0: float) -> Tensor:
+        """Upstream's start (`backward_simulation`): the noise at TrigFlow time t_0, i.e.
+        eps / (cos t_0 + sin t_0) in flow coordinates (as `flow_few_step_sample`)."""
+        t0 = trigflow_time(s0)
+        return eps / (math.cos(t0) + math.sin(t0))
 
-    def teacher_x0(self, teacher, x: Tensor, s: Tensor, cond: Condition) -> Tensor:
-        if self.guidance == 0:
-            return self.x0(teacher, x, s, cond)
-        both = self.x0(
-            teacher, torch.cat([x, x]), torch.cat([s, s]), cond.doubled(torch.zeros_like(cond.text))
-        )
-        return guided_x0(*both.chunk(2), self.guidance)
+    def renoise(self, x0: Tensor, eps: Tensor, s: float | Tensor) -> Tensor:
+        return renoise(x0, eps, s)
 
-    def loss(
-        self, student, teacher, critic, cond: Condition, step: int, levels: Sequence[float]
-    ) -> tuple[Tensor, dict[str, float]]:
-        """(loss, metrics) of step `step`: the student's DMD loss or the critic's loss."""
-        n = self.rollout_length(step, len(levels))
-        b, dev = cond.gt.shape[0], cond.gt.device
-        tau = self.sample_tau(b, dev)
-        eps = torch.randn(cond.gt.shape, device=dev)
-        view = (b, 1, 1, 1, 1)
-        tau_f = tau.float()
-        if self.is_student_step(step):
-            g = self.rollout(student, cond, levels, n, grad=True)
-            x_tau = renoise(g.detach(), eps, tau_f.view(view))
-            with torch.no_grad():
-                x0_fake = self.x0(critic, x_tau, tau_f, cond)
-                x0_teacher = self.teacher_x0(teacher, x_tau, tau_f, cond)
-                grad = dmd_gradient(g.detach().double(), x0_fake.double(), x0_teacher.double())
-            # Upstream in float64: d/dG of mean (G - sg(G - grad))^2 is 2 grad / numel; a sample
-            # whose loss is NaN contributes 0.
-            gd = g.double()
-            per = ((gd - (gd.detach() - grad)) ** 2).flatten(1)
-            per = torch.where(per.isnan().any(dim=1, keepdim=True), torch.zeros_like(per), per)
-            loss = per.mean(dim=1).mean().float() * self.loss_scale_dmd
-            metrics = {"dmd_loss": float(loss.detach()), "student_step": 1.0}
-        else:
-            with torch.no_grad():
-                g = self.rollout(student, cond, levels, n, grad=False)
-            x_tau = renoise(g, eps, tau_f.view(view))
-            x0_fake = self.x0(critic, x_tau, tau_f, cond)
-            # Upstream's weight: 1 / sin^2 t of the TrigFlow time (x0 error -> TrigFlow velocity).
-            sin2 = torch.sin(trigflow_time(tau)) ** 2
-            err = (g - x0_fake) ** 2 / sin2.float().view(view)
-            loss = err.mean() * self.loss_scale_critic
-            metrics = {"critic_loss": float(loss.detach()), "student_step": 0.0}
-        metrics.update(rollout_steps=float(n), tau_mean=float(tau.mean()))
-        return loss, metrics
+    def dmd_loss(self, g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
+        with torch.no_grad():
+            grad = dmd_gradient(g.detach().double(), x0_fake.double(), x0_teacher.double())
+        # Upstream in float64: d/dG of mean (G - sg(G - grad))^2 is 2 grad / numel; a sample
+        # whose loss is NaN contributes 0.
+        gd = g.double()
+        per = ((gd - (gd.detach() - grad)) ** 2).flatten(1)
+        per = torch.where(per.isnan().any(dim=1, keepdim=True), torch.zeros_like(per), per)
+        return per.mean(dim=1).mean().float()
+
+    def critic_error(self, g: Tensor, x0_fake: Tensor, s: Tensor) -> Tensor:
+        # Upstream's weight: 1 / sin^2 t of the TrigFlow time (x0 error -> TrigFlow velocity),
+        # from the float64 draw.
+        sin2 = torch.sin(trigflow_time(s)) ** 2
+        return (g - x0_fake) ** 2 / sin2.float().view(g.shape[0], 1, 1, 1, 1)
