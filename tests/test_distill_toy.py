@@ -62,6 +62,22 @@ def sample(net, sampler, objective, num_steps: int, n: int = 2000) -> torch.Tens
 
 
 @pytest.mark.slow
+def distill(dmd, teacher, levels, steps: int = 1000):
+    """The student after `steps` DMD2 steps from the teacher (student and critic start as
+    copies of it), Adam on batches of 256 fresh data points."""
+    student, critic = copy.deepcopy(teacher).requires_grad_(True), copy.deepcopy(teacher)
+    critic.requires_grad_(True)
+    s_opt = torch.optim.Adam(student.parameters(), 1e-3, betas=(0.9, 0.999))
+    c_opt = torch.optim.Adam(critic.parameters(), 1e-3, betas=(0.9, 0.999))
+    for step in range(steps):
+        loss, _ = dmd.loss(student, teacher, critic, cond_of(data(256)), step, levels)
+        opt = s_opt if dmd.is_student_step(step) else c_opt
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return student
+
+
 def test_dmd2_student_samples_the_data_in_4_steps_where_the_teacher_cannot():
     torch.manual_seed(0)
     rf = RectifiedFlowObjective(text_dropout=0.0)
@@ -81,16 +97,7 @@ def test_dmd2_student_samples_the_data_in_4_steps_where_the_teacher_cannot():
     teacher_few = energy(sample(teacher, few, rf, 4), ref)
 
     dmd = DMD2Objective(guidance=0.0, student_update_freq=5)
-    student, critic = copy.deepcopy(teacher).requires_grad_(True), copy.deepcopy(teacher)
-    critic.requires_grad_(True)
-    s_opt = torch.optim.Adam(student.parameters(), 1e-3, betas=(0.9, 0.999))
-    c_opt = torch.optim.Adam(critic.parameters(), 1e-3, betas=(0.9, 0.999))
-    for step in range(1000):
-        loss, _ = dmd.loss(student, teacher, critic, cond_of(data(256)), step, few.sigmas())
-        opt = s_opt if dmd.is_student_step(step) else c_opt
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    student = distill(dmd, teacher, few.sigmas())
     samples = sample(student, few, dmd, 4)
     student_4 = energy(samples, ref)
     # The teacher's 35 steps sample the mixture; cut to 4 they do not; the student does in 4.
