@@ -8,12 +8,7 @@ set -u
 OUT=${1:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-# The GPU image lacks hydra/omegaconf/av/diffusers: wheels from ../shared/tools/gpu-wheels.
-if ! python3 -c "import omegaconf, diffusers, av" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+. bench/gpu_wheels.sh
 timeout 330 python3 -m bench.bench_distill --compile --thresholds 0.05,0.1,0.2 \
   --out $OUT/distill_compile.json > $OUT/distill_compile.log 2>&1
 timeout 200 python3 -m bench.bench_distill --thresholds 0.1 \

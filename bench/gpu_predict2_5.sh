@@ -9,12 +9,7 @@ set -u
 OUT=${1:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-# The GPU image lacks hydra/omegaconf/av/diffusers: wheels from ../shared/tools/gpu-wheels.
-if ! python3 -c "import omegaconf, diffusers, av" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+. bench/gpu_wheels.sh
 timeout 300 python3 -m bench.bench_predict2_5 --compile --out $OUT/p25_compile.json \
   > $OUT/p25_compile.log 2>&1
 timeout 200 python3 -m bench.bench_predict2_5 --parts train --out $OUT/p25_eager.json \

@@ -14,11 +14,7 @@ BUDGET=${BUDGET:-570}
 START=$(date +%s)
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-if ! python3 -c "import omegaconf, diffusers, av" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+. bench/gpu_wheels.sh
 W=/tmp/bench_saves
 
 # run NAME NEED MAX CMD...: CMD under a timeout of min(MAX, time left), skipped when less than
