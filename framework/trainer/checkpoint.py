@@ -346,6 +346,11 @@ class Checkpointer:
             raise CheckpointWriteError(error)
 
     @property
+    def waited_seconds(self) -> float:
+        """Of the last save call, the seconds spent waiting for the save before it (dcp)."""
+        return self.writer.waited_seconds if self.writer is not None else 0.0
+
+    @property
     def failed(self) -> bool:
         """A background save failed on this rank (the trainer checks every step)."""
         return self.writer is not None and self.writer.failed

@@ -61,9 +61,7 @@ def save_step(trainer: Trainer) -> None:
     )
     trainer.last_saved_step = trainer.step
     trainer._save_held += time.perf_counter() - start
-    writer = getattr(trainer.checkpointer, "writer", None)
-    if writer is not None:
-        trainer._save_waited += writer.waited_seconds
+    trainer._save_waited += trainer.checkpointer.waited_seconds
 
 
 def check_ema_finite(trainer: Trainer) -> None:
