@@ -3,7 +3,8 @@
 # order, each started only when the call's remaining time can hold it (the device lends little
 # time and few machines, so one call does as much as fits; what did not run is said).
 # Usage: BUDGET=570 bash bench/gpu_queue.sh OUT [PART...]
-#   parts: saves (#29, new writer), distill (#28, compiled), p25 (#24, compiled),
+#   parts: saves (#29: dcp and pt, or $SAVES_FORMATS), distill (#28, compiled), p25 (#24, compiled),
+#          p25distill (#28, Predict2.5 2B student, compiled),
 #          eval (#27, one iteration), before (#29, the code before the writer process, in .dev_h5)
 # Needs the .whl wheels from ../shared/tools/gpu-wheels (carry .whl, and .dev_h5 for `before`).
 set -u
@@ -36,7 +37,15 @@ run() {
 for part in $PARTS; do
   case $part in
   saves)
-    BENCH_SAVES_WORK=$W BENCH_SAVES_FORMATS=dcp run saves 240 420 \
+    # The disk under the runs: one stream and four, 4 GB each, written through to the disk.
+    for n in 1 4; do
+      t0=$EPOCHREALTIME
+      for i in $(seq $n); do dd if=/dev/zero of=/tmp/dd$i bs=64M count=64 conv=fsync 2>/dev/null & done
+      wait
+      echo "disk: $n x 4.3 GB in $(awk "BEGIN{print $EPOCHREALTIME - $t0}") s"
+      rm -f /tmp/dd*
+    done
+    BENCH_SAVES_WORK=$W BENCH_SAVES_FORMATS=${SAVES_FORMATS:-dcp,pt} run saves 300 540 \
       python3 -m bench.bench_model --parts saves --out "$OUT/saves.json"
     grep -E "lost per save|rror" "$OUT/saves.log" 2>/dev/null | tail -4
     cp $W/*_metrics.jsonl "$OUT/" 2>/dev/null ;;
@@ -44,6 +53,10 @@ for part in $PARTS; do
     run distill 200 330 python3 -m bench.bench_distill --compile --thresholds 0.05,0.1,0.2 \
       --out "$OUT/distill_compile.json"
     grep -E " s [0-9]|rror" "$OUT/distill.log" 2>/dev/null | tail -8 ;;
+  p25distill)
+    run p25distill 200 400 python3 -m bench.bench_distill --family predict2_5 --compile \
+      --thresholds 0.05,0.1,0.2 --out "$OUT/distill_p25_compile.json"
+    grep -E " s [0-9]|rror" "$OUT/p25distill.log" 2>/dev/null | tail -8 ;;
   p25)
     run p25 180 300 python3 -m bench.bench_predict2_5 --compile --out "$OUT/p25_compile.json"
     grep -E " s [0-9]|rror" "$OUT/p25.log" 2>/dev/null | tail -8 ;;
@@ -61,5 +74,5 @@ for part in $PARTS; do
     rm -rf $W/before ;;
   esac
 done
-[ -n "$(ls $OUT/*metrics.jsonl 2>/dev/null)" ] && python3 -m bench.step_times "$OUT" --saves 6,12 2>&1 | cut -c1-400
+[ -n "$(ls $OUT/*metrics.jsonl 2>/dev/null)" ] && python3 -m bench.step_times "$OUT" 2>&1 | cut -c1-400
 echo "total $(($(date +%s) - START)) s"

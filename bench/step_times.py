@@ -57,6 +57,11 @@ def save_cost(path: Path, skip: int = 3, save_steps: list[int] | None = None) ->
         # the disk writes one) shows here, apart from one that does not.
         "held_each": [round(r["save_held"], 3) for r in rows if r.get("save_held")],
         "waited_each": [round(r.get("save_waited", 0.0), 3) for r in rows if r.get("save_held")],
+        # Background writes (format=dcp) that finished before the last step: seconds and GB/s.
+        "write_each": [round(r["save_write"], 2) for r in rows if r.get("save_write")],
+        "write_gb_per_s": [
+            round(r["save_write_gb"] / r["save_write"], 2) for r in rows if r.get("save_write")
+        ],
         "slowest_after_save": max(
             (r["step_time"] for r in timed if r["step"] > saves[0]), default=0.0
         ),

@@ -96,11 +96,16 @@ def parallel(
 
 
 def checkpoint(
-    save_iter: int = 200, keep_last: int = 0, load_path: str = "", format: str = "pt"
+    save_iter: int = 200,
+    keep_last: int = 0,
+    load_path: str = "",
+    format: str = "pt",
+    staging_buffers: int = 2,
 ) -> DictConfig:
     """`format`: `pt` (every part one full file, written before training goes on: small models)
     or `dcp` (sharded and written in the background, the model file for the last step only:
-    the GPU recipes; docs/training.md "Checkpoints")."""
+    the GPU recipes; docs/training.md "Checkpoints"). `staging_buffers`: dcp saves copied to
+    host memory while earlier ones are still being written (each one save's size, pinned)."""
     return OmegaConf.create(
         dict(
             save_iter=save_iter,
@@ -109,6 +114,7 @@ def checkpoint(
             ignore_keys=[],
             load_ema=False,
             format=format,
+            staging_buffers=staging_buffers,
         )
     )
 

@@ -107,9 +107,14 @@ def test_sigkill_then_restart_gives_the_same_losses(tmp_path):
     kill = "+hooks.zz={_target_:tests.toy_experiments.SignalAtStep,step:10,sig:SIGKILL}"
     assert train("ref").returncode == 0
     assert train("crash", kill, armed=True).returncode == -9
-    # Step 8's save was under way or done when the kill came: latest names 4 or 8, never a
-    # half-written step.
-    assert latest(tmp_path, "crash") in ("iter_000000004.pt", "iter_000000008.pt")
+    # The saves of steps 4 and 8 were under way or done when the kill came (two staging files:
+    # both can still be in flight): latest names 4 or 8 or nothing yet, never a half-written
+    # step, and no folder is published without its manifest.
+    marker = root(tmp_path, "crash") / "latest_checkpoint.txt"
+    named = marker.read_text().strip() if marker.exists() else None
+    assert named in (None, "iter_000000004.pt", "iter_000000008.pt")
+    for folder in (root(tmp_path, "crash") / "optim").glob("iter_*[0-9]"):
+        assert (root(tmp_path, "crash") / "manifest" / f"{folder.name}.json").exists()
     again = train("crash", kill)
     assert again.returncode == 0, again.stderr[-3000:]
 
@@ -203,7 +208,7 @@ def test_a_full_disk_in_the_background_stops_the_run_with_exit_5(
     monkeypatch.setattr(WriterProcess, "command", [sys.executable, "-m", "tests.faulty_writer"])
     monkeypatch.setenv("FAULTY_WRITER_PATH", "iter_000000004")
     with caplog.at_level(logging.ERROR):
-        code = run(cfg(tmp_path, "checkpoint.save_iter=2"), [])
+        code = run(cfg(tmp_path, "checkpoint.save_iter=2", "train.max_steps=12"), [])
     assert code == EXIT_WRITE
     assert "saving checkpoint iter_000000004.pt failed" in caplog.text
     assert "the disk is full" in caplog.text and "No space left on device" in caplog.text
@@ -211,12 +216,15 @@ def test_a_full_disk_in_the_background_stops_the_run_with_exit_5(
     assert "Traceback" not in capfd.readouterr().err
     job = root(tmp_path).parent
     steps = [json.loads(x)["step"] for x in (job / "metrics.jsonl").read_text().splitlines()]
-    assert max(steps) <= 6  # found at the next step's all-reduce, at the latest at save 6
+    # Found at the next step's all-reduce after the write failed, at the latest after the save
+    # that finds both staging files taken (8: 4 failing, 6 queued behind it); 6 is not
+    # published after 4 failed.
+    assert max(steps) <= 8
     assert latest(tmp_path) == "iter_000000002.pt"
     assert not list(root(tmp_path).rglob("*.tmpdir"))
     monkeypatch.delenv("FAULTY_WRITER_PATH")
-    assert run(cfg(tmp_path, "checkpoint.save_iter=2"), []) == EXIT_OK
-    assert latest(tmp_path) == "iter_000000008.pt"
+    assert run(cfg(tmp_path, "checkpoint.save_iter=2", "train.max_steps=12"), []) == EXIT_OK
+    assert latest(tmp_path) == "iter_000000012.pt"
 
 
 @pytest.mark.parametrize("fmt", ["pt", "dcp"])
@@ -333,10 +341,12 @@ def test_the_writer_hashes_the_shards_as_it_writes_them(tmp_path, monkeypatch):
     assert parts["optim"] == {p.name: real(p) for p in sorted(folder.iterdir())}
 
 
-def test_a_save_that_waits_for_the_previous_write_says_so(tmp_path, monkeypatch, caplog):
-    # One staging file: a save that comes while the previous one is still being written waits
-    # for it. The metrics name that wait apart from the rest of the save, and a line says what to
-    # change (on an H100, 2B saves 13 s apart held 0.4 s, then 5.0 s: the disk, not the copy).
+@pytest.mark.parametrize("buffers", [1, 2])
+def test_a_save_waits_only_when_every_staging_file_is_taken(tmp_path, monkeypatch, caplog, buffers):
+    # A save that comes while earlier ones are still being written takes a free staging file;
+    # with none free it waits for the oldest write. The metrics name that wait apart from the
+    # rest of the save, and a line says what to change (on an H100, 2B saves 13 s apart with one
+    # staging file held 0.4 s, then 5.0 s: the disk, not the copy).
     import time
 
     from framework.trainer.checkpoint_proc import WriterProcess
@@ -348,12 +358,87 @@ def test_a_save_that_waits_for_the_previous_write_says_so(tmp_path, monkeypatch,
         return real(self, request)
 
     monkeypatch.setattr(WriterProcess, "write", slow)
+    overrides = ["checkpoint.save_iter=2", f"+checkpoint.staging_buffers={buffers}"]
     with caplog.at_level(logging.WARNING):
-        assert run(cfg(tmp_path, "checkpoint.save_iter=2", "train.max_steps=6"), []) == EXIT_OK
-    lines = (root(tmp_path).parent / "metrics.jsonl").read_text().splitlines()
-    held = {r["step"]: r for r in map(json.loads, lines) if "save_held" in r}
-    assert sorted(held) == [3, 5]  # the saves at 2 and 4 (6 is the last: no step follows)
+        assert run(cfg(tmp_path, *overrides), []) == EXIT_OK
+    rows = [
+        json.loads(x) for x in (root(tmp_path).parent / "metrics.jsonl").read_text().splitlines()
+    ]
+    held = {r["step"]: r for r in rows if "save_held" in r}
+    assert sorted(held) == [3, 5, 7]  # the saves at 2, 4 and 6 (8 is the last: no step follows)
     assert "save_waited" not in held[3]  # the first save found the writer free
-    # The toy's steps take milliseconds: the save at 4 waited for most of the 1.5 s write.
-    assert 1.0 <= held[5]["save_waited"] <= held[5]["save_held"]
+    # The toy's steps take milliseconds: a save that finds no free staging file waits for most
+    # of a 1.5 s write; with two files the save at 4 is copied while 2's is written.
+    waits = [s for s in (5, 7) if held[s].get("save_waited", 0.0) >= 1.0]
+    assert waits == ([5, 7] if buffers == 1 else [7])
+    assert all(held[s]["save_waited"] <= held[s]["save_held"] for s in waits)
     assert "waited" in caplog.text and "raise checkpoint.save_iter" in caplog.text
+    # The writes that finished before the last step are in the metrics with their size (each
+    # took the 1.5 s sleep), and every save is published, in order.
+    written = [r for r in rows if "save_write" in r]
+    assert written and all(r["save_write"] >= 1.5 for r in written)
+    assert all(r["save_write_gb"] > 0 for r in written)
+    assert latest(tmp_path) == "iter_000000008.pt"
+    assert sorted(p.name for p in (root(tmp_path) / "optim").iterdir()) == [
+        f"iter_00000000{n}" for n in (2, 4, 6, 8)
+    ]
+
+
+def test_pruning_keeps_the_folder_of_a_save_in_flight(tmp_path):
+    """A published save prunes the folders of killed saves up to itself, not a later one being
+    written (with several ranks, the other ranks' writers may already have made it)."""
+    folder = tmp_path / "optim"
+    for name in ("iter_000000002", "iter_000000004", "iter_000000006"):
+        (folder / f"{name}{C.TMP_SUFFIX}").mkdir(parents=True)
+    C.clear_tmp_dirs(folder, upto="iter_000000004.pt")
+    assert [p.name for p in folder.iterdir()] == ["iter_000000006.tmpdir"]
+    C.clear_tmp_dirs(folder)
+    assert not list(folder.iterdir())
+
+
+def test_a_save_that_fits_only_after_the_one_in_flight_waits_for_it(tmp_path, monkeypatch):
+    """The space check counts saves still being written at their whole size; when only they
+    make a save not fit, it waits for them and checks again (it is not refused)."""
+    import time
+
+    from framework.trainer import checkpoint_space as space
+    from framework.trainer.checkpoint_proc import WriterProcess
+
+    real_write, real_refusal = WriterProcess.write, space.refusal
+    monkeypatch.setattr(
+        WriterProcess, "write", lambda self, r: time.sleep(1.0) or real_write(self, r)
+    )
+    asked: list[int] = []
+
+    def room_for_one_and_a_half(name, need, root, marker):
+        asked.append(need)
+        free = space.HEADROOM + asked[0] * 3 // 2
+        monkeypatch.setattr(space, "free_bytes", lambda root: free)
+        return real_refusal(name, need, root, marker)
+
+    monkeypatch.setattr(space, "refusal", room_for_one_and_a_half)
+    assert run(cfg(tmp_path, "checkpoint.save_iter=4"), []) == EXIT_OK
+    one = asked[0]  # the start line's size of one save
+    assert 2 * one in asked  # the save at 8 with 4's still in flight...
+    assert latest(tmp_path) == "iter_000000008.pt"  # ...waited for it instead of being refused
+    assert asked[-1] == one
+
+
+def test_the_bytes_still_coming_from_saves_in_flight(tmp_path):
+    """A save made while others are written needs room for what they still write, less their
+    part already on disk and the iterations their pruning drops (keep_last)."""
+    from framework.trainer import checkpoint_space as space
+
+    ckpt = tmp_path / "checkpoints"
+    (ckpt / "optim" / "iter_000000002").mkdir(parents=True)
+    (ckpt / "optim" / "iter_000000002" / "__0_0.distcp").write_bytes(b"x" * 100)
+    (ckpt / "trainer").mkdir()
+    (ckpt / "trainer" / "iter_000000002.pt").write_bytes(b"x" * 10)
+    (ckpt / "latest_checkpoint.txt").write_text("iter_000000002.pt\n")
+    (ckpt / "optim" / "iter_000000004.tmpdir").mkdir()
+    (ckpt / "optim" / "iter_000000004.tmpdir" / "__0_0.distcp").write_bytes(b"x" * 30)
+    assert space.still_coming(ckpt, 0, 110, keep_last=1) == 0
+    # 4 still writes 80 of its 110 bytes; publishing it drops 2 (110 bytes) with keep_last=1.
+    assert space.still_coming(ckpt, 1, 110, keep_last=1) == 80 - 110
+    assert space.still_coming(ckpt, 1, 110, keep_last=2) == 80
+    assert space.still_coming(ckpt, 1, 110, keep_last=0) == 80

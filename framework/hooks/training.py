@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 # Per-step values that are totals over the window, not averages.
-_SUMMED = ("step_time", "data_wait", "samples", "flops", "save_held")
+_SAVES = ("save_held", "save_waited", "save_write", "save_write_gb")
+_SUMMED = ("step_time", "data_wait", "samples", "flops", *_SAVES)
 
 
 class LogHook(Hook):
@@ -56,8 +57,8 @@ class LogHook(Hook):
         record = {k: v / n for k, v in w.items() if k not in _SUMMED}
         record["step_time"] = w["step_time"] / n
         record["data_wait"] = w["data_wait"] / n
-        if "save_held" in w:  # seconds in save calls before these steps (not in step_time)
-            record["save_held"] = w["save_held"]
+        # Seconds in save calls before these steps (not in step_time), and background writes.
+        record.update({k: w[k] for k in _SAVES if k in w})
         record["samples_per_s"] = w["samples"] / max(w["step_time"], 1e-9)
         if self.peak and w["flops"] > 0:
             record["mfu"] = w["flops"] / (w["step_time"] * trainer.world_size * self.peak)

@@ -88,12 +88,13 @@ class Checkpointer:
         keep_last: int = 0,
         format: str = "pt",
         exclude: frozenset[str] | set[str] = frozenset(),
+        staging_buffers: int = 2,
     ) -> None:
         if format not in FORMATS:
             raise ConfigError(f"checkpoint.format={format!r} is not one of {FORMATS}; fix it.")
         self.root, self.env, self.keep_last = Path(root), env, int(keep_last)
         self.format, self.exclude = format, frozenset(exclude)
-        self.writer = C.AsyncDCPWriter(env) if format == "dcp" else None
+        self.writer = C.AsyncDCPWriter(env, staging_buffers) if format == "dcp" else None
         self.save_bytes: int | None = None  # one save, all ranks (known after `prepare`)
 
     def path(self, part: str, step_or_name: int | str) -> Path:
@@ -279,7 +280,9 @@ class Checkpointer:
         tmp = folder.with_name(folder.name + C.TMP_SUFFIX)
         if self.env.is_main:
             shutil.rmtree(tmp, ignore_errors=True)  # a killed save's leftover
-        self.finish()  # the previous save is written; also every rank is past the cleanup
+        # Saves still being written may stay so (one per spare staging file); one that failed
+        # stops the run here. Also every rank is past the cleanup.
+        self.finish(wait=False)
         state = {"model": self._local_model_state(model, ema), "optim": None}
         state["optim"] = get_optimizer_state_dict(model, optimizer)
         self._check_space(step, space.tensor_bytes(state))
@@ -336,12 +339,21 @@ class Checkpointer:
             self.writer.prepare(state)
 
     def _check_space(self, step: int, local_bytes: int) -> None:
-        """Collective: refuse (on every rank) a save the disk cannot hold, before it starts."""
+        """Collective: refuse (on every rank) a save the disk cannot hold, before it starts.
+        Saves still being written count with what they add and what their pruning frees
+        (checkpoint_space.still_coming); when the save does not fit only because of them, wait
+        for them and check again."""
         need = sum(D.all_gather_object(local_bytes))
-        error = None
+        verdict = None
         if self.env.is_main:
-            error = space.refusal(iter_name(step), need, self.root, self.root / LATEST) or None
-        error = D.broadcast_object(error)
+            pending = self.writer.pending if self.writer is not None else 0
+            later = space.still_coming(self.root, pending, need, self.keep_last)
+            name, marker = iter_name(step), self.root / LATEST
+            verdict = (space.refusal(name, need + later, self.root, marker) or None, pending)
+        error, pending = D.broadcast_object(verdict)
+        if error and pending:
+            self.finish()
+            return self._check_space(step, local_bytes)
         if error:
             raise CheckpointWriteError(error)
 
@@ -360,19 +372,27 @@ class Checkpointer:
         if self.writer is not None:
             self.writer.wait_staged()
 
-    def finish(self) -> None:
-        """Collective: wait for the save in flight; raise CheckpointWriteError on every rank if
-        it failed on any."""
+    def pop_written(self) -> tuple[float, int]:
+        """(seconds, bytes) of the background writes finished since the last call (dcp)."""
+        return self.writer.pop_written() if self.writer is not None else (0.0, 0)
+
+    def finish(self, wait: bool = True) -> None:
+        """Collective: wait for the saves in flight (unless not `wait`); raise
+        CheckpointWriteError on every rank if one failed on any."""
         if self.writer is None:
             return
-        self.writer.wait()
+        if wait:
+            self.writer.wait()
         errors = [e for e in D.all_gather_object(self.writer.error) if e]
-        self.writer.error = None
         if errors:
+            # Kept while saves may still be queued behind the failed one: they see it and
+            # skip (a later save must not be published after an earlier one failed).
+            if wait:
+                self.writer.error = None
             raise CheckpointWriteError(errors[0])
 
     def close(self) -> None:
-        """Wait for the save in flight without talking to other ranks (on the way out), then
+        """Wait for the saves in flight without talking to other ranks (on the way out), then
         stop the writer process."""
         if self.writer is not None:
             self.writer.close()
@@ -383,11 +403,12 @@ class Checkpointer:
         (leftovers of an earlier run in the same folder, which the run overwrites as it goes)."""
         for tmp in [*self.root.glob("*.tmp"), *self.root.glob("*/*.tmp")]:
             tmp.unlink(missing_ok=True)
-        C.clear_tmp_dirs(self.root / "optim")  # format=dcp folders of saves a SIGKILL cut off
         marker = self.root / LATEST
-        if self.keep_last <= 0 or not marker.is_file():
+        named = marker.read_text().strip() if marker.is_file() else None
+        # format=dcp folders of saves a kill cut off; not those of saves still in flight
+        C.clear_tmp_dirs(self.root / "optim", upto=named)
+        if self.keep_last <= 0 or named is None:
             return
-        named = marker.read_text().strip()
         for name in self.iterations(upto=named)[self.keep_last :]:
             if name == named:
                 continue

@@ -9,13 +9,15 @@
 
 No rank ever holds more than its own shards: nothing is gathered. A save runs in three parts:
 the training thread collects the local state dict (no copies, no communication) and queues its
-copy into a shared, pinned CPU staging file allocated once (checkpoint_stage.py) on a side CUDA
-stream; a writer process of this rank (checkpoint_proc.py) has DCP write it into
-`optim/iter_N.tmpdir/`, over a gloo group of the writers' own; rank 0 then renames the folder to
-`optim/iter_N/` and writes the small parts, the manifest and `latest_checkpoint.txt` last, exactly
-in the order of format=pt. The training stream waits for the copy (on the GPU, the host does not)
-only before it next changes what is being copied (`wait_staged`: the optimizer step, an EMA swap);
-no GPU memory is allocated for a save.
+copy into a shared, pinned CPU staging file (checkpoint_stage.py; `checkpoint.staging_buffers`
+of them, allocated once) on a side CUDA stream; a writer process of this rank
+(checkpoint_proc.py) has DCP write it into `optim/iter_N.tmpdir/`, over a gloo group of the
+writers' own; rank 0 then renames the folder to `optim/iter_N/` and writes the small parts, the
+manifest and `latest_checkpoint.txt` last, exactly in the order of format=pt. Saves reach the
+disk one at a time, in order; with two staging files a save is copied while the one before it is
+still being written, and waits only when both hold saves not yet on disk. The training stream
+waits for the copy (on the GPU, the host does not) only before it next changes what is being
+copied (`wait_staged`: the optimizer step, an EMA swap); no GPU memory is allocated for a save.
 """
 
 from __future__ import annotations
@@ -88,34 +90,57 @@ class WriteFailed(OSError):
     """The writer process's error, rebuilt in the training process (errno, text, file)."""
 
 
-class AsyncDCPWriter:
-    """One save in flight at a time. `submit` queues the copy of the state into the shared
-    staging file on a side stream and returns; a thread of this process waits for the copy,
-    hands the folder to the writer process (framework/trainer/checkpoint_proc.py) and waits for
-    its answer, then runs `finalize` (rank 0: rename, small files, manifest, latest). The
-    training thread calls `wait_staged` before changing weights and `wait` before the next save
-    or at the end."""
+class _Save:
+    """One save in flight: the staging file it was copied into and its thread (copy, then
+    write, then finalize)."""
 
-    def __init__(self, env: D.DistEnv) -> None:
+    def __init__(self, slab: S.Slab) -> None:
+        self.slab = slab
+        self.copied: torch.cuda.Event | None = None
+        self.staged = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+class AsyncDCPWriter:
+    """Up to `buffers` saves in flight, one staging file each (`checkpoint.staging_buffers`).
+    `submit` queues the copy of the state into a free staging file on a side stream and
+    returns; a thread of this process waits for the copy, then for the save before it to be
+    written (saves reach the disk in order, so latest_checkpoint.txt only moves forward), hands
+    the folder to the writer process (framework/trainer/checkpoint_proc.py), waits for its
+    answer, then runs `finalize` (rank 0: rename, small files, manifest, latest). A save waits
+    only when every staging file still holds a save not yet written. The training thread calls
+    `wait_staged` before changing weights and `wait` at the end."""
+
+    def __init__(self, env: D.DistEnv, buffers: int = 2) -> None:
         self.env = env
+        self.buffers = max(1, int(buffers))
         self.proc: WriterProcess | None = None
-        self.slab: S.Slab | None = None
+        self.slabs: list[S.Slab] = []
+        self.saves: list[_Save] = []  # in submission order; finished ones are dropped
+        self.alloc: threading.Thread | None = None
         self.cuda = torch.cuda.is_available()
         self.stream = torch.cuda.Stream() if self.cuda else None
-        self.copied: torch.cuda.Event | None = None
-        self.thread: threading.Thread | None = None
-        self.staged = threading.Event()
-        self.staged.set()
         self.error: str | None = None
         self.stage_seconds = self.write_seconds = 0.0
-        # Seconds the last `submit` waited for the save before it to be written: the staging
-        # file is one, so a save that comes before the previous one left the disk waits.
+        # (seconds, bytes) of every write finished since the trainer last asked (metrics).
+        self.written: list[tuple[float, int]] = []
+        # Seconds the last `submit` (and a space check before it) waited for earlier saves to
+        # be written: with every staging file holding a save not yet on disk, a new one waits.
         self.waited_seconds = self._blocked = 0.0
         self.said_waited = False
 
     @property
     def failed(self) -> bool:
         return self.error is not None
+
+    @property
+    def pending(self) -> int:
+        """Saves submitted and not yet written (or failed)."""
+        return sum(s.running for s in self.saves)
 
     def _start(self) -> None:
         """Collective: start this rank's writer process (the writers of all ranks meet in a
@@ -129,21 +154,64 @@ class AsyncDCPWriter:
             port = D.broadcast_object(_free_port() if self.env.is_main else None)
         self.proc = WriterProcess(rank, world, addr, port)
 
-    def _slab(self, layout: dict) -> S.Slab:
-        if self.slab is None or self.slab.layout != layout:
-            if self.slab is not None:
-                self.slab.close()
-            self.slab = S.Slab(layout, pin=self.cuda)
-        return self.slab
+    def _allocate(self, layout: dict) -> None:
+        while len(self.slabs) < self.buffers:
+            self.slabs.append(S.Slab(layout, pin=self.cuda))
+
+    def _join_alloc(self) -> None:
+        if self.alloc is not None:
+            self.alloc.join()
+            self.alloc = None
+
+    def _free_slab(self, layout: dict) -> S.Slab:
+        """A staging file no save in flight holds, of `layout`; waits for the oldest save when
+        every one is taken (the wait counts into the next `waited_seconds`)."""
+        self._join_alloc()
+        self.saves = [s for s in self.saves if s.running]
+        if len(self.saves) >= self.buffers:
+            start = time.perf_counter()
+            self.saves.pop(0).thread.join()
+            self._blocked += time.perf_counter() - start
+        held = {id(s.slab) for s in self.saves}
+        free = next((x for x in self.slabs if id(x) not in held), None)
+        if free is not None and free.layout != layout:
+            free.close()
+            self.slabs.remove(free)
+            free = None
+        if free is None:
+            free = S.Slab(layout, pin=self.cuda)
+            self.slabs.append(free)
+        return free
 
     def prepare(self, state: dict) -> None:
-        """Collective: start the writer process, and allocate (and pin) the staging file for
-        saves of `state` in the background, long before the first save needs it."""
+        """Collective: start the writer process, and allocate (and pin) the staging files for
+        saves of `state` in the background, long before the first save needs them. Fewer
+        files than asked when they would take more than half of the host's available memory."""
         self.wait()
         self._start()
         layout = S.layout_of(_structure(state))
-        self.thread = threading.Thread(target=self._slab, args=(layout,), daemon=True)
-        self.thread.start()
+        self.buffers = self._affordable(S.nbytes(layout))
+        self.alloc = threading.Thread(target=self._allocate, args=(layout,), daemon=True)
+        self.alloc.start()
+
+    def _affordable(self, nbytes: int) -> int:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        avail = S.available_memory()
+        fit = int(avail // 2 // max(1, nbytes * local)) if avail else self.buffers
+        if fit >= self.buffers:
+            return self.buffers
+        if self.env.is_main:
+            log.warning(
+                "checkpoint.staging_buffers=%d would pin %.1f GB of host memory on this node "
+                "(%.1f GB available): using %d; a save then waits while %d earlier ones are "
+                "still being written.",
+                self.buffers,
+                self.buffers * nbytes * local / 1e9,
+                avail / 1e9,
+                max(1, fit),
+                max(1, fit),
+            )
+        return max(1, fit)
 
     def submit(
         self,
@@ -155,62 +223,75 @@ class AsyncDCPWriter:
         """Collective. Start saving `state` (the local state dict) into `tmp_dir`; `finalize`
         (rank 0) runs after the write with the manifest records of the files the writers wrote;
         `describe(err)` turns a failure into the one-line message."""
-        self.wait()
-        self.waited_seconds, self._blocked = self._blocked, 0.0
-        if self.waited_seconds > 0.5 and self.env.is_main and not self.said_waited:
-            self.said_waited = True  # once per run; every save's wait is in metrics.jsonl
-            gb = self.slab.size / 1e9 if self.slab is not None else 0.0
-            log.warning(
-                "this checkpoint save waited %.1f s for the previous one to reach the disk "
-                "(%.1f GB written in %.1f s): saves come faster than the disk takes them; "
-                "raise checkpoint.save_iter so saves are further apart than that.",
-                self.waited_seconds,
-                gb,
-                self.write_seconds,
-            )
         self._start()
         state = _structure(state)
-        slab = self._slab(S.layout_of(state))
+        slab = self._free_slab(S.layout_of(state))
+        self.waited_seconds, self._blocked = self._blocked, 0.0
+        self._say_waited(slab)
+        save = _Save(slab)
         start = time.perf_counter()
-        self.staged.clear()
         if self.stream is not None:
             # Queued behind everything so far (the last optimizer step); the training thread
             # only issues the copies, ~10 us each, and never waits for them.
             self.stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.stream):
                 desc = S.stage(state, slab)
-                self.copied = torch.cuda.Event()
-                self.copied.record()
+                save.copied = torch.cuda.Event()
+                save.copied.record()
         else:
             desc = S.stage(state, slab)
         request = {
             "pid": os.getpid(),
             "fd": slab.fd,
             "size": slab.size,
-            "serial": id(slab),
+            "serial": slab.serial,
+            "live": [x.serial for x in self.slabs],
             "dir": str(tmp_dir),
             "state": desc,
             "threads": 2,
         }
+        before = self.saves[-1] if self.saves else None
         # `state` stays referenced by the thread until the copy is done: nothing it holds can
         # be freed and reused by the training stream while the side stream reads it.
-        self.thread = threading.Thread(
+        save.thread = threading.Thread(
             target=self._run,
-            args=(state, request, start, tmp_dir, finalize, describe),
+            args=(save, before, state, request, start, tmp_dir, finalize, describe),
             name="checkpoint-writer",
             daemon=True,
         )
-        self.thread.start()
+        self.saves.append(save)
+        save.thread.start()
 
-    def _run(self, state, request, start, tmp_dir, finalize, describe) -> None:
+    def _say_waited(self, slab: S.Slab) -> None:
+        if self.waited_seconds <= 0.5 or not self.env.is_main or self.said_waited:
+            return
+        self.said_waited = True  # once per run; every save's wait is in metrics.jsonl
+        log.warning(
+            "this checkpoint save waited %.1f s for earlier ones to reach the disk (%.1f GB "
+            "each, the last written in %.1f s; %d staging file(s)): saves come faster than the "
+            "disk takes them; raise checkpoint.save_iter so saves are further apart than that.",
+            self.waited_seconds,
+            slab.size / 1e9,
+            self.write_seconds,
+            self.buffers,
+        )
+
+    def _run(self, save, before, state, request, start, tmp_dir, finalize, describe) -> None:
         try:
             try:
-                if self.copied is not None:
-                    self.copied.synchronize()
+                if save.copied is not None:
+                    save.copied.synchronize()
             finally:
                 del state
                 self.stage_seconds = time.perf_counter() - start
-                self.staged.set()  # on failure too: training must not wait forever
+                save.staged.set()  # on failure too: training must not wait forever
+            if before is not None:  # in order: the disk takes one save at a time
+                before.thread.join()
+                before = None
+            if self.error is not None:  # an earlier save failed: the run stops, skip this one
+                if self.env.is_main:
+                    shutil.rmtree(tmp_dir, ignore_errors=True)
+                return
             start = time.perf_counter()
             reply = self.proc.write(request)
             if "error" in reply:
@@ -219,41 +300,51 @@ class AsyncDCPWriter:
             if finalize is not None:
                 finalize(reply["records"])
             self.write_seconds = time.perf_counter() - start
+            self.written.append((self.write_seconds, save.slab.size))
         except BaseException as err:  # noqa: BLE001  (reported by the training thread)
-            self.error = describe(err)
+            if self.error is None:
+                self.error = describe(err)
             log.debug("checkpoint write failed", exc_info=True)
             if self.env.is_main:
                 shutil.rmtree(tmp_dir, ignore_errors=True)
 
     def wait_staged(self) -> None:
-        """Before the weights change: on CUDA the current stream waits for the copy on the GPU
-        (the host does not block); on the CPU, until the copy is taken."""
-        if self.copied is not None:
-            torch.cuda.current_stream().wait_event(self.copied)
+        """Before the weights change: on CUDA the current stream waits for the last copy on the
+        GPU (the host does not block); on the CPU, until the copy is taken."""
+        if not self.saves:
+            return
+        last = self.saves[-1]
+        if last.copied is not None:
+            torch.cuda.current_stream().wait_event(last.copied)
         else:
-            self.staged.wait()
+            last.staged.wait()
 
     def wait(self) -> None:
-        """Block until the save in flight is written (or failed; see `error`)."""
-        if self.thread is not None:
-            # A write in flight (not the staging file's allocation that `prepare` started).
-            start = time.perf_counter()
-            busy = self.thread.is_alive() and self.thread.name == "checkpoint-writer"
-            self.thread.join()
-            self.thread = None
-            if busy:  # counted into the next save's `waited_seconds`
-                self._blocked += time.perf_counter() - start
+        """Block until every save in flight is written (or failed; see `error`)."""
+        self._join_alloc()
+        start = time.perf_counter()
+        busy = self.pending > 0
+        for save in self.saves:
+            save.thread.join()
+        self.saves = []
+        if busy:  # counted into the next save's `waited_seconds`
+            self._blocked += time.perf_counter() - start
+
+    def pop_written(self) -> tuple[float, int]:
+        """(seconds, bytes) of the writes finished since the last call."""
+        done, self.written = self.written, []
+        return sum(s for s, _ in done), sum(b for _, b in done)
 
     def close(self) -> None:
-        """Wait for the save in flight, then stop the writer process and free the staging file
-        (a later save starts both again)."""
+        """Wait for the saves in flight, then stop the writer process and free the staging
+        files (a later save starts both again)."""
         self.wait()
         if self.proc is not None:
             self.proc.close()
             self.proc = None
-        if self.slab is not None:
-            self.slab.close()
-            self.slab = None
+        for slab in self.slabs:
+            slab.close()
+        self.slabs = []
 
 
 def dcp_load(path: Path, state: dict, group: Any = None) -> None:
@@ -314,9 +405,14 @@ def _first_failure(err: BaseException) -> str:
     return " ".join(str(inner).split())[:300] or type(inner).__name__
 
 
-def clear_tmp_dirs(folder: Path) -> None:
+def clear_tmp_dirs(folder: Path, upto: str | None = None) -> None:
+    """Remove the folders of saves a kill cut off; with `upto` (an iteration name) only those
+    of that iteration and earlier: a later one may be a save in flight, whose folder the
+    writers of other ranks can already have made."""
+    last = upto.removesuffix(".pt") if upto else None
     for tmp in folder.glob(f"*{TMP_SUFFIX}"):
-        shutil.rmtree(tmp, ignore_errors=True)
+        if last is None or tmp.name.removesuffix(TMP_SUFFIX) <= last:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish(tmp_dir: Path, final: Path) -> Path:

@@ -139,17 +139,18 @@ def _write(request: dict, group: Any, files: dict) -> dict:
 
     from framework.trainer.checkpoint_stage import rebuild
 
-    source = (request["pid"], request["fd"], request["size"])
-    if files.get("source") != source:  # a new staging file (the first save, a new layout)
+    source = (request["pid"], request["fd"], request["size"], request["serial"])
+    for gone in [k for k in files if k[3] not in request["live"]]:
+        del files[gone]  # a staging file the parent closed (a new layout, the end of a run)
+    if source not in files:  # a staging file not seen yet: map it once
         import mmap
 
         import torch
 
-        files.clear()
         with open(f"/proc/{source[0]}/fd/{source[1]}", "r+b") as f:
-            files["map"] = mmap.mmap(f.fileno(), source[2])
-        files["flat"], files["source"] = torch.frombuffer(files["map"], dtype=torch.uint8), source
-    state = rebuild(request["state"], files["flat"])
+            mapped = mmap.mmap(f.fileno(), source[2])
+        files[source] = torch.frombuffer(mapped, dtype=torch.uint8)
+    state = rebuild(request["state"], files[source])
     records: dict = {}
     writer = FileSystemWriter(request["dir"], thread_count=request["threads"])
     writer.fs = _hashing_fs(records)

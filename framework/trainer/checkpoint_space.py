@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import Tensor
 
+from framework import jobs
+
 # DCP's .metadata and the small parts (scheduler, trainer state, manifest): well under this.
 HEADROOM = 64 * 2**20
 
@@ -37,6 +39,35 @@ def free_bytes(root: Path) -> int:
     while not path.exists() and path != path.parent:
         path = path.parent
     return shutil.disk_usage(path).free
+
+
+def _bytes_under(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def iteration_bytes(root: Path, name: str) -> int:
+    """The bytes a saved iteration takes: its part files, its DCP folder and its manifest."""
+    paths = [jobs.part_path(root, part, name) for part in jobs.PARTS]
+    paths += [jobs.dcp_folder(root, name), jobs.manifest_path(root, name)]
+    return sum(_bytes_under(p) for p in paths)
+
+
+def still_coming(root: Path, pending: int, one: int, keep_last: int) -> int:
+    """Bytes the `pending` saves in flight (`one` bytes each) still add to the disk before a
+    save made now starts writing (saves are written in order), less what their own pruning
+    frees by then (`keep_last`): their part already written is on disk, and each one published
+    drops the oldest kept iteration."""
+    if pending <= 0:
+        return 0
+    written = sum(_bytes_under(t) for t in (Path(root) / "optim").glob("*.tmpdir"))
+    coming = pending * one - written
+    named = jobs.read_latest(root)
+    if keep_last > 0 and named:
+        kept = max(0, keep_last - pending)
+        coming -= sum(iteration_bytes(root, n) for n in jobs.iterations(root, named)[kept:])
+    return coming
 
 
 def refusal(name: str, need: int, root: Path, latest: Path) -> str:

@@ -14,6 +14,7 @@ whole tensor, which the writer turns back into views of the shared file (`rebuil
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 from dataclasses import dataclass
@@ -74,11 +75,28 @@ def nbytes(layout: dict) -> int:
     )
 
 
+def available_memory() -> int:
+    """The host's available memory in bytes (MemAvailable; 0 where /proc/meminfo is missing)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+_SERIALS = itertools.count(1)
+
+
 class Slab:
-    """The shared file of one layout, mapped here (and pinned when `pin`)."""
+    """The shared file of one layout, mapped here (and pinned when `pin`). `serial` names it to
+    the writer process for good: a closed file's fd number (and size) can come back."""
 
     def __init__(self, layout: dict, pin: bool) -> None:
         self.layout = layout
+        self.serial = next(_SERIALS)
         ends = [off + _bytes(dtype, shape) for off, dtype, shape in layout.values()]
         self.size = max([ALIGN, *ends])
         self.fd = os.memfd_create("worldtune-checkpoint", 0)

@@ -110,6 +110,7 @@ class Trainer:
             cfg.checkpoint.keep_last,
             cfg.checkpoint.get("format", "pt"),
             exclude=frozen if cfg.checkpoint.get("load_path") else (),
+            staging_buffers=cfg.checkpoint.get("staging_buffers", 2),
         )
         resume_from = self.checkpointer.latest()
         if cfg.checkpoint.get("load_path") and (resume_from is None or frozen):
@@ -321,11 +322,15 @@ class Trainer:
 
     def _pop_save_held(self) -> dict[str, float]:
         """The metrics of the saves since the last step: `save_held` (the loop in save calls)
-        and `save_waited` (of it, waiting for the previous save's write)."""
+        and `save_waited` (of it, waiting for earlier saves' writes), and `save_write` /
+        `save_write_gb`: seconds and GB of the background writes that finished meanwhile."""
         out = {"save_held": self._save_held} if self._save_held else {}
         if self._save_waited:
             out["save_waited"] = self._save_waited
         self._save_held = self._save_waited = 0.0
+        seconds, nbytes = self.checkpointer.pop_written()
+        if nbytes:  # background writes that finished since the last step (format=dcp)
+            out.update(save_write=seconds, save_write_gb=nbytes / 1e9)
         return out
 
     # ---- pieces of a step ---------------------------------------------------------------------
