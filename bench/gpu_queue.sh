@@ -4,7 +4,7 @@
 # time and few machines, so one call does as much as fits; what did not run is said).
 # Usage: BUDGET=570 bash bench/gpu_queue.sh OUT [PART...]
 #   parts: saves (#29: dcp and pt, or $SAVES_FORMATS), distill (#28, compiled), p25 (#24, compiled),
-#          p25distill (#28, Predict2.5 2B student, compiled),
+#          p25distill (#28, Predict2.5 2B student, compiled), pin (#29, bench.pin_stall),
 #          eval (#27, one iteration), before (#29, the code before the writer process, in .dev_h5)
 # Needs the .whl wheels from ../shared/tools/gpu-wheels (carry .whl, and .dev_h5 for `before`).
 set -u
@@ -53,6 +53,9 @@ for part in $PARTS; do
     run distill 200 330 python3 -m bench.bench_distill --compile --thresholds 0.05,0.1,0.2 \
       --out "$OUT/distill_compile.json"
     grep -E " s [0-9]|rror" "$OUT/distill.log" 2>/dev/null | tail -8 ;;
+  pin)
+    run pin 60 180 python3 -m bench.pin_stall --out "$OUT/pin_stall.json"
+    grep -E "^(whole|ranges)|rror" "$OUT/pin.log" 2>/dev/null ;;
   p25distill)
     run p25distill 200 400 python3 -m bench.bench_distill --family predict2_5 --compile \
       --thresholds 0.05,0.1,0.2 --out "$OUT/distill_p25_compile.json"

@@ -442,3 +442,23 @@ def test_the_bytes_still_coming_from_saves_in_flight(tmp_path):
     assert space.still_coming(ckpt, 1, 110, keep_last=1) == 80 - 110
     assert space.still_coming(ckpt, 1, 110, keep_last=2) == 80
     assert space.still_coming(ckpt, 1, 110, keep_last=0) == 80
+
+
+def test_the_staging_file_is_pinned_in_ranges_that_never_split_a_tensor():
+    from framework.trainer import checkpoint_stage as S
+
+    sizes = [100_000_000, 10, 10, 10, 70_000_000, 3, 50_000_000, 1]
+    state = {f"t{i}": torch.zeros(n) for i, n in enumerate(sizes)}
+    layout = S.layout_of(state)
+    size = max(off + n * 4 for (off, _, _), n in zip(layout.values(), sizes))
+    ranges = S.pin_ranges(layout, size, target=256 * 2**20)
+    assert ranges[0][0] == 0 and ranges[-1][1] == size
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, no overlap
+    assert len(ranges) == 3  # 400 MB alone (over the target), then 280 MB with 3 small, the rest
+    for off, _, shape in layout.values():
+        end = off + torch.Size(shape).numel() * 4
+        assert any(a <= off and end <= b for a, b in ranges)
+    assert S.pin_ranges(layout, size, target=1) == [
+        (a, b) for a, b in zip([0, *sorted(o for o, _, _ in layout.values())[1:]],
+                               [*sorted(o for o, _, _ in layout.values())[1:], size])
+    ]  # fmt: skip
