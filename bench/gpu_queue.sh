@@ -55,7 +55,7 @@ for part in $PARTS; do
     grep -E " s [0-9]|rror" "$OUT/distill.log" 2>/dev/null | tail -8 ;;
   pin)
     run pin 60 180 python3 -m bench.pin_stall --out "$OUT/pin_stall.json"
-    grep -E "^(whole|ranges)|rror" "$OUT/pin.log" 2>/dev/null ;;
+    grep -E "^(whole|alloc|ranges)|rror" "$OUT/pin.log" 2>/dev/null ;;
   p25distill)
     run p25distill 200 400 python3 -m bench.bench_distill --family predict2_5 --compile \
       --thresholds 0.05,0.1,0.2 --out "$OUT/distill_p25_compile.json"

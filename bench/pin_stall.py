@@ -9,8 +9,9 @@ seconds. Here the main thread runs a step-like loop (bf16 matmuls launched from 
 host allocation, a synchronize) while a thread pins a file of `--gb` in each way:
 
 - `whole`: one cudaHostRegister over the whole file (the code before this bench);
-- `ranges`: what Slab does now: the kernel allocates the pages first (fallocate), then ~256 MB
-  registrations that never split a tensor's slot.
+- `alloc`: only the kernel's allocation of every page of the file (one fallocate), no pinning;
+- `ranges`: what Slab does now: 64 MB ranges that never split a tensor's slot, each allocated
+  (fallocate) then registered, then a pause as long as that took.
 
 Reported per way: seconds to pin, the loop's median iteration before, and the loop time lost
 while pinning (sum of each iteration's excess over that median) and its slowest iteration.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -52,6 +54,12 @@ def pin_whole(lay: dict) -> S.Slab:
     err = torch.cuda.cudart().cudaHostRegister(slab.flat.data_ptr(), slab.size, 0)
     assert int(err) == 0, err
     slab.ranges = [(0, slab.size)]
+    return slab
+
+
+def alloc_only(lay: dict) -> S.Slab:
+    slab = S.Slab(lay, pin=False)
+    os.posix_fallocate(slab.fd, 0, slab.size)
     return slab
 
 
@@ -102,7 +110,7 @@ def measure(way, lay: dict, x: torch.Tensor) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pin_stall", description=__doc__)
     p.add_argument("--gb", type=float, default=23.5)
-    p.add_argument("--ways", default="whole,ranges")
+    p.add_argument("--ways", default="whole,alloc,ranges")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda")
     x = torch.randn(2048, 2048, device=device, dtype=torch.bfloat16) / 45
     lay = layout(args.gb)
-    ways = {"whole": pin_whole, "ranges": pin_ranges}
+    ways = {"whole": pin_whole, "alloc": alloc_only, "ranges": pin_ranges}
     report = {"env": env_info(device), "args": vars(args), "rows": {}}
     for name in args.ways.split(","):
         row = measure(ways[name], lay, x)

@@ -159,9 +159,13 @@ class AsyncDCPWriter:
             self.slabs.append(S.Slab(layout, pin=self.cuda))
 
     def _join_alloc(self) -> None:
+        """Wait for the staging files `prepare` is pinning (a save that comes before they are
+        ready counts the wait)."""
         if self.alloc is not None:
+            start = time.perf_counter()
             self.alloc.join()
             self.alloc = None
+            self._blocked += time.perf_counter() - start
 
     def _free_slab(self, layout: dict) -> S.Slab:
         """A staging file no save in flight holds, of `layout`; waits for the oldest save when

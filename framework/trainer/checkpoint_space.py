@@ -55,19 +55,21 @@ def iteration_bytes(root: Path, name: str) -> int:
 
 
 def still_coming(root: Path, pending: int, one: int, keep_last: int) -> int:
-    """Bytes the `pending` saves in flight (`one` bytes each) still add to the disk before a
-    save made now starts writing (saves are written in order), less what their own pruning
-    frees by then (`keep_last`): their part already written is on disk, and each one published
-    drops the oldest kept iteration."""
+    """Bytes the disk gains between now and when a save made now starts writing: the `pending`
+    saves in flight (`one` bytes each, written in order before it) are then published and
+    pruned, so the disk holds the newest `keep_last` of them and of the published iterations
+    (0: all), instead of the published ones and the part of the pending ones written so far.
+    Negative when their pruning frees more than they still write."""
     if pending <= 0:
         return 0
     written = sum(_bytes_under(t) for t in (Path(root) / "optim").glob("*.tmpdir"))
-    coming = pending * one - written
     named = jobs.read_latest(root)
-    if keep_last > 0 and named:
-        kept = max(0, keep_last - pending)
-        coming -= sum(iteration_bytes(root, n) for n in jobs.iterations(root, named)[kept:])
-    return coming
+    published = jobs.iterations(root, named) if named else []
+    if keep_last <= 0:
+        return pending * one - written
+    # The pending saves are newer than every published one: they are kept first.
+    dropped = published[max(0, keep_last - pending) :]
+    return min(keep_last, pending) * one - written - sum(iteration_bytes(root, n) for n in dropped)
 
 
 def refusal(name: str, need: int, root: Path, latest: Path) -> str:
