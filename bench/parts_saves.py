@@ -90,7 +90,8 @@ def part_saves(ctx: Ctx) -> None:
                     f"{c['saves']} saves; held {c['held_per_save']:.2f} s + steps' excess "
                     f"{c['excess_per_save']:.2f} s per save over the median step "
                     f"{c['median']:.3f} s; slowest step after a save "
-                    f"{c['slowest_after_save']:.2f} s{grew}; waited {c['waited_each']}, "
+                    f"{c['slowest_after_save']:.2f} s{grew}; once before the first save "
+                    f"{c['startup_excess']:.2f} s; waited {c['waited_each']}, "
                     f"writes {c['write_each']} s at {c['write_gb_per_s']} GB/s"
                 ),
             )

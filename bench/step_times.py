@@ -33,8 +33,10 @@ def summarize(path: Path, skip: int = 3) -> dict:
 def save_cost(path: Path, skip: int = 3, save_steps: list[int] | None = None) -> dict:
     """Training time lost to checkpoint saves in a run with `checkpoint.save_iter` saves: the
     seconds the loop spent in save calls (`save_held`, logged with the step after each save)
-    plus every step's excess over the median step, summed and divided by the number of saves
-    that steps followed; and the peak GPU memory up to the first save and over the whole run.
+    plus the excess over the median step of every step after the first save, summed and divided
+    by the number of saves that steps followed; apart, the excess of steps 2 to the first save
+    (`startup_excess`: the one-time preparation); and the peak GPU memory up to the first save
+    and over the whole run.
     `save_steps` names the saves of a run that did not log `save_held` (older trainers)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     timed = [r for r in rows if "step_time" in r][skip:]
@@ -42,12 +44,17 @@ def save_cost(path: Path, skip: int = 3, save_steps: list[int] | None = None) ->
     if not timed or not saves:
         raise ValueError(f"{path}: needs step times after the first {skip} steps and a save")
     median = statistics.median(r["step_time"] for r in timed)
-    excess = sum(max(0.0, r["step_time"] - median) for r in timed)
+    # Steps after the first save carry the saves' cost; those before it (but the first, which
+    # compiles) carry the one-time cost of preparing saves: format=dcp pins its staging files
+    # in the background then.
+    excess = sum(max(0.0, r["step_time"] - median) for r in timed if r["step"] > saves[0])
+    startup = [r for r in rows if "step_time" in r and 1 < r["step"] <= saves[0]]
     held = sum(r["save_held"] for r in rows if r.get("save_held"))
     before = [r.get("peak_mem_gib") or 0.0 for r in rows if r["step"] <= saves[0]]
     return {
         "saves": len(saves),
         "median": median,
+        "startup_excess": sum(max(0.0, r["step_time"] - median) for r in startup),
         "held_per_save": held / len(saves),
         "excess_per_save": excess / len(saves),
         "lost_per_save": (held + excess) / len(saves),
