@@ -169,23 +169,33 @@ class AsyncDCPWriter:
 
     def _free_slab(self, layout: dict) -> S.Slab:
         """A staging file no save in flight holds, of `layout`; waits for the oldest save when
-        every one is taken (the wait counts into the next `waited_seconds`)."""
-        self._join_alloc()
+        every one is taken, or for the next file `prepare` is still pinning (the waits count
+        into the next `waited_seconds`)."""
         self.saves = [s for s in self.saves if s.running]
         if len(self.saves) >= self.buffers:
             start = time.perf_counter()
             self.saves.pop(0).thread.join()
             self._blocked += time.perf_counter() - start
-        held = {id(s.slab) for s in self.saves}
-        free = next((x for x in self.slabs if id(x) not in held), None)
+        free = self._unheld()
+        if free is None and self.alloc is not None:
+            self._join_alloc()
+            free = self._unheld()
         if free is not None and free.layout != layout:
+            self._join_alloc()  # the list of files is the allocating thread's until it ends
             free.close()
             self.slabs.remove(free)
             free = None
         if free is None:
+            self._join_alloc()
             free = S.Slab(layout, pin=self.cuda)
             self.slabs.append(free)
         return free
+
+    def _unheld(self) -> S.Slab | None:
+        """A staging file that is ready (pinned: `_allocate` adds each when done) and that no
+        save in flight holds."""
+        held = {id(s.slab) for s in self.saves}
+        return next((x for x in list(self.slabs) if id(x) not in held), None)
 
     def prepare(self, state: dict) -> None:
         """Collective: start the writer process, and allocate (and pin) the staging files for
