@@ -9,10 +9,10 @@ save and over the run.
 
 Real shape: groot_gr1_480 (2B, random weights) from a latent cache of synthetic 100-frame
 432x432 clips, one GPU, keep_last=1 (a 2B save is 23.5 GB; the machine's disk holds two).
-dcp: 30 steps, saves at 6, 12, 18 and 24 (and the last step), 13 s apart: closer together
-than the lent machine's disk writes one (~18 s), so the two staging files
-(`checkpoint.staging_buffers=2`) are what keeps them from waiting; pt: 14 steps, a save at 7
-(each pt save holds training ~33 s). Smoke: tiny_gr1 on the CPU.
+dcp: 30 steps, saves at 6, 12, 18 and 24 (and the last step), 13 s apart: about as close as
+the lent machines' disks write one (13-21 s measured), with `checkpoint.staging_buffers` from
+$BENCH_SAVES_BUFFERS (default 2, as measured on 2026-12-07; the recipes' default is 1); pt: 14
+steps, a save at 7 (each pt save holds training ~33 s). Smoke: tiny_gr1 on the CPU.
 """
 
 from __future__ import annotations
@@ -61,11 +61,14 @@ def part_saves(ctx: Ctx) -> None:
             common += ["checkpoint.load_path=", "model.tokenizer.path=null"]
             common += ["parallel.shard_size=1"]
             plans = {"dcp": (30, 6), "pt": (14, 7)}
+        buffers = os.environ.get("BENCH_SAVES_BUFFERS", "2")
         for fmt, (steps, every) in ((f, plans[f]) for f in formats):
+            extra = [f"checkpoint.staging_buffers={buffers}"] if fmt == "dcp" else []
             _run(
                 ["launch.train", exp, *common, f"train.max_steps={steps}", "logging.every=1"]
                 + ["~hooks.progress", f"checkpoint.save_iter={every}", "checkpoint.keep_last=1"]
-                + [f"checkpoint.format={fmt}", f"job.output_root={runs}", f"job.name={fmt}"],
+                + [f"checkpoint.format={fmt}", f"job.output_root={runs}", f"job.name={fmt}"]
+                + extra,
                 900,
             )
             job = next(runs.glob(f"*/*/{fmt}"))

@@ -100,12 +100,14 @@ def checkpoint(
     keep_last: int = 0,
     load_path: str = "",
     format: str = "pt",
-    staging_buffers: int = 2,
+    staging_buffers: int = 1,
 ) -> DictConfig:
     """`format`: `pt` (every part one full file, written before training goes on: small models)
     or `dcp` (sharded and written in the background, the model file for the last step only:
-    the GPU recipes; docs/training.md "Checkpoints"). `staging_buffers`: dcp saves copied to
-    host memory while earlier ones are still being written (each one save's size, pinned)."""
+    the GPU recipes; docs/training.md "Checkpoints"). `staging_buffers`: dcp saves that can be
+    in host memory at once, each one save's size pinned: 2 lets a save be copied while the one
+    before it is still being written (saves closer together than one write), at the price of
+    pinning another file after the first step (docs/performance.md, issue #29)."""
     return OmegaConf.create(
         dict(
             save_iter=save_iter,

@@ -88,7 +88,7 @@ class Checkpointer:
         keep_last: int = 0,
         format: str = "pt",
         exclude: frozenset[str] | set[str] = frozenset(),
-        staging_buffers: int = 2,
+        staging_buffers: int = 1,
     ) -> None:
         if format not in FORMATS:
             raise ConfigError(f"checkpoint.format={format!r} is not one of {FORMATS}; fix it.")

@@ -115,7 +115,7 @@ class AsyncDCPWriter:
     only when every staging file still holds a save not yet written. The training thread calls
     `wait_staged` before changing weights and `wait` at the end."""
 
-    def __init__(self, env: D.DistEnv, buffers: int = 2) -> None:
+    def __init__(self, env: D.DistEnv, buffers: int = 1) -> None:
         self.env = env
         self.buffers = max(1, int(buffers))
         self.proc: WriterProcess | None = None

@@ -110,7 +110,7 @@ class Trainer:
             cfg.checkpoint.keep_last,
             cfg.checkpoint.get("format", "pt"),
             exclude=frozen if cfg.checkpoint.get("load_path") else (),
-            staging_buffers=cfg.checkpoint.get("staging_buffers", 2),
+            staging_buffers=cfg.checkpoint.get("staging_buffers", 1),
         )
         resume_from = self.checkpointer.latest()
         if cfg.checkpoint.get("load_path") and (resume_from is None or frozen):
