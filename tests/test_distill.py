@@ -4,9 +4,12 @@ loading for training and for generation."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from framework.config import ConfigError
 from framework.diffusion.conditioning import Condition
@@ -185,3 +188,90 @@ def test_ddp_and_lora_are_refused_with_the_fix():
             tiny_dit(12), PixelTokenizer(spatial=2), DMD2Objective(), FewStepSampler(),
             family="cosmos2", lora={"rank": 4, "alpha": 4},
         )  # fmt: skip
+
+
+class Recorder(torch.nn.Module):
+    """A velocity net with the DiT's call signature that keeps its last input, timesteps and
+    output, so a test can rebuild x0 from them with the spec's formulas."""
+
+    def forward(self, x, timesteps, emb, condition_video_input_mask_B_C_T_H_W=None, **_):
+        b = x.shape[0]
+        out = 0.6 * x - 0.4 * timesteps.reshape(b, 1, -1, 1, 1) + 0.1
+        self.seen = (x.detach().double(), timesteps.detach().double(), out.detach().double())
+        return out
+
+
+def spec_x0(net_in: Tensor, timesteps: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """(x0, TrigFlow time t) from one net call, by spec/distillation.md §1: the net's timestep
+    is the RF time s (factor 1 for Predict2), t = atan(s / (1 - s)); with c = cos t + sin t the
+    net input is x_t / c and x0 = x_t / c - (sin t / c) v."""
+    s = timesteps.reshape(-1, 1, timesteps.shape[1], 1, 1)
+    t = torch.atan2(s, 1.0 - s)
+    c = torch.cos(t) + torch.sin(t)
+    x_t = net_in * c
+    return x_t / c - torch.sin(t) / c * v, t
+
+
+def image_cond(b: int) -> Condition:  # T = 1: no given frames, every entry is generated
+    return Condition(
+        torch.zeros(b, 2, 1, 3, 3), torch.zeros(b, dtype=torch.long), torch.zeros(b, 1, 4)
+    )
+
+
+def test_critic_loss_is_the_specs_x0_error_over_sin2_of_the_trigflow_time(monkeypatch):
+    # spec §2.4/§3.4: loss = mean (G - x0_fake(x_tau))^2 / sin^2 tau, x_tau = cos tau G + sin tau
+    # eps. Rebuilt here in TrigFlow coordinates from the critic's own call; the teacher's loss
+    # weight (1 + sigma)^2 / sigma^2, which this objective used before, differs by up to 2x.
+    torch.manual_seed(0)
+    b = 64
+    obj = DMD2Objective(guidance=0.0)
+    g = torch.randn(b, 2, 1, 3, 3)
+    monkeypatch.setattr(obj, "rollout", lambda *a, **k: g)
+    critic = Recorder()
+    loss, metrics = obj.loss(None, None, critic, image_cond(b), step=1, levels=[80.0, 15.0])
+    assert metrics["student_step"] == 0.0
+    net_in, timesteps, v = critic.seen
+    x0_fake, t = spec_x0(net_in, timesteps, v)
+    err = (g.double() - x0_fake) ** 2
+    torch.testing.assert_close(loss.double(), (err / torch.sin(t) ** 2).mean(), rtol=2e-5, atol=0)
+    # The input is the spec's x_tau: what is left after cos tau G is unit Gaussian noise.
+    eps = (net_in * (torch.cos(t) + torch.sin(t)) - torch.cos(t) * g.double()) / torch.sin(t)
+    assert abs(float(eps.mean())) < 0.15 and abs(float(eps.std()) - 1.0) < 0.1
+    # The draws are spread enough that the old weight gives a clearly different loss.
+    sigma = torch.tan(t)
+    teacher_weighted = ((1 + sigma) ** 2 / sigma**2 * err).mean()
+    assert float(teacher_weighted / loss) > 1.05
+
+
+def test_student_dmd_step_pulls_g_along_the_specs_normalised_direction(monkeypatch):
+    # spec §3.3: weight = mean |G - x0_T| per sample (clipped at 1e-5), grad = (x0_fake - x0_T) /
+    # weight, loss = mean (G - sg(G - grad))^2, so dloss/dG = 2 grad / numel.
+    torch.manual_seed(1)
+    b = 4
+    obj = DMD2Objective(guidance=0.0)
+    g = torch.randn(b, 2, 1, 3, 3, requires_grad=True)
+    monkeypatch.setattr(obj, "rollout", lambda *a, **k: g)
+    critic, teacher = Recorder(), Recorder()
+    with torch.no_grad():  # a teacher unlike the critic: its output moved by a fixed field
+        teacher.register_forward_hook(lambda m, i, o: o + 0.05 * torch.arange(o.numel()).view_as(o))
+    loss, metrics = obj.loss(None, teacher, critic, image_cond(b), step=0, levels=[80.0, 15.0])
+    assert metrics["student_step"] == 1.0
+    loss.backward()
+    x0_fake, _ = spec_x0(*critic.seen)
+    net_in, timesteps, _ = teacher.seen
+    v_teacher = teacher.seen[2] + 0.05 * torch.arange(g.numel()).view(g.shape).double()
+    x0_teacher, _ = spec_x0(net_in, timesteps, v_teacher)
+    weight = (g.detach().double() - x0_teacher).abs().mean(dim=(1, 2, 3, 4), keepdim=True)
+    grad = (x0_fake - x0_teacher) / weight.clamp_min(1e-5)
+    torch.testing.assert_close(g.grad.double(), 2 * grad / g.numel(), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(loss.double(), (grad**2).mean(), rtol=1e-4, atol=0)
+
+
+def test_critic_times_follow_the_specs_shift_5_draw():
+    # spec §3.2: u ~ U(0,1), s = 5u / (1 + 4u), t = atan(s / (1 - s)) on all of [0, pi/2); here
+    # sigma = tan t. The CDF at t_q is u(t_q) = s / (5 - 4s), s = tan t_q / (1 + tan t_q).
+    torch.manual_seed(0)
+    t = torch.atan(DMD2Objective(timestep_shift=5.0).sample_tau(20000, "cpu").double())
+    for t_q in (0.3, 0.8, 1.2, 1.5, math.atan(200.0)):
+        s = math.tan(t_q) / (1 + math.tan(t_q))
+        assert abs(float((t <= t_q).double().mean()) - s / (5 - 4 * s)) < 0.012, t_q

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from framework.diffusion.conditioning import Condition, guided_x0
-from framework.diffusion.rectified_flow import denoise, loss_weight, sample_num_conditional_frames
+from framework.diffusion.rectified_flow import denoise, sample_num_conditional_frames
 from framework.diffusion.samplers import X0Fn, initial_noise
 
 
@@ -191,7 +191,7 @@ class DMD2Base:
         tau = self.sample_tau(b, dev)
         eps = torch.randn(cond.gt.shape, device=dev)
         view = (b, 1, 1, 1, 1)
-        tau_f = tau.float()  # the nets' precision (the flow draw is float64)
+        tau_f = tau.float()  # the nets' precision (both draws are float64)
         if self.is_student_step(step):
             g = self.rollout(student, cond, levels, n, grad=True)
             x_tau = self.renoise(g.detach(), eps, tau_f.view(view))
@@ -219,15 +219,16 @@ class DMD2Objective(DMD2Base):
 
     guidance: teacher CFG in the Cosmos form cond + g (cond - uncond) (Predict2.5's 2B recipe:
     3, = classic 4), baked into the student. timestep_shift: the shift of the critic/DMD noise
-    level draw. The student's own noise levels are the sampler node's (`FewStepSampler`), so
-    training and generation cannot disagree.
+    level draw; sigma_min / sigma_max: the clamp of that draw (`sample_tau`). The student's own
+    noise levels are the sampler node's (`FewStepSampler`), so training and generation cannot
+    disagree.
     """
 
     guidance: float = 3.0
     student_update_freq: int = 5
     timestep_shift: float = 5.0
     sigma_min: float = 0.002
-    sigma_max: float = 80.0
+    sigma_max: float = 1e5
     loss_scale_dmd: float = 1.0
     loss_scale_critic: float = 1.0
     sigma_conditional: float = 1e-4
@@ -246,10 +247,14 @@ class DMD2Objective(DMD2Base):
         return sample_num_conditional_frames(b, lo, hi, device=device)
 
     def sample_tau(self, b: int, device) -> Tensor:
-        """Critic/DMD noise levels [B,1]: shifted uniform RF time (spec §3.2), clamped to the
-        teacher's sampling range."""
-        s = shifted_rf_time(torch.rand(b, 1, device=device), self.timestep_shift)
-        return sigma_of_rf(s.clamp(max=1 - 1e-6)).clamp(self.sigma_min, self.sigma_max)
+        """Critic/DMD noise levels [B,1] (float64, as upstream's draw): the shifted uniform RF
+        time of spec §3.2 as sigma = tan t. The clamp to [sigma_min, sigma_max] keeps sigma
+        finite and inside the levels the Predict2 teacher trained at (its high-sigma tail
+        reaches 1e5, cosmos_predict2.md §4.1); with shift 5 it moves ~4e-4 of the draws up and
+        ~5e-5 down (a cap at the sampler's 80 moved 6%, spread over t in (atan 80, pi/2))."""
+        u = torch.rand(b, 1, device=device, dtype=torch.float64)
+        s = shifted_rf_time(u, self.timestep_shift).clamp(max=1 - 1e-12)
+        return sigma_of_rf(s).clamp(self.sigma_min, self.sigma_max)
 
     def initial_state(self, eps: Tensor, sigma: float) -> Tensor:
         return eps * sigma
@@ -264,5 +269,8 @@ class DMD2Objective(DMD2Base):
         return ((g - (g.detach() - grad)) ** 2).mean()
 
     def critic_error(self, g: Tensor, x0_fake: Tensor, sigma: Tensor) -> Tensor:
-        # x0 error weighted to a velocity error, as the teacher's own loss (rectified_flow).
-        return loss_weight(sigma).view(g.shape[0], 1, 1, 1, 1) * (g - x0_fake) ** 2
+        """The recipe's critic loss (spec §2.4, §3.4): the x0 error over sin^2 of the TrigFlow
+        time. x_sigma is x_t / cos t with sigma = tan t, so 1 / sin^2 t = (1 + sigma^2) / sigma^2;
+        not the teacher's own weight (1 + sigma)^2 / sigma^2 (RF velocity), up to 2x larger."""
+        weight = (1.0 + sigma.double() ** 2) / sigma.double() ** 2
+        return weight.float().view(g.shape[0], 1, 1, 1, 1) * (g - x0_fake) ** 2
