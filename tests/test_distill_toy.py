@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import math
 
-import pytest
 import torch
 from torch import nn
 
@@ -61,7 +60,6 @@ def sample(net, sampler, objective, num_steps: int, n: int = 2000) -> torch.Tens
         return sampler(x0_fn, (n, 2, 1, 1, 1), seed=0, num_steps=num_steps)
 
 
-@pytest.mark.slow
 def distill(dmd, teacher, levels, steps: int = 1000):
     """The student after `steps` DMD2 steps from the teacher (student and critic start as
     copies of it), Adam on batches of 256 fresh data points."""
