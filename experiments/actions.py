@@ -151,7 +151,8 @@ def _tiny(action: bool):
     else:
         net = L("framework.models.cosmos2_5.net.Predict25DiT")(**kw)
     family = "cosmos2_5_action" if action else "cosmos2_5"
-    # Trained on zero text; generation embeds the empty prompt as zeros of this T5's shape.
+    # Trained on zero text: generation gives the empty prompt zeros of the net's text width
+    # without building an encoder; this small T5 embeds only a prompt given on the command line.
     encoder = f"{SYNTHETIC_LEROBOT}/text_encoder"
     model = blocks.world_model(net, cfg.model.tokenizer, family, state_t=5, text_encoder=encoder)
     model.max_text_tokens, model.fps = 1, 16.0
@@ -204,6 +205,7 @@ def tiny_lerobot_action_folder():
     )
     data.max_text_tokens, data.keep_in_memory = 1, True
     cfg.data.dataset = data
-    cfg.model.text_encoder = None  # trained on zero text; held-out items carry zeros too
+    # Trained on zero text: held-out items carry zeros, generation makes them (no encoder).
+    cfg.model.text_encoder = None
     del cfg["eval"]  # no frozen set: the eval hook scores the folder's own held-out episodes
     return cfg

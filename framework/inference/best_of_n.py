@@ -179,8 +179,13 @@ def generate_missing(
     if not todo:
         return failed, 0
     device = loading.default_device()
-    embed = v2w.embed_prompts(cfg.model.get("text_encoder"), [it for it, _ in todo], s, device)
-    model = loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile, args.fp8)
+    embed, model = v2w.embed_and_build(
+        cfg,
+        [it for it, _ in todo],
+        s,
+        device,
+        lambda: loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile, args.fp8),
+    )
     if args.step_cache:
         v2w.enable_step_cache(model)
     print(f"model from {checkpoint}; {sum(len(m) for _, m in todo)} video(s) to generate")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from framework.models.text.base import encode_texts
+from framework.models.text.base import encode_texts, no_text
 
 DEFAULT_NEGATIVE_PROMPT = (
     "The video shows ugly, distorted and deformed content: blurry or out-of-focus frames, heavy "
@@ -51,16 +51,25 @@ class PromptEmbedder:
     """Embeds prompts once each ([1, L, D] float32 on the CPU) with any text encoder object that
     has `encode(prompts) -> (emb, lengths)` or is a callable returning emb. An empty prompt
     follows the model's `empty_prompt` (framework/models/text/base.py), as its training did;
-    an empty negative prompt is always the all-zero embedding (see the module docstring)."""
+    an empty negative prompt is always the all-zero embedding (see the module docstring). With
+    `no_text_shape` (the model's (tokens, width), `WorldModel.no_text_shape`), zeros are made
+    without the encoder, which may then be None."""
 
-    def __init__(self, encoder, empty_prompt: str = "zeros") -> None:
+    def __init__(
+        self,
+        encoder,
+        empty_prompt: str = "zeros",
+        no_text_shape: tuple[int, int] | None = None,
+    ) -> None:
         self.encoder = encoder
         self.empty_prompt = empty_prompt
+        self.no_text_shape = no_text_shape
         self.cache: dict[str, Tensor] = {}
         self.zeros: Tensor | None = None
 
     def _run(self, prompts: list[str]) -> Tensor:
-        return encode_texts(self.encoder, prompts, self.empty_prompt)[0].float().cpu()
+        emb, _ = encode_texts(self.encoder, prompts, self.empty_prompt, self.no_text_shape)
+        return emb.float().cpu()
 
     def __call__(self, prompt: str) -> Tensor:
         if prompt not in self.cache:
@@ -72,7 +81,8 @@ class PromptEmbedder:
         if prompt:
             return self(prompt)
         if self.zeros is None:
-            self.zeros = torch.zeros_like(self._run(["-"]))
+            shape = self.no_text_shape
+            self.zeros = no_text(1, shape)[0] if shape else torch.zeros_like(self._run(["-"]))
         return self.zeros
 
     def embed_many(self, prompts: Sequence[str], batch_size: int = 8) -> None:

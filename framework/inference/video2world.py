@@ -20,7 +20,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf.errors import OmegaConfBaseException
@@ -43,6 +45,7 @@ from framework.inference.settings import (  # noqa: F401  (callers import them f
     fill_sampler_defaults,
     settings_of,
 )
+from framework.models.text.base import needs_encoder
 from framework.trainer.dist import env_ranks
 
 USER_ERROR, ITEM_FAILED = 2, 1
@@ -207,7 +210,10 @@ def plan(args: argparse.Namespace, cfg) -> tuple[list[Item], list[tuple[str, str
                 f"no --input_path given and no held-out item in the experiment's data "
                 f"({str(err).splitlines()[0]}); pass --input_path."
             ) from None
-        prompt = args.prompt if args.prompt is not None else item.prompt
+        # A dataset read with text="none" trained on zero text whatever its clips' tasks say:
+        # its held-out clip is continued with the empty prompt, as training saw it.
+        zero_text = _dataset(cfg).get("text") == "none"
+        prompt = args.prompt if args.prompt is not None else "" if zero_text else item.prompt
         extra = dict(item.conditions)
         if args.actions:
             extra["actions"] = read_actions(args.actions, _dataset(cfg))
@@ -240,7 +246,7 @@ def generate_item(
         model,
         cond,
         embed(s.prompt_prefix + item.prompt),
-        embed.negative(s.negative_prompt),
+        embed.negative(s.negative_prompt) if s.guidance else None,  # unused without guidance
         item.conditions,
         seed=s.seed,
         num_conditional_frames=s.num_conditional_frames,
@@ -274,10 +280,30 @@ def run_items(
     return failed
 
 
-def embed_prompts(text_encoder, items: list[Item], s: Settings, device) -> prompts.PromptEmbedder:
+def prompt_texts(items: list[Item], s: Settings) -> list[str]:
+    """The texts a run embeds: each item's prompt, and the negative prompt when guidance uses
+    it (guidance 0 never runs the unconditional pass)."""
+    return [s.prompt_prefix + it.prompt for it in items] + (
+        [s.negative_prompt] if s.guidance else []
+    )
+
+
+def embed_prompts(
+    text_encoder,
+    items: list[Item],
+    s: Settings,
+    device,
+    no_text_shape: tuple[int, int] | None = None,
+) -> prompts.PromptEmbedder:
     """Embed every prompt up front, then free the encoder (T5-11B or Reason1-7B need not share
     the GPU with the DiT). `text_encoder` is the config's `model.text_encoder` (a T5 folder, a
-    text-encoder config node) or an encoder object."""
+    text-encoder config node) or an encoder object. With `no_text_shape` (the model's) and no
+    text that needs the encoder (all empty under empty_prompt="zeros"), none is built: zeros."""
+    texts = prompt_texts(items, s)
+    if no_text_shape is not None and not needs_encoder(texts, s.empty_prompt):
+        embed = prompts.PromptEmbedder(None, s.empty_prompt, no_text_shape)
+        embed.embed_many(texts)
+        return embed
     from framework.models.text import build_text_encoder
 
     path = loading.text_encoder_path(text_encoder)  # a missing T5 folder: one line, the fix
@@ -287,14 +313,30 @@ def embed_prompts(text_encoder, items: list[Item], s: Settings, device) -> promp
             "the model has no text encoder, so prompts cannot be embedded; set "
             "model.text_encoder (a T5 folder or a text-encoder node)."
         )
-    embed = prompts.PromptEmbedder(encoder, s.empty_prompt)
-    embed.embed_many([s.prompt_prefix + it.prompt for it in items] + [s.negative_prompt])
+    embed = prompts.PromptEmbedder(encoder, s.empty_prompt, no_text_shape)
+    embed.embed_many(texts)
     embed.encoder = None
     del encoder
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return embed
+
+
+def embed_and_build(
+    cfg, items: list[Item], s: Settings, device, build: Callable[[], Any]
+) -> tuple[prompts.PromptEmbedder, Any]:
+    """(the prompts' embedder, the model `build()` makes). Prompts that need the text encoder
+    are embedded first and the encoder freed before the DiT loads; when none does (every prompt
+    empty under empty_prompt="zeros": Predict2's Bridge action recipe, the tiny action jobs),
+    the model is built first and its `no_text_shape()` gives the zeros, so no encoder is built
+    and none need be configured or downloaded."""
+    text_encoder = cfg.model.get("text_encoder")
+    if needs_encoder(prompt_texts(items, s), s.empty_prompt):
+        embed = embed_prompts(text_encoder, items, s, device)
+        return embed, build()
+    model = build()
+    return embed_prompts(text_encoder, items, s, device, model.no_text_shape()), model
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -320,9 +362,13 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         all_ranks_summary(0, [], rank, world, summary_group)
         return 0
     device = loading.default_device()
-    # Prompts first, weights second: the text encoder is freed before the DiT is loaded.
-    embed = embed_prompts(cfg.model.get("text_encoder"), items, s, device)
-    model = loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile, args.fp8)
+    embed, model = embed_and_build(
+        cfg,
+        items,
+        s,
+        device,
+        lambda: loading.build_model(cfg, checkpoint, args.load_ema, device, args.compile, args.fp8),
+    )
     if args.step_cache:
         enable_step_cache(model)
     if cp is not None:

@@ -33,8 +33,11 @@ from framework.models.text.base import (
     TextEncoder,
     build_text_encoder,
     check_empty_prompt,
+    declared_dim,
     encode_texts,
     fit_length,
+    needs_encoder,
+    net_text_width,
 )
 from framework.models.tokenizers import to_uint8, to_unit_range
 
@@ -454,20 +457,31 @@ class WorldModel(nn.Module):
             object.__setattr__(self, "text_encoder", enc)
         return enc
 
+    def no_text_shape(self) -> tuple[int, int] | None:
+        """(max_text_tokens, width) of the all-zero "no text" embedding, known without the text
+        encoder: the net's text input width, else the encoder's declared one; None when neither
+        says (the encoder's output then gives it)."""
+        width = net_text_width(self.net) or declared_dim(self.text_encoder)
+        return None if width is None else (self.max_text_tokens, width)
+
     def embed_text(self, text: Tensor | Sequence[str]) -> Tensor:
         """Text embeddings [B, max_text_tokens, D] (float32) from embeddings of any length or
-        from prompts, which go through the text encoder. Eval, samples and inference call this."""
+        from prompts, which go through the text encoder. Eval, samples and inference call this.
+        Prompts that are all empty under `empty_prompt="zeros"` give zeros of
+        `no_text_shape()`: no encoder is built or run (Predict2's action recipe needs no T5)."""
         if isinstance(text, Tensor):
             check_embeddings(text, self.max_text_tokens, "the text embeddings")
             return fit_length(text.float(), self.max_text_tokens)
-        enc = self.text_encoder_component()
-        if enc is None:
+        texts, mode = list(text), getattr(self, "empty_prompt", "zeros")
+        shape = None if needs_encoder(texts, mode) else self.no_text_shape()
+        enc = self.text_encoder_component() if shape is None else None
+        if shape is None and enc is None:
             raise ValueError(
                 "Prompts were given as strings but the model has no text_encoder; "
                 "pass precomputed embeddings or configure model.text_encoder."
             )
         # Encoders report true lengths; an empty prompt follows `empty_prompt`.
-        emb, lengths = encode_texts(enc, list(text), getattr(self, "empty_prompt", "zeros"))
+        emb, lengths = encode_texts(enc, texts, mode, shape, self._device())
         check_embeddings(emb, self.max_text_tokens, "the prompts", lengths)
         return fit_length(emb.float().to(self._device()), self.max_text_tokens)
 

@@ -75,15 +75,70 @@ def check_empty_prompt(mode: str) -> str:
     return mode
 
 
+def needs_encoder(texts: Sequence[str], empty_prompt: str = "zeros") -> bool:
+    """Whether embedding `texts` needs the text encoder: not when every text is empty under
+    "zeros" (the all-zero embedding has no text in it, only a shape)."""
+    return check_empty_prompt(empty_prompt) == "encode" or any(texts)
+
+
+def no_text(
+    n: int, shape: tuple[int, int], device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """The all-zero embeddings [n, tokens, width] (float32) and lengths [n] (0) of `n` empty
+    prompts under "zeros"; `shape` is (tokens, width), e.g. `WorldModel.no_text_shape()`."""
+    tokens, width = shape
+    emb = torch.zeros(n, tokens, width, device=device)
+    return emb, torch.zeros(n, dtype=torch.int64, device=device)
+
+
+def declared_dim(spec: Any) -> int | None:
+    """The embedding width a `model.text_encoder` declares without being built or read: a config
+    node's or an encoder object's plain `dim` (a T5 folder string or a Reason1 encoder, whose
+    width is in its checkpoint's files, declare none)."""
+    if isinstance(spec, (str, Path)) or spec is None:
+        return None
+    if hasattr(spec, "keys"):  # a config node
+        dim = spec.get("dim")
+    else:  # an object: its own attribute only, not a property that reads files
+        dim = vars(spec).get("dim") if hasattr(spec, "__dict__") else None
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) else None
+
+
+def net_text_width(net: Any) -> int | None:
+    """The width of the text embeddings `net` takes, when it declares one: a Predict2.5 net's
+    projection input (`crossattn_proj_in_channels`: Reason1's features, or T5's 1024), else the
+    cross-attention's context width (`crossattn_emb_channels`: T5's 1024 for Predict1/2)."""
+    proj = getattr(net, "crossattn_proj", None)
+    if isinstance(proj, torch.nn.Sequential):
+        width = getattr(proj[0], "in_features", None)
+    else:
+        width = getattr(net, "crossattn_emb_channels", None)
+    return width if isinstance(width, int) and not isinstance(width, bool) else None
+
+
 def encode_texts(
-    encoder: Any, texts: Sequence[str], empty_prompt: str = "zeros"
+    encoder: Any,
+    texts: Sequence[str],
+    empty_prompt: str = "zeros",
+    no_text_shape: tuple[int, int] | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """(embeddings [B, L, D], lengths [B] or None) of `texts` through `encoder` (an object with
     `encode(prompts)` or a callable returning embeddings). With `empty_prompt="zeros"` each
     empty text gives an all-zero row of the same shape (length 0); with "encode" it is encoded
     like any other text. Training and generation both embed through here, so an empty prompt is
-    the same thing in both."""
+    the same thing in both. When no text needs the encoder (`needs_encoder`) and
+    `no_text_shape` (tokens, width) is given, the zeros are made on `device` without calling the
+    encoder, which may then be None: a model trained on zero text needs none to generate."""
+    if no_text_shape is not None and not needs_encoder(texts, empty_prompt):
+        return no_text(len(texts), no_text_shape, device)
     zeros = check_empty_prompt(empty_prompt) == "zeros"
+    if encoder is None:
+        raise ValueError(
+            "prompts need a text encoder but none is configured; set model.text_encoder (a T5 "
+            "folder or a text-encoder node) or give only empty prompts with "
+            "model.empty_prompt='zeros'."
+        )
     given = ["-" if zeros and not t else t for t in texts]  # "-": any text, for the shape
     out = encoder.encode(given) if hasattr(encoder, "encode") else encoder(given)
     emb, lengths = out if isinstance(out, tuple) else (out, None)
