@@ -31,9 +31,10 @@ class Missing(NamedTuple):
     path: str
     fetch: str
     required: bool = True  # False: only generation needs it
+    when: str = " (only generation needs it)"  # said when not required
 
     def line(self) -> str:
-        when = "" if self.required else " (only generation needs it)"
+        when = "" if self.required else self.when
         return f"{self.key}: {self.path} is missing{when}; {self.fetch}."
 
 
@@ -131,7 +132,13 @@ def missing_files(cfg: DictConfig, experiment: str) -> list[Missing]:
         # (a `_precomputed` recipe's, even with model.empty_prompt=encode) need it only to
         # generate.
         online = ds.get("text") == "online" or ds.get("text_embeddings") is False
-        found.append(Missing("model.text_encoder", text, download_hint(text), required=online))
+        hint = download_hint(text)
+        if ds.get("text") == "none" and tree["model"].get("empty_prompt", "zeros") == "zeros":
+            # Trained on zero text: an empty prompt is zeros of a known shape, no encoder runs.
+            when = " (only generating with a non-empty prompt needs it)"
+            found.append(Missing("model.text_encoder", text, hint, required=False, when=when))
+        else:
+            found.append(Missing("model.text_encoder", text, hint, required=online))
     found += _dataset_problems(ds, experiment)
     return found
 
