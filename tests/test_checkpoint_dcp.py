@@ -473,3 +473,51 @@ def test_the_staging_file_is_pinned_in_ranges_that_never_split_a_tensor():
         (a, b) for a, b in zip([0, *sorted(o for o, _, _ in layout.values())[1:]],
                                [*sorted(o for o, _, _ in layout.values())[1:], size])
     ]  # fmt: skip
+
+
+def test_fewer_staging_files_when_they_would_take_half_the_memory(monkeypatch, caplog):
+    """Each staging file pins one save's size of host memory: a run asks for 2 but gets what
+    half of the node's available memory holds, said in one line."""
+    from framework.trainer import checkpoint_stage as S
+    from framework.trainer import dist as D
+
+    writer = C.AsyncDCPWriter(D.DistEnv(), buffers=2)
+    monkeypatch.setattr(S, "available_memory", lambda: 5 * 10**9)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert writer._affordable(1_250_000_000) == 2  # 2 x 1.25 GB: half of the 5 GB available
+    assert "would pin" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        assert writer._affordable(1_250_000_001) == 1
+    assert "checkpoint.staging_buffers=2 would pin 2.5 GB" in caplog.text
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # the node's other ranks pin theirs too
+    assert writer._affordable(150_000_000) == 2 and writer._affordable(160_000_000) == 1
+
+
+def test_the_writer_maps_a_new_staging_file_that_took_a_closed_ones_fd(tmp_path):
+    """A staging file closed (a new layout) and a new one of the same size usually get the same
+    fd number: the writer process must map the new file, not reuse the old mapping."""
+    from framework.trainer import checkpoint_proc as P
+    from framework.trainer import checkpoint_stage as S
+
+    files: dict = {}
+    out = []
+    for value in (1.0, 2.0):
+        state = {"w": torch.full((1000,), value)}
+        slab = S.Slab(S.layout_of(state), pin=False)
+        request = {
+            "pid": os.getpid(),
+            "fd": slab.fd,
+            "size": slab.size,
+            "serial": slab.serial,
+            "live": [slab.serial],
+            "dir": str(tmp_path / f"save{int(value)}"),
+            "state": S.stage(state, slab),
+            "threads": 1,
+        }
+        out.append(request["fd"])
+        assert "records" in P._write(request, None, files)
+        slab.close()
+    assert out[0] == out[1]  # the case this test is about
+    back = {"w": torch.zeros(1000)}
+    C.dcp_load(tmp_path / "save2", back)
+    assert torch.equal(back["w"], torch.full((1000,), 2.0))
