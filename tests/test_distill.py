@@ -92,6 +92,7 @@ def test_student_gets_no_gradient_when_critic_equals_teacher():
     model.load_weights({f"net.{k}": v for k, v in model.net.state_dict().items()})
     loss, metrics = model.training_step(make_batch(), step=0)
     assert metrics["student_step"] == 1.0
+    assert 0.0 <= metrics["tau_trig_mean"] <= math.pi / 2  # TrigFlow time, not a sigma
     loss.backward()
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.net.parameters())
     assert all(p.grad is None for p in model.fake_score.parameters())
@@ -275,3 +276,14 @@ def test_critic_times_follow_the_specs_shift_5_draw():
     for t_q in (0.3, 0.8, 1.2, 1.5, math.atan(200.0)):
         s = math.tan(t_q) / (1 + math.tan(t_q))
         assert abs(float((t <= t_q).double().mean()) - s / (5 - 4 * s)) < 0.012, t_q
+
+
+def test_both_families_log_the_critic_level_as_the_same_trigflow_time():
+    """sigma (Predict2) and RF time s (Predict2.5) of one level, sigma = s / (1 - s), are one
+    TrigFlow time t with tan t = sigma (spec §1)."""
+    from framework.diffusion.distill_flow import FlowDMD2Objective
+
+    s = torch.tensor([[0.0], [0.1], [0.5], [0.9], [0.999]], dtype=torch.float64)
+    t = DMD2Objective.trig_time(None, s / (1 - s))
+    torch.testing.assert_close(t, FlowDMD2Objective.trig_time(None, s))
+    torch.testing.assert_close(torch.tan(t[:-1]), (s / (1 - s))[:-1])

@@ -126,8 +126,9 @@ class DMD2Base:
     teacher and the loss of either phase. They run the same recipe in different coordinates
     (this file's EDM sigma for Predict2 students, distill_flow.py's RF time s for Predict2.5),
     so a subclass supplies only what depends on them: `x0` (the net call), `sample_tau`,
-    `initial_state` and `renoise` (the noisy state at a level), `draw_conditional_frames`, and the
-    two loss reductions `dmd_loss` and `critic_error` (each keeps its recipe's own numerics)."""
+    `initial_state` and `renoise` (the noisy state at a level), `trig_time` (a level as TrigFlow
+    time, for the metrics), `draw_conditional_frames`, and the two loss reductions `dmd_loss`
+    and `critic_error` (each keeps its recipe's own numerics)."""
 
     guidance: float
     student_update_freq: int
@@ -207,7 +208,9 @@ class DMD2Base:
             x0_fake = self.x0(critic, x_tau, tau_f, cond)
             loss = self.critic_error(g, x0_fake, tau).mean() * self.loss_scale_critic
             metrics = {"critic_loss": float(loss.detach()), "student_step": 0.0}
-        metrics.update(rollout_steps=float(n), tau_mean=float(tau.mean()))
+        # In TrigFlow time (radians in [0, pi/2]), the one scale of both families: a sigma drawn
+        # up to 1e5 would swamp a mean of sigmas.
+        metrics.update(rollout_steps=float(n), tau_trig_mean=float(self.trig_time(tau).mean()))
         return loss, metrics
 
 
@@ -261,6 +264,10 @@ class DMD2Objective(DMD2Base):
 
     def renoise(self, x0: Tensor, eps: Tensor, sigma: float | Tensor) -> Tensor:
         return x0 + sigma * eps
+
+    def trig_time(self, sigma: Tensor) -> Tensor:
+        """TrigFlow time of a noise level: sigma = tan t (spec §1)."""
+        return torch.atan(sigma)
 
     def dmd_loss(self, g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
         with torch.no_grad():

@@ -170,6 +170,9 @@ class FlowDMD2Objective(DMD2Base):
     def renoise(self, x0: Tensor, eps: Tensor, s: float | Tensor) -> Tensor:
         return renoise(x0, eps, s)
 
+    def trig_time(self, s: Tensor) -> Tensor:
+        return torch.atan2(s, 1.0 - s)  # trigflow_time, typed for tensors
+
     def dmd_loss(self, g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
         with torch.no_grad():
             grad = dmd_gradient(g.detach().double(), x0_fake.double(), x0_teacher.double())
