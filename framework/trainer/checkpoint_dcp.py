@@ -128,6 +128,7 @@ class AsyncDCPWriter:
         self.stage_seconds = self.write_seconds = 0.0
         # (seconds, bytes) of every write finished since the trainer last asked (metrics).
         self.written: list[tuple[float, int]] = []
+        self.written_lock = threading.Lock()  # appended by writer threads, taken by training
         # Seconds the last `submit` (and a space check before it) waited for earlier saves to
         # be written: with every staging file holding a save not yet on disk, a new one waits.
         self.waited_seconds = self._blocked = 0.0
@@ -314,7 +315,8 @@ class AsyncDCPWriter:
             if finalize is not None:
                 finalize(reply["records"])
             self.write_seconds = time.perf_counter() - start
-            self.written.append((self.write_seconds, save.slab.size))
+            with self.written_lock:
+                self.written.append((self.write_seconds, save.slab.size))
         except BaseException as err:  # noqa: BLE001  (reported by the training thread)
             if self.error is None:
                 self.error = describe(err)
@@ -346,7 +348,8 @@ class AsyncDCPWriter:
 
     def pop_written(self) -> tuple[float, int]:
         """(seconds, bytes) of the writes finished since the last call."""
-        done, self.written = self.written, []
+        with self.written_lock:
+            done, self.written = self.written, []
         return sum(s for s, _ in done), sum(b for _, b in done)
 
     def close(self) -> None:
