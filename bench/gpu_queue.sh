@@ -3,14 +3,15 @@
 # order, each started only when the call's remaining time can hold it (the device lends little
 # time and few machines, so one call does as much as fits; what did not run is said).
 # Usage: BUDGET=570 bash bench/gpu_queue.sh OUT [PART...]
-#   parts: saves (#29: dcp and pt, or $SAVES_FORMATS), distill (#28, compiled), p25 (#24, compiled),
+#   parts: saves (#29: dcp and pt, or $SAVES_FORMATS; dcp with 2 staging files), saves1 (#29:
+#          dcp with 1, after saves), distill (#28, compiled), p25 (#24, compiled),
 #          p25distill (#28, Predict2.5 2B student, compiled), pin (#29, bench.pin_stall),
 #          eval (#27, one iteration), before (#29, the code before the writer process, in .dev_h5)
 # Needs the .whl wheels from ../shared/tools/gpu-wheels (carry .whl, and .dev_h5 for `before`).
 set -u
 OUT=${1:-/tmp/out}
 shift || true
-PARTS=${*:-saves distill p25 eval before}
+PARTS=${*:-pin saves saves1}
 BUDGET=${BUDGET:-570}
 START=$(date +%s)
 mkdir -p "$OUT"
@@ -49,6 +50,11 @@ for part in $PARTS; do
       python3 -m bench.bench_model --parts saves --out "$OUT/saves.json"
     grep -E "lost per save|rror" "$OUT/saves.log" 2>/dev/null | tail -4
     cp $W/*_metrics.jsonl "$OUT/" 2>/dev/null ;;
+  saves1)  # dcp with one staging file (the recipes' default), on the cache `saves` made
+    BENCH_SAVES_WORK=$W BENCH_SAVES_FORMATS=dcp BENCH_SAVES_BUFFERS=1 run saves1 150 300 \
+      python3 -m bench.bench_model --parts saves --out "$OUT/saves1.json"
+    grep -E "lost per save|rror" "$OUT/saves1.log" 2>/dev/null | tail -2
+    cp $W/dcp_metrics.jsonl "$OUT/dcp1_metrics.jsonl" 2>/dev/null ;;
   distill)
     run distill 200 330 python3 -m bench.bench_distill --compile --thresholds 0.05,0.1,0.2 \
       --out "$OUT/distill_compile.json"
