@@ -491,6 +491,9 @@ def test_fewer_staging_files_when_they_would_take_half_the_memory(monkeypatch, c
     assert "checkpoint.staging_buffers=2 would pin 2.5 GB" in caplog.text
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # the node's other ranks pin theirs too
     assert writer._affordable(150_000_000) == 2 and writer._affordable(160_000_000) == 1
+    caplog.clear()
+    writer.buffers = 1  # one is the least, and asked for: nothing to say
+    assert writer._affordable(10**12) == 1 and "would pin" not in caplog.text
 
 
 def test_the_writer_maps_a_new_staging_file_that_took_a_closed_ones_fd(tmp_path):

@@ -213,7 +213,7 @@ class AsyncDCPWriter:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         avail = S.available_memory()
         fit = int(avail // 2 // max(1, nbytes * local)) if avail else self.buffers
-        if fit >= self.buffers:
+        if fit >= self.buffers or self.buffers == 1:  # one file is needed whatever its size
             return self.buffers
         if self.env.is_main:
             log.warning(
