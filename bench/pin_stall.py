@@ -63,7 +63,7 @@ def alloc_only(lay: dict) -> S.Slab:
     return slab
 
 
-def pin_ranges(lay: dict) -> S.Slab:
+def pin_paced(lay: dict) -> S.Slab:
     slab = S.Slab(lay, pin=True)
     assert slab.pinned
     return slab
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda")
     x = torch.randn(2048, 2048, device=device, dtype=torch.bfloat16) / 45
     lay = layout(args.gb)
-    ways = {"whole": pin_whole, "alloc": alloc_only, "ranges": pin_ranges}
+    ways = {"whole": pin_whole, "alloc": alloc_only, "ranges": pin_paced}
     report = {"env": env_info(device), "args": vars(args), "rows": {}}
     for name in args.ways.split(","):
         row = measure(ways[name], lay, x)

@@ -178,16 +178,15 @@ class AsyncDCPWriter:
             self.saves.pop(0).thread.join()
             self._blocked += time.perf_counter() - start
         free = self._unheld()
-        if free is None and self.alloc is not None:
+        if free is None or free.layout != layout:
+            # Every file `prepare` pins is then ready, and the list is this thread's alone.
             self._join_alloc()
             free = self._unheld()
         if free is not None and free.layout != layout:
-            self._join_alloc()  # the list of files is the allocating thread's until it ends
             free.close()
             self.slabs.remove(free)
             free = None
         if free is None:
-            self._join_alloc()
             free = S.Slab(layout, pin=self.cuda)
             self.slabs.append(free)
         return free
