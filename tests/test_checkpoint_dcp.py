@@ -115,13 +115,20 @@ def test_sigkill_then_restart_gives_the_same_losses(tmp_path, buffers):
     assert train("crash", kill, armed=True).returncode == -9
     # Step 8's save was under way or done when the kill came: latest names 4 or 8, never a
     # half-written step (with one staging file, the save at 8 waited for 4's write; with two,
-    # both can still be in flight: nothing may be named yet), and no folder is published
-    # without its manifest.
-    marker = root(tmp_path, "crash") / "latest_checkpoint.txt"
+    # both can still be in flight: nothing may be named yet). The step it names matches its
+    # manifest; a folder without one is newer than that step: the kill came after its rename
+    # and before its manifest (the finalize order), and the restart replaces it.
+    ckpt = root(tmp_path, "crash")
+    marker = ckpt / "latest_checkpoint.txt"
     named = marker.read_text().strip() if marker.exists() else None
     assert named in ((None,) if buffers == 2 else ()) + ("iter_000000004.pt", "iter_000000008.pt")
-    for folder in (root(tmp_path, "crash") / "optim").glob("iter_*[0-9]"):
-        assert (root(tmp_path, "crash") / "manifest" / f"{folder.name}.json").exists()
+    if named is not None:
+        folder = ckpt / "optim" / named.removesuffix(".pt")
+        parts = manifest.read(ckpt / "manifest" / f"{folder.name}.json")
+        assert parts["optim"] == manifest.record_folder(folder)
+    for folder in (ckpt / "optim").glob("iter_*[0-9]"):
+        if not (ckpt / "manifest" / f"{folder.name}.json").exists():
+            assert named is None or folder.name > named.removesuffix(".pt")
     again = train("crash", kill)
     assert again.returncode == 0, again.stderr[-3000:]
 
