@@ -66,16 +66,63 @@ def test_few_step_sampler_reuses_the_initial_noise():
     torch.testing.assert_close(out, target.float())
 
 
-def test_dmd_gradient_is_zero_when_critic_matches_teacher_and_masks_nan():
+def test_dmd_gradient_is_zero_when_critic_matches_teacher_and_drops_a_nan_sample():
     g, t = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
     assert dmd_gradient(g, t, t).abs().max() == 0
     fake = t + 1.0
     fake[0, 0, 0] = float("nan")
     grad = dmd_gradient(g, fake, t)
-    assert torch.isfinite(grad).all() and grad[0, 0, 0] == 0
+    assert grad.dtype == torch.float64
+    assert (grad[0] == 0).all()  # the whole sample, as upstream drops its loss
     # Normalised by the per-sample mean |G - x0_teacher| (spec §3.3).
-    weight = (g - t).abs().mean(dim=(1, 2))
-    torch.testing.assert_close(grad[1, 1, 1], 1.0 / weight[1])
+    weight = (g.double() - t.double()).abs().mean(dim=(1, 2))
+    torch.testing.assert_close(grad[1], torch.full_like(grad[1], 1.0) / weight[1])
+
+
+def upstream_dmd_loss(g: Tensor, fake: Tensor, teacher: Tensor) -> Tensor:
+    """Upstream's `training_step_generator` (Predict2.5 distill, video2world_model_distill_dmd2
+    .py), written from its lines: float64, a NaN sample's loss set to 0, mean per sample, then
+    the batch mean the trainer takes."""
+    dims = [1, 2, 3, 4]
+    with torch.no_grad():
+        w = (g.double() - teacher.double()).abs().mean(dim=dims, keepdim=True).clip(min=0.00001)
+    grad = (fake.double() - teacher.double()) / w
+    loss = (g.double() - (g.double() - grad).detach()) ** 2
+    loss[torch.isnan(loss).flatten(start_dim=1).any(dim=1)] = 0
+    return loss.mean(dim=(1, 2, 3, 4)).mean()
+
+
+@pytest.mark.parametrize("family", ["sigma", "flow"])
+def test_dmd_loss_is_upstreams_in_float64_and_a_nan_sample_adds_nothing(family):
+    from framework.diffusion.distill_flow import FlowDMD2Objective
+
+    objective = DMD2Objective() if family == "sigma" else FlowDMD2Objective()
+    torch.manual_seed(0)
+    # A student sample near 1e4 (a diverged one), the nets' x0 near 0: grad = (fake - teacher)
+    # / mean|G - teacher| is near 1e-4, below float32's spacing at 1e4 (1e-3), so in float32
+    # G - (G - grad) is 0; upstream computes it in float64, and so must the loss.
+    base = 1e4 + torch.randn(3, 2, 2, 3, 3)
+    teacher = torch.randn_like(base)
+    fake = teacher + torch.randn_like(base)
+    for nan in (False, True):
+        if nan:
+            fake[0, 1, 0, 2, 1] = float("nan")
+        ours_g = base.clone().requires_grad_(True)
+        theirs_g = base.clone().double().requires_grad_(True)
+        ours = objective.dmd_loss(ours_g, fake, teacher)
+        theirs = upstream_dmd_loss(theirs_g, fake, teacher)
+        assert float(theirs.detach()) > 0
+        torch.testing.assert_close(ours.double(), theirs, rtol=1e-6, atol=0)
+        ours.backward()
+        theirs.backward()
+        assert torch.isfinite(ours_g.grad).all()
+        keep = slice(1, None) if nan else slice(None)
+        torch.testing.assert_close(
+            ours_g.grad[keep].double(), theirs_g.grad[keep], rtol=1e-5, atol=0
+        )
+        if nan:
+            # Upstream's masked loss back-propagates 0 * NaN into that sample; ours gives 0.
+            assert (ours_g.grad[0] == 0).all()
 
 
 def test_phases_and_rollout_lengths_follow_the_step_counter():

@@ -113,12 +113,16 @@ class FewStepSampler:
 
 
 def dmd_gradient(g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
-    """The distribution-matching direction (spec §3.3): (x0_fake - x0_teacher) divided by the
-    per-sample mean |G - x0_teacher| (clipped at 1e-5); NaN/Inf entries become 0."""
+    """The distribution-matching direction (spec §3.3), in float64 as upstream: (x0_fake -
+    x0_teacher) divided by the per-sample mean |G - x0_teacher| (clipped at 1e-5). A sample with
+    a NaN or Inf entry is all zeros: upstream drops such a sample's loss; zeroing its direction
+    also keeps its gradient finite (a masked loss still back-propagates 0 * NaN = NaN)."""
+    g, x0_fake, x0_teacher = g.double(), x0_fake.double(), x0_teacher.double()
     dims = tuple(range(1, g.dim()))
     weight = (g - x0_teacher).abs().mean(dim=dims, keepdim=True).clamp_min(1e-5)
     grad = (x0_fake - x0_teacher) / weight
-    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+    bad = ~torch.isfinite(grad).flatten(1).all(dim=1)
+    return torch.where(bad.view(-1, *[1] * len(dims)), torch.zeros_like(grad), grad)
 
 
 class DMD2Base:
@@ -127,8 +131,8 @@ class DMD2Base:
     (this file's EDM sigma for Predict2 students, distill_flow.py's RF time s for Predict2.5),
     so a subclass supplies only what depends on them: `x0` (the net call), `sample_tau`,
     `initial_state` and `renoise` (the noisy state at a level), `trig_time` (a level as TrigFlow
-    time, for the metrics), `draw_conditional_frames`, and the two loss reductions `dmd_loss`
-    and `critic_error` (each keeps its recipe's own numerics)."""
+    time, for the metrics), `draw_conditional_frames`, and `critic_error` (the critic's loss
+    weight in its coordinates). The DMD loss is the same in both: it lives in x0 space."""
 
     guidance: float
     student_update_freq: int
@@ -173,6 +177,16 @@ class DMD2Base:
             if not last:
                 x = self.renoise(x0.detach(), eps, float(levels[i + 1]))
         return x0
+
+    def dmd_loss(self, g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
+        """Upstream's student loss (spec §3.3, `training_step_generator`), in float64: per sample
+        the mean of (G - sg(G - grad))^2, whose gradient is 2 grad / numel; a sample whose loss
+        is NaN (a NaN in G itself) counts 0, then the mean over the batch."""
+        with torch.no_grad():
+            grad = dmd_gradient(g.detach(), x0_fake, x0_teacher)
+        gd = g.double()
+        per = ((gd - (gd.detach() - grad)) ** 2).flatten(1).mean(dim=1)
+        return torch.where(per.isnan(), torch.zeros_like(per), per).mean().float()
 
     def teacher_x0(self, teacher, x: Tensor, level: Tensor, cond: Condition) -> Tensor:
         if self.guidance == 0:
@@ -268,12 +282,6 @@ class DMD2Objective(DMD2Base):
     def trig_time(self, sigma: Tensor) -> Tensor:
         """TrigFlow time of a noise level: sigma = tan t (spec §1)."""
         return torch.atan(sigma)
-
-    def dmd_loss(self, g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
-        with torch.no_grad():
-            grad = dmd_gradient(g.detach(), x0_fake, x0_teacher)
-        # d/dG of mean (G - sg(G - grad))^2 is 2 grad / numel (spec §3.3, mean reduction).
-        return ((g - (g.detach() - grad)) ** 2).mean()
 
     def critic_error(self, g: Tensor, x0_fake: Tensor, sigma: Tensor) -> Tensor:
         """The recipe's critic loss (spec §2.4, §3.4): the x0 error over sin^2 of the TrigFlow

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from framework.diffusion.conditioning import Condition
-from framework.diffusion.distill import DMD2Base, dmd_gradient, first_levels, shifted_rf_time
+from framework.diffusion.distill import DMD2Base, first_levels, shifted_rf_time
 from framework.diffusion.flow_matching import (
     NUM_TRAIN_TIMESTEPS,
     FlowMatchingObjective,
@@ -172,16 +172,6 @@ class FlowDMD2Objective(DMD2Base):
 
     def trig_time(self, s: Tensor) -> Tensor:
         return torch.atan2(s, 1.0 - s)  # trigflow_time, typed for tensors
-
-    def dmd_loss(self, g: Tensor, x0_fake: Tensor, x0_teacher: Tensor) -> Tensor:
-        with torch.no_grad():
-            grad = dmd_gradient(g.detach().double(), x0_fake.double(), x0_teacher.double())
-        # Upstream in float64: d/dG of mean (G - sg(G - grad))^2 is 2 grad / numel; a sample
-        # whose loss is NaN contributes 0.
-        gd = g.double()
-        per = ((gd - (gd.detach() - grad)) ** 2).flatten(1)
-        per = torch.where(per.isnan().any(dim=1, keepdim=True), torch.zeros_like(per), per)
-        return per.mean(dim=1).mean().float()
 
     def critic_error(self, g: Tensor, x0_fake: Tensor, s: Tensor) -> Tensor:
         # Upstream's weight: 1 / sin^2 t of the TrigFlow time (x0 error -> TrigFlow velocity),
