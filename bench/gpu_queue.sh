@@ -6,7 +6,8 @@
 #   parts: saves (#29: dcp and pt, or $SAVES_FORMATS; dcp with 2 staging files), saves1 (#29:
 #          dcp with 1, after saves), distill (#28, compiled), p25 (#24, compiled),
 #          p25distill (#28, Predict2.5 2B student, compiled), pin (#29, bench.pin_stall),
-#          eval (#27, one iteration), before (#29, the code before the writer process, in .dev_h5)
+#          eval (#27, one iteration), before (#29, the code before the writer process, in .dev_h5),
+#          saves4 (#29: dcp, 1 staging file, 4 writer threads, after saves)
 # Needs the .whl wheels from ../shared/tools/gpu-wheels (carry .whl, and .dev_h5 for `before`).
 set -u
 OUT=${1:-/tmp/out}
@@ -55,6 +56,11 @@ for part in $PARTS; do
       python3 -m bench.bench_model --parts saves --out "$OUT/saves1.json"
     grep -E "lost per save|rror" "$OUT/saves1.log" 2>/dev/null | tail -2
     cp $W/dcp_metrics.jsonl "$OUT/dcp1_metrics.jsonl" 2>/dev/null ;;
+  saves4)  # the saves1 run with 4 writer threads: does DCP write faster with the disk's streams?
+    BENCH_SAVES_WORK=$W BENCH_SAVES_FORMATS=dcp BENCH_SAVES_BUFFERS=1 BENCH_SAVES_THREADS=4 \
+      run saves4 150 300 python3 -m bench.bench_model --parts saves --out "$OUT/saves4.json"
+    grep -E "lost per save|rror" "$OUT/saves4.log" 2>/dev/null | tail -2
+    cp $W/dcp_metrics.jsonl "$OUT/dcp4_metrics.jsonl" 2>/dev/null ;;
   distill)
     run distill 200 330 python3 -m bench.bench_distill --compile --thresholds 0.05,0.1,0.2 \
       --out "$OUT/distill_compile.json"

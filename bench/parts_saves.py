@@ -11,7 +11,8 @@ Real shape: groot_gr1_480 (2B, random weights) from a latent cache of synthetic 
 432x432 clips, one GPU, keep_last=1 (a 2B save is 23.5 GB; the machine's disk holds two).
 dcp: 30 steps, saves at 6, 12, 18 and 24 (and the last step), 13 s apart: about as close as
 the lent machines' disks write one (13-21 s measured), with `checkpoint.staging_buffers` from
-$BENCH_SAVES_BUFFERS (default 2, as measured on 2026-12-07; the recipes' default is 1); pt: 14
+$BENCH_SAVES_BUFFERS (default 2, as measured on 2026-12-07; the recipes' default is 1) and
+`checkpoint.writer_threads` from $BENCH_SAVES_THREADS (default 2, the recipes'); pt: 14
 steps, a save at 7 (each pt save holds training ~33 s). Smoke: tiny_gr1 on the CPU.
 """
 
@@ -64,8 +65,12 @@ def part_saves(ctx: Ctx) -> None:
             common += ["parallel.shard_size=1"]
             plans = {"dcp": (30, 6), "pt": (14, 7)}
         buffers = os.environ.get("BENCH_SAVES_BUFFERS", "2")
+        threads = os.environ.get("BENCH_SAVES_THREADS", "2")
         for fmt, (steps, every) in ((f, plans[f]) for f in formats):
-            extra = [f"checkpoint.staging_buffers={buffers}"] if fmt == "dcp" else []
+            extra = []
+            if fmt == "dcp":
+                extra = [f"checkpoint.staging_buffers={buffers}"]
+                extra += [f"checkpoint.writer_threads={threads}"]
             _run(
                 ["launch.train", exp, *common, f"train.max_steps={steps}", "logging.every=1"]
                 + ["~hooks.progress", f"checkpoint.save_iter={every}", "checkpoint.keep_last=1"]

@@ -101,13 +101,16 @@ def checkpoint(
     load_path: str = "",
     format: str = "pt",
     staging_buffers: int = 1,
+    writer_threads: int = 2,
 ) -> DictConfig:
     """`format`: `pt` (every part one full file, written before training goes on: small models)
     or `dcp` (sharded and written in the background, the model file for the last step only:
     the GPU recipes; docs/training.md "Checkpoints"). `staging_buffers`: dcp saves that can be
     in host memory at once, each one save's size pinned: 2 lets a save be copied while the one
     before it is still being written (saves closer together than one write), at the price of
-    pinning another file after the first step (docs/performance.md, issue #29)."""
+    pinning another file after the first step (docs/performance.md, issue #29).
+    `writer_threads`: files each process's dcp save is written as, one thread each (a disk that
+    takes parallel streams faster than one, as the lent H100s' did, may write faster with 4)."""
     return OmegaConf.create(
         dict(
             save_iter=save_iter,
@@ -117,6 +120,7 @@ def checkpoint(
             load_ema=False,
             format=format,
             staging_buffers=staging_buffers,
+            writer_threads=writer_threads,
         )
     )
 

@@ -82,6 +82,27 @@ def test_layout_sharded_folders_and_a_model_file_for_the_last_step(reference):
     assert not list(ckpt.rglob("*.tmp*"))
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_each_save_is_written_as_writer_threads_files(tmp_path, threads):
+    t = Trainer(cfg(tmp_path, "train.max_steps=4", f"+checkpoint.writer_threads={threads}"))
+    t.fit()
+    folder = root(tmp_path) / "optim" / "iter_000000004"
+    assert sorted(p.name for p in folder.glob("*.distcp")) == [
+        f"__0_{i}.distcp" for i in range(threads)
+    ]
+    parts = manifest.read(root(tmp_path) / "manifest" / "iter_000000004.json")
+    assert parts["optim"] == manifest.record_folder(folder)
+    whole = C.read_model_state(folder)
+    assert all(torch.equal(whole[f"net.{k}"], v) for k, v in t.model.net.state_dict().items())
+
+
+def test_writer_threads_below_one_is_refused_in_one_line(tmp_path):
+    from framework.config import ConfigError
+
+    with pytest.raises(ConfigError, match="checkpoint.writer_threads"):
+        Trainer(cfg(tmp_path, "+checkpoint.writer_threads=0"))
+
+
 def test_resume_from_a_sharded_step_is_exact(tmp_path, reference):
     Trainer(cfg(tmp_path, "train.max_steps=6")).fit()
     # The run stopped at 6, after the save of 4; 6 (its last step) was saved too: go back to 4.

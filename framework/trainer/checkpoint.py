@@ -89,12 +89,15 @@ class Checkpointer:
         format: str = "pt",
         exclude: frozenset[str] | set[str] = frozenset(),
         staging_buffers: int = 1,
+        writer_threads: int = 2,
     ) -> None:
         if format not in FORMATS:
             raise ConfigError(f"checkpoint.format={format!r} is not one of {FORMATS}; fix it.")
         self.root, self.env, self.keep_last = Path(root), env, int(keep_last)
         self.format, self.exclude = format, frozenset(exclude)
-        self.writer = C.AsyncDCPWriter(env, staging_buffers) if format == "dcp" else None
+        self.writer = None
+        if format == "dcp":
+            self.writer = C.AsyncDCPWriter(env, staging_buffers, writer_threads)
         self.save_bytes: int | None = None  # one save, all ranks (known after `prepare`)
 
     def path(self, part: str, step_or_name: int | str) -> Path:

@@ -115,9 +115,10 @@ class AsyncDCPWriter:
     only when every staging file still holds a save not yet written. The training thread calls
     `wait_staged` before changing weights and `wait` at the end."""
 
-    def __init__(self, env: D.DistEnv, buffers: int = 1) -> None:
+    def __init__(self, env: D.DistEnv, buffers: int = 1, threads: int = 2) -> None:
         self.env = env
         self.buffers = max(1, int(buffers))
+        self.threads = max(1, int(threads))  # files (and writer threads) per process and save
         self.proc: WriterProcess | None = None
         self.slabs: list[S.Slab] = []
         self.saves: list[_Save] = []  # in submission order; finished ones are dropped
@@ -262,7 +263,7 @@ class AsyncDCPWriter:
             "live": [x.serial for x in self.slabs],
             "dir": str(tmp_dir),
             "state": desc,
-            "threads": 2,
+            "threads": self.threads,
         }
         before = self.saves[-1] if self.saves else None
         # `state` stays referenced by the thread until the copy is done: nothing it holds can

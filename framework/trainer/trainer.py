@@ -111,6 +111,7 @@ class Trainer:
             cfg.checkpoint.get("format", "pt"),
             exclude=frozen if cfg.checkpoint.get("load_path") else (),
             staging_buffers=cfg.checkpoint.get("staging_buffers", 1),
+            writer_threads=cfg.checkpoint.get("writer_threads", 2),
         )
         resume_from = self.checkpointer.latest()
         if cfg.checkpoint.get("load_path") and (resume_from is None or frozen):

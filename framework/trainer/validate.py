@@ -112,6 +112,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "checkpoint.load_ema": one_of(True, False),
     "checkpoint.format": one_of("pt", "dcp"),
     "checkpoint.staging_buffers": at_least(1),
+    "checkpoint.writer_threads": at_least(1),
     "logging.every": at_least(1),
     "logging.wandb.mode": one_of("disabled", "online", "offline"),
     "model.state_t": at_least(1),
