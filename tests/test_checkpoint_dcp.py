@@ -262,6 +262,26 @@ def test_a_full_disk_in_the_background_stops_the_run_with_exit_5(
     assert latest(tmp_path) == "iter_000000012.pt"
 
 
+def test_a_writer_killed_for_memory_stops_the_run_in_one_line(tmp_path, monkeypatch, caplog, capfd):
+    from framework.trainer.checkpoint_proc import WriterProcess
+
+    monkeypatch.setattr(WriterProcess, "command", [sys.executable, "-m", "tests.faulty_writer"])
+    monkeypatch.setenv("FAULTY_WRITER_KILL", "iter_000000004")
+    with caplog.at_level(logging.ERROR):
+        code = run(cfg(tmp_path, "checkpoint.save_iter=2"), [])
+    assert code == EXIT_WRITE
+    line = next(r.getMessage() for r in caplog.records if "iter_000000004.pt failed" in r.message)
+    assert "the checkpoint writer process was killed by SIGKILL" in line
+    assert "out-of-memory killer" in line and "fewer checkpoint.staging_buffers" in line
+    assert "disk" not in line  # not the full-disk advice
+    assert "Traceback" not in capfd.readouterr().err
+    assert latest(tmp_path) == "iter_000000002.pt"
+    assert not list(root(tmp_path).rglob("*.tmpdir"))
+    monkeypatch.delenv("FAULTY_WRITER_KILL")
+    assert run(cfg(tmp_path, "checkpoint.save_iter=2"), []) == EXIT_OK
+    assert latest(tmp_path) == "iter_000000008.pt"
+
+
 @pytest.mark.parametrize("fmt", ["pt", "dcp"])
 def test_a_save_that_does_not_fit_the_disk_is_refused_before_it_starts(
     tmp_path, monkeypatch, caplog, fmt

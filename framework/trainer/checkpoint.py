@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -249,13 +250,19 @@ class Checkpointer:
             err = inner[0] if isinstance(inner, tuple) else inner
         where = getattr(err, "filename", None) or self.root
         detail = getattr(err, "strerror", None) or " ".join(str(err).split())[:300] or repr(err)
+        fix = "once the disk has room (or the permissions are fixed)"
         if getattr(err, "errno", None) == errno.ENOSPC:
             free = space.gb(space.free_bytes(self.root))
             detail = f"the disk is full ({free} free; {detail})"
+        elif getattr(err, "signal", None) == signal.SIGKILL:
+            fix = (
+                "with more host memory free (fewer checkpoint.staging_buffers, each one save's "
+                "size pinned, or fewer data.num_workers)"
+            )
         return (
             f"saving checkpoint {iter_name(step)} failed at {where}: {detail}; "
             f"{self.root / LATEST} still names the previous checkpoint, so a restart resumes "
-            "from it once the disk has room (or the permissions are fixed)."
+            f"from it {fix}."
         )
 
     def _write(self, step: int, parts: tuple) -> None:

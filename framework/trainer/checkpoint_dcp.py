@@ -87,7 +87,10 @@ def _free_port() -> int:
 
 
 class WriteFailed(OSError):
-    """The writer process's error, rebuilt in the training process (errno, text, file)."""
+    """The writer process's error, rebuilt in the training process (errno, text, file), and
+    the signal that ended the writer, if one did."""
+
+    signal: int | None = None
 
 
 class _Save:
@@ -311,7 +314,11 @@ class AsyncDCPWriter:
             reply = self.proc.write(request)
             if "error" in reply:
                 code, strerror, filename, text = reply["error"]
-                raise WriteFailed(code, strerror or text, filename) if code else WriteFailed(text)
+                failed = WriteFailed(code, strerror or text, filename)
+                if not code:
+                    failed = WriteFailed(text)
+                failed.signal = reply.get("signal")
+                raise failed
             if finalize is not None:
                 finalize(reply["records"])
             self.write_seconds = time.perf_counter() - start

@@ -62,9 +62,29 @@ class WriterProcess:
                 self.proc.stdin.flush()
                 return pickle.load(self.proc.stdout)
             except (EOFError, BrokenPipeError, pickle.UnpicklingError) as err:
-                code = self.proc.poll()
-                text = f"the checkpoint writer process exited ({code}): {err}"
-                return {"error": (0, "", None, text)}
+                return self._died(err)
+
+    def _died(self, err: BaseException) -> dict:
+        """The reply for a child that answered nothing: how it ended, and `signal` when a
+        signal ended it (SIGKILL is what the kernel's out-of-memory killer sends)."""
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # the pipe broke, the child still runs
+            code = None
+        if code is None or code >= 0:
+            text = f"the checkpoint writer process exited ({code}): {err}"
+            return {"error": (0, "", None, text)}
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        text = f"the checkpoint writer process was killed by {name}"
+        if -code == signal.SIGKILL:
+            text += (
+                " (what the kernel's out-of-memory killer sends when host memory runs out; "
+                "`dmesg` says whether it did)"
+            )
+        return {"error": (0, "", None, text), "signal": -code}
 
     def close(self) -> None:
         if self.proc.poll() is None:
