@@ -87,8 +87,84 @@ def test_fewer_staging_files_when_they_would_take_half_the_memory(monkeypatch, c
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # the node's other ranks pin theirs too
     assert writer._affordable(150_000_000) == 2 and writer._affordable(160_000_000) == 1
     caplog.clear()
-    writer.buffers = 1  # one is the least, and asked for: nothing to say
-    assert writer._affordable(10**12) == 1 and "would pin" not in caplog.text
+    writer.buffers = 1  # one is the least, and asked for: nothing to say while it fits
+    with caplog.at_level(logging.WARNING):
+        assert writer._affordable(600_000_000) == 1
+        assert caplog.text == ""
+        # 8 x 0.7 GB does not fit in 5 GB: still one file, and one line says the run may die.
+        assert writer._affordable(700_000_000) == 1
+    assert "would pin" not in caplog.text
+    assert "pins 5.6 GB of host memory on this node and only 5.0 GB is available" in caplog.text
+    assert "give the job more host memory (SLURM --mem)" in caplog.text
+
+
+def fake_cgroups(tmp_path, lines: str, files: dict[str, str]):
+    """A /proc/self/cgroup and a /sys/fs/cgroup tree of `files` ({path: text}) under tmp_path."""
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text(lines)
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       2000000000 kB\nMemAvailable:   1500000000 kB\n")
+    return meminfo, proc, root
+
+
+GiB = 2**30
+
+
+def test_a_slurm_jobs_cgroup_v2_limit_caps_the_memory_a_run_may_pin(tmp_path):
+    """A job given 10 GiB (`--mem`) on a node with 1.4 TiB available: its steps' folders set no
+    limit, the job's folder does; the room is the limit less the usage plus the inactive page
+    cache, and the tightest folder wins."""
+    from framework.trainer import host_memory as H
+
+    job = "slurm/uid_0/job_7"
+    meminfo, proc, root = fake_cgroups(
+        tmp_path,
+        f"0::/{job}/step_0/user/task_0\n",
+        {
+            f"{job}/memory.max": str(10 * GiB),
+            f"{job}/memory.current": str(6 * GiB),
+            f"{job}/memory.stat": f"anon {4 * GiB}\nfile {2 * GiB}\ninactive_file {GiB}\n",
+            f"{job}/step_0/memory.max": "max",
+            f"{job}/step_0/user/task_0/memory.max": "max",
+            "slurm/memory.max": str(500 * GiB),
+            "slurm/memory.current": str(100 * GiB),
+        },
+    )
+    assert H.cgroup_room(proc, root) == 5 * GiB  # 10 - 6 + 1, under slurm's 400
+    assert H.available(meminfo, proc, root) == 5 * GiB
+    # No limit anywhere: MemAvailable.
+    (root / job / "memory.max").write_text("max\n")
+    (root / "slurm" / "memory.max").write_text("max\n")
+    assert H.cgroup_room(proc, root) is None
+    assert H.available(meminfo, proc, root) == 1_500_000_000 * 1024
+    # A container's own limit at the root of its namespace ("0::/").
+    proc.write_text("0::/\n")
+    (root / "memory.max").write_text(str(3 * GiB))
+    (root / "memory.current").write_text(str(GiB))
+    assert H.available(meminfo, proc, root) == 2 * GiB
+
+
+def test_a_cgroup_v1_memory_limit_counts_too(tmp_path):
+    from framework.trainer import host_memory as H
+
+    meminfo, proc, root = fake_cgroups(
+        tmp_path,
+        "12:cpu,cpuacct:/slurm/job_3\n11:memory:/slurm/job_3/step_batch\n1:name=systemd:/x\n",
+        {
+            "memory/slurm/job_3/memory.limit_in_bytes": str(8 * GiB),
+            "memory/slurm/job_3/memory.usage_in_bytes": str(7 * GiB),
+            "memory/slurm/job_3/memory.stat": f"cache 0\ntotal_inactive_file {GiB}\n",
+            "memory/slurm/job_3/step_batch/memory.limit_in_bytes": "9223372036854771712",
+        },
+    )
+    assert H.cgroup_room(proc, root) == 2 * GiB
+    assert H.available(meminfo, proc, root) == 2 * GiB
+    # Nothing readable: 0 (unknown), which keeps the staging files asked for.
+    assert H.available(tmp_path / "none", tmp_path / "none", root) == 0
 
 
 def test_the_writer_maps_a_new_staging_file_that_took_a_closed_ones_fd(tmp_path):

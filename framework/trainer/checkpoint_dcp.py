@@ -215,6 +215,16 @@ class AsyncDCPWriter:
     def _affordable(self, nbytes: int) -> int:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         avail = S.available_memory()
+        if avail and nbytes * local > avail and self.env.is_main:
+            # One file is needed whatever its size: say why the run may die at pinning time.
+            log.warning(
+                "one checkpoint staging file per process pins %.1f GB of host memory on this "
+                "node and only %.1f GB is available to this job (MemAvailable or its cgroup's "
+                "limit): the kernel may kill the run for memory; give the job more host memory "
+                "(SLURM --mem) or spread it over more nodes.",
+                nbytes * local / 1e9,
+                avail / 1e9,
+            )
         fit = int(avail // 2 // max(1, nbytes * local)) if avail else self.buffers
         if fit >= self.buffers or self.buffers == 1:  # one file is needed whatever its size
             return self.buffers

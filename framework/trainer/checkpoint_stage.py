@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from framework.trainer import host_memory
+
 ALIGN = 4096  # page-aligned slots: a view never straddles a partly registered page
 
 
@@ -77,15 +79,9 @@ def nbytes(layout: dict) -> int:
 
 
 def available_memory() -> int:
-    """The host's available memory in bytes (MemAvailable; 0 where /proc/meminfo is missing)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    """Bytes of host memory this process can still take: MemAvailable, or the room under a
+    cgroup's limit where that is less (framework/trainer/host_memory.py); 0 when unknown."""
+    return host_memory.available()
 
 
 _SERIALS = itertools.count(1)
