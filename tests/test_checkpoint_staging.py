@@ -70,6 +70,41 @@ def test_the_staging_file_is_pinned_in_ranges_that_never_split_a_tensor():
     ]  # fmt: skip
 
 
+def test_a_staging_file_that_cannot_be_pinned_is_unpinned_and_said(monkeypatch, caplog):
+    """cudaHostRegister failing part way (host memory ran out): the ranges already registered
+    are released, the file stays usable unpinned, and one line says what that costs."""
+    from framework.trainer import checkpoint_stage as S
+
+    calls: list[tuple[str, int]] = []
+
+    class Cudart:
+        def cudaHostRegister(self, ptr, size, flags):
+            calls.append(("register", ptr))
+            return 2 if len([c for c in calls if c[0] == "register"]) == 3 else 0
+
+        def cudaHostUnregister(self, ptr):
+            calls.append(("unregister", ptr))
+            return 0
+
+    monkeypatch.setattr(torch.cuda, "cudart", lambda: Cudart())
+    real = S.pin_ranges
+    monkeypatch.setattr(S, "pin_ranges", lambda layout, size: real(layout, size, target=2**20))
+    monkeypatch.setattr(S.time, "sleep", lambda s: None)
+    state = {f"t{i}": torch.zeros(2**18) for i in range(6)}  # 1 MiB each: one range each
+    with caplog.at_level(logging.WARNING):
+        slab = S.Slab(S.layout_of(state), pin=True)
+    registered = [p for kind, p in calls if kind == "register"][:2]
+    assert [p for kind, p in calls if kind == "unregister"] == registered
+    assert not slab.pinned and slab.ranges == []
+    assert "pinning the checkpoint staging file failed at 0.0 of 0.0 GB (CUDA error 2)" in (
+        caplog.text
+    )
+    assert "training waits for each copy" in caplog.text
+    slab.view("/t3").copy_(torch.ones(2**18))  # still a working staging file
+    assert float(slab.view("/t3").sum()) == 2**18
+    slab.close()
+
+
 def test_fewer_staging_files_when_they_would_take_half_the_memory(monkeypatch, caplog):
     """Each staging file pins one save's size of host memory: a run asks for 2 but gets what
     half of the node's available memory holds, said in one line."""

@@ -15,6 +15,7 @@ whole tensor, which the writer turns back into views of the shared file (`rebuil
 from __future__ import annotations
 
 import itertools
+import logging
 import mmap
 import os
 import time
@@ -25,6 +26,8 @@ import torch
 from torch import Tensor
 
 from framework.trainer import host_memory
+
+log = logging.getLogger(__name__)
 
 ALIGN = 4096  # page-aligned slots: a view never straddles a partly registered page
 
@@ -119,8 +122,18 @@ class Slab:
                 os.posix_fallocate(self.fd, start, end - start)
             except OSError:  # not supported here: the registration touches the pages instead
                 pass
-            if int(cudart.cudaHostRegister(base + start, end - start, 0)) != 0:
+            code = int(cudart.cudaHostRegister(base + start, end - start, 0))
+            if code != 0:
                 self._unpin()  # copies from unregistered memory are still right, only slower
+                log.warning(
+                    "pinning the checkpoint staging file failed at %.1f of %.1f GB (CUDA error "
+                    "%d): saves copy from the GPU without it, and training waits for each copy; "
+                    "free host memory (fewer checkpoint.staging_buffers or data.num_workers) "
+                    "to avoid that.",
+                    start / 1e9,
+                    self.size / 1e9,
+                    code,
+                )
                 return
             self.ranges.append((start, end))
             # The training thread's CUDA calls and page faults wait while a range is pinned;
