@@ -134,6 +134,38 @@ def test_a_full_disk_says_where_removes_temp_files_and_keeps_latest(tmp_path, mo
     assert run(cfg(tmp_path), []) == EXIT_OK
 
 
+def test_a_data_worker_killed_for_memory_is_one_line_and_resumable(
+    tmp_path, monkeypatch, caplog, capfd
+):
+    """A loader worker SIGKILLed (the out-of-memory killer's signal) after some steps: exit 4,
+    one line naming it, the fix and the last checkpoint; the same command then finishes."""
+    from framework.trainer.entry import EXIT_OOM
+
+    over = ["data.num_workers=1", "+data.dataset.kill_worker_after=28", "checkpoint.save_iter=2"]
+    monkeypatch.setenv("TOY_SIGNAL_ARMED", "1")
+    with caplog.at_level(logging.ERROR):
+        assert run(cfg(tmp_path, *over), []) == EXIT_OOM
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line.startswith("error: a data loader worker died (DataLoader worker (pid ")
+    assert "killed by signal" in line or "exited unexpectedly" in line
+    assert "lower data.num_workers" in line and "run the same command again" in line
+    assert line.endswith(f"{ckpt_root(tmp_path)}/*/{latest(tmp_path)}).")
+    assert "Traceback" not in capfd.readouterr().err
+    assert 2 <= int(latest(tmp_path)[5:14]) < 8  # it died mid-run, after a save
+    monkeypatch.delenv("TOY_SIGNAL_ARMED")
+    assert run(cfg(tmp_path, *over), []) == EXIT_OK
+    assert latest(tmp_path) == "iter_000000008.pt"
+
+
+def test_other_runtime_errors_still_raise():
+    from framework.trainer.entry import worker_killed
+
+    assert worker_killed(RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed."))
+    assert worker_killed(RuntimeError("DataLoader worker (pid(s) 12) exited unexpectedly"))
+    assert worker_killed(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert worker_killed(RuntimeError("Caught ValueError in DataLoader worker process 0.")) is None
+
+
 def test_a_second_run_of_the_same_job_is_refused_naming_the_holder(tmp_path):
     import subprocess
     import sys

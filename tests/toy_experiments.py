@@ -24,7 +24,12 @@ from framework.trainer.optim import LambdaLinear, adamw
 class ToyDataset(Dataset):
     """y = x @ w + 0.01 noise, fixed by `seed`; items are dicts like real datasets yield."""
 
-    def __init__(self, size: int = 64, dim: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self, size: int = 64, dim: int = 8, seed: int = 0, kill_worker_after: int = -1
+    ) -> None:
+        """`kill_worker_after`: a loader worker SIGKILLs itself at its item after that many
+        (as the out-of-memory killer would), while TOY_SIGNAL_ARMED is set."""
+        self.kill_worker_after, self.served = kill_worker_after, 0
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(size, dim, generator=g)
         w = torch.randn(dim, 1, generator=g)
@@ -35,6 +40,11 @@ class ToyDataset(Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
+        in_worker = torch.utils.data.get_worker_info() is not None
+        if in_worker and os.environ.get("TOY_SIGNAL_ARMED") and self.kill_worker_after >= 0:
+            if self.served >= self.kill_worker_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            self.served += 1
         return {"x": self.x[i], "y": self.y[i], "index": torch.tensor(i)}
 
 

@@ -5,7 +5,7 @@ Exit codes (also in docs/training.md), so SLURM scripts can tell a requeue from 
   1   (uncaught)       any other error, with its traceback
   2   EXIT_USER_ERROR  a mistake in the config or the files it names (one-line message)
   3   EXIT_NONFINITE   the loss was NaN/Inf train.max_nonfinite_steps times in a row
-  4   EXIT_OOM         out of GPU memory
+  4   EXIT_OOM         out of GPU memory, or a data loader worker killed (host memory)
   5   EXIT_WRITE       a checkpoint could not be written (disk full, permissions): the message
                        names the path; temporary files are gone and the previous checkpoint is
                        still the one latest_checkpoint.txt names, so a restart resumes from it
@@ -28,7 +28,7 @@ from framework.config import ConfigError
 from framework.data.dataset import BadDataError
 from framework.io import UnsafeFileError
 from framework.trainer import dist as D
-from framework.trainer.checkpoint import CheckpointWriteError
+from framework.trainer.checkpoint import LATEST, CheckpointWriteError
 from framework.trainer.state import preemption_signals
 from framework.trainer.trainer import NonFiniteLossError, Trainer
 
@@ -46,6 +46,34 @@ OOM_ADVICE = (
     "global batch), set parallel.activation_checkpointing=selective (or full), or shard over "
     "more GPUs with parallel.strategy=fsdp and a larger parallel.shard_size (-1 = all)."
 )
+
+
+WORKER_KILLED = (
+    "error: a data loader worker died ({what}): the kernel's out-of-memory killer does this when "
+    "host memory runs out (`dmesg` says whether it did); lower data.num_workers (each worker "
+    "holds its own buffers) or data.batch_size, then run the same command again to resume from "
+    "the last checkpoint{where}."
+)
+
+
+def worker_killed(err: BaseException) -> str | None:
+    """torch's text for a DataLoader worker that died under a signal (its SIGCHLD handler
+    raises "... is killed by signal: Killed."; the queue's timeout check "... exited
+    unexpectedly"), else None."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    if "DataLoader worker (pid" in text and ("killed by signal" in text or "unexpectedly" in text):
+        return text.rstrip(". ")
+    return None
+
+
+def _last_checkpoint(trainer: Trainer | None) -> str:
+    """The iteration latest_checkpoint.txt names (saves in flight were finished on the way out),
+    read as text: the error path must not hash files nor wait for other ranks."""
+    if trainer is None:
+        return ""
+    marker = trainer.checkpointer.root / LATEST
+    name = marker.read_text().strip() if marker.is_file() else ""
+    return f" ({trainer.checkpointer.root}/*/{name})" if name else ""
 
 
 def _setup_logging(rank: int) -> None:
@@ -88,6 +116,12 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     except CheckpointWriteError as err:
         log.error("error: %s", err)
         return EXIT_WRITE
+    except RuntimeError as err:
+        what = worker_killed(err)
+        if what is None:
+            raise
+        log.error(WORKER_KILLED.format(what=what, where=_last_checkpoint(trainer)))
+        return EXIT_OOM
     finally:
         # Free the trainer (DDP's reducer holds the process group) while the group is still
         # registered, then destroy it: destroyed inside the reducer's teardown, gloo joins a
