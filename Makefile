@@ -31,9 +31,17 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# A process killed by SIGKILL (bash: 137) cannot say why itself; on a training box that is
+# usually the kernel's out-of-memory killer, so say that in its place.
+KILLED := error: the training process was killed by SIGKILL, what the kernel out-of-memory \
+	killer sends when host memory runs out (dmesg says whether it did): lower data.num_workers \
+	or data.batch_size, or give the job more host memory, then run the same command again to \
+	resume from the last checkpoint.
+
 train: $(STAMP)
 ifeq ($(NPROC)$(NNODES),11)
-	$(PY) -m launch.train "$(EXP)" $(ARGS)
+	$(PY) -m launch.train "$(EXP)" $(ARGS) || { code=$$?; [ $$code -ne 137 ] || \
+	  echo '$(KILLED)' >&2; exit $$code; }
 else
 # One process checks the config and the files first: a mistake is then one message, not every
 # rank's plus torchrun's own traceback.

@@ -98,6 +98,27 @@ def test_banner_says_what_the_run_does(tmp_path, capsys):
     assert str(job) in first
 
 
+def test_make_train_says_what_a_sigkill_usually_is(tmp_path):
+    """A SIGKILL (what the out-of-memory killer sends) leaves the process no last word: make
+    says it, keeps the exit code, and the same command then resumes and finishes."""
+    venv = Path(sys.executable).parent.parent
+    kill = "'+hooks.zz={_target_:tests.toy_experiments.SignalAtStep,step:5,sig:SIGKILL}'"
+    args = [*TOY, f"job.output_root={tmp_path}", "train.max_steps=8", "checkpoint.save_iter=2"]
+    cmd = ["make", "-s", "-o", f"{venv}/.install-stamp", "train", f"VENV={venv}"]
+    cmd += [f"EXP={args[0]}", "ARGS=" + " ".join([*args[1:], kill])]
+    env = {**os.environ, "TOY_SIGNAL_ARMED": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]  # make's own code for a failed recipe
+    last = [ln for ln in out.stderr.splitlines() if not ln.startswith("make")][-1]
+    assert last.startswith("error: the training process was killed by SIGKILL")
+    assert "out-of-memory killer" in last and "run the same command again" in last
+    env.pop("TOY_SIGNAL_ARMED")
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from iter_000000004.pt" in again.stderr
+    assert "killed by SIGKILL" not in again.stderr
+
+
 def test_make_train_with_several_processes_reports_a_mistake_in_one_line():
     venv = Path(sys.executable).parent.parent
     out = subprocess.run(
