@@ -146,7 +146,9 @@ def test_a_data_worker_killed_for_memory_is_one_line_and_resumable(
     with caplog.at_level(logging.ERROR):
         assert run(cfg(tmp_path, *over), []) == EXIT_OOM
     (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert line.startswith("error: a data loader worker died (DataLoader worker (pid ")
+    # torch says "(pid N) is killed by signal: Killed" from its SIGCHLD handler, or "(pid(s) N)
+    # exited unexpectedly" when its queue's timeout check sees the death first (the suite saw it).
+    assert line.startswith("error: a data loader worker died (DataLoader worker (pid")
     assert "killed by signal" in line or "exited unexpectedly" in line
     assert "lower data.num_workers" in line and "run the same command again" in line
     assert line.endswith(f"{ckpt_root(tmp_path)}/*/{latest(tmp_path)}).")
