@@ -324,9 +324,7 @@ class AsyncDCPWriter:
             reply = self.proc.write(request)
             if "error" in reply:
                 code, strerror, filename, text = reply["error"]
-                failed = WriteFailed(code, strerror or text, filename)
-                if not code:
-                    failed = WriteFailed(text)
+                failed = WriteFailed(*((code, strerror or text, filename) if code else (text,)))
                 failed.signal = reply.get("signal")
                 raise failed
             if finalize is not None:

@@ -27,8 +27,9 @@ from omegaconf import DictConfig
 from framework.config import ConfigError
 from framework.data.dataset import BadDataError
 from framework.io import UnsafeFileError
+from framework.jobs import read_latest
 from framework.trainer import dist as D
-from framework.trainer.checkpoint import LATEST, CheckpointWriteError
+from framework.trainer.checkpoint import CheckpointWriteError
 from framework.trainer.state import preemption_signals
 from framework.trainer.trainer import NonFiniteLossError, Trainer
 
@@ -71,9 +72,12 @@ def _last_checkpoint(trainer: Trainer | None) -> str:
     read as text: the error path must not hash files nor wait for other ranks."""
     if trainer is None:
         return ""
-    marker = trainer.checkpointer.root / LATEST
-    name = marker.read_text().strip() if marker.is_file() else ""
-    return f" ({trainer.checkpointer.root}/*/{name})" if name else ""
+    root = trainer.checkpointer.root
+    try:
+        name = read_latest(root)
+    except ConfigError:  # a damaged marker: the next start reports it
+        name = None
+    return f" ({root}/*/{name})" if name else ""
 
 
 def _setup_logging(rank: int) -> None:
